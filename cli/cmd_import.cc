@@ -1,0 +1,219 @@
+// import: Maildir folders, mbox files, .eml files and trees of them, into the vault.
+//
+// Pipeline: a reader thread splits files into messages; workers hash, compress and encrypt
+// them and hand them to the vault's committer without waiting; this thread collects the
+// outcomes in order as each group of messages becomes durable, reports and shows progress.
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "capture/mail_source.h"
+#include "cli/commands.h"
+
+namespace mailvault::cli {
+namespace {
+
+// A bounded queue closed by the producer.
+template <typename T>
+class Channel {
+ public:
+  explicit Channel(size_t capacity) : capacity_(capacity) {}
+  void Push(T v) {
+    std::unique_lock<std::mutex> l(mu_);
+    not_full_.wait(l, [&] { return q_.size() < capacity_; });
+    q_.push_back(std::move(v));
+    not_empty_.notify_one();
+  }
+  bool Pop(T* v) {
+    std::unique_lock<std::mutex> l(mu_);
+    not_empty_.wait(l, [&] { return !q_.empty() || closed_; });
+    if (q_.empty()) return false;
+    *v = std::move(q_.front());
+    q_.pop_front();
+    not_full_.notify_one();
+    return true;
+  }
+  void Close() {
+    std::lock_guard<std::mutex> l(mu_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<T> q_;
+  size_t capacity_;
+  bool closed_ = false;
+};
+
+struct Outcome {
+  std::string label;
+  uint64_t bytes = 0;
+  std::optional<Error> early_error;  // rejected before reaching the vault
+  std::future<Result<IngestResult>> result;
+};
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string Absolute(const std::string& p) {
+  std::error_code ec;
+  auto a = std::filesystem::absolute(p, ec);
+  return ec ? p : a.lexically_normal().string();
+}
+
+// A dictionary trained on mail spread across the whole import compresses far better than none.
+void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_t max_bytes) {
+  constexpr size_t kSampleMessages = 2000;
+  constexpr uint64_t kSampleBytes = 16 << 20;
+  size_t step = std::max<size_t>(1, files.size() / kSampleMessages);
+  std::vector<std::string> samples;
+  uint64_t total = 0;
+  for (size_t i = 0; i < files.size() && samples.size() < kSampleMessages && total < kSampleBytes; i += step) {
+    (void)ReadSourceFile(files[i], max_bytes, [&](SourceMessage m) {
+      if (samples.size() >= kSampleMessages || CheckLooksLikeMail(m.bytes).ok() == false) return;
+      m.bytes.resize(std::min<size_t>(m.bytes.size(), 64 << 10));
+      total += m.bytes.size();
+      samples.push_back(std::move(m.bytes));
+    });
+  }
+  if (samples.size() < 100) return;  // too little to learn from; the vault trains later by itself
+  std::vector<std::string_view> views(samples.begin(), samples.end());
+  Status s = vault.TrainDictionary(views);
+  if (!s.ok()) std::cerr << "mailvault: note: no compression dictionary trained (" << s.error().message() << ")\n";
+}
+
+}  // namespace
+
+void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, .eml files and directory trees of them");
+  static std::vector<std::string> paths;
+  static std::string custodian;
+  static bool quiet = false;
+  cmd->add_option("PATH", paths, "Maildir, mbox, .eml or directory")->required();
+  cmd->add_option("--custodian", custodian, "the address whose mailbox this mail is from");
+  cmd->add_flag("--quiet,-q", quiet, "print only problems and the summary");
+  cmd->callback([&g, exit_code] {
+    if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
+      *exit_code = Fail(s.error());
+      return;
+    }
+    Result<std::unique_ptr<Vault>> opened = OpenVault(g);
+    if (!opened.ok()) {
+      *exit_code = Fail(opened.error());
+      return;
+    }
+    Vault& vault = **opened;
+    uint64_t rejected = 0, imported = 0, duplicates = 0, warnings = 0, done_bytes = 0;
+    auto report = [&](const std::string& label, const std::string& what, const Error& e) {
+      if (StderrIsTerminal()) std::cerr << "\r\033[K";
+      std::cerr << what << " " << label << ": " << e.message() << "\n";
+    };
+    std::vector<SourceFile> files = FindSourceFiles(paths, [&](const std::string& p, const Error& e) {
+      ++rejected;
+      report(p, "rejected", e);
+    });
+    uint64_t total_bytes = 0;
+    for (const SourceFile& f : files) total_bytes += f.size;
+    const uint64_t max_bytes = g.vault_options.limits.max_message_bytes;
+    if (!vault.has_dictionary()) TrainFromSample(vault, files, max_bytes);
+
+    std::string custodian_norm = custodian;
+    Channel<SourceMessage> work(256);
+    Channel<Outcome> outcomes(4096);
+    std::thread reader([&] {
+      for (const SourceFile& f : files) {
+        Status s = ReadSourceFile(f, max_bytes, [&](SourceMessage m) { work.Push(std::move(m)); });
+        if (!s.ok()) {
+          Outcome o;
+          o.label = f.path;
+          o.bytes = f.size;
+          o.early_error = s.error();
+          outcomes.Push(std::move(o));
+        }
+      }
+      work.Close();
+    });
+    // Workers keep submission order per worker only; outcomes are reported as they resolve.
+    unsigned n_workers = std::max(1u, std::thread::hardware_concurrency());
+    std::vector<std::thread> workers;
+    std::atomic<unsigned> live{n_workers};
+    for (unsigned i = 0; i < n_workers; ++i) {
+      workers.emplace_back([&] {
+        SourceMessage m;
+        while (work.Pop(&m)) {
+          Outcome o;
+          o.label = m.label;
+          o.bytes = m.bytes.size();
+          if (Status s = CheckLooksLikeMail(m.bytes); !s.ok()) {
+            o.early_error = s.error();
+          } else {
+            Envelope env;
+            env.capture_time_us = NowMicros();
+            env.source = "import:" + Absolute(m.label);
+            env.custodian = custodian_norm;
+            o.result = vault.IngestAsync(m.bytes, env);
+          }
+          outcomes.Push(std::move(o));
+        }
+        if (--live == 0) outcomes.Close();
+      });
+    }
+
+    auto start = std::chrono::steady_clock::now();
+    auto last_draw = start;
+    bool tty = StderrIsTerminal() && !quiet;
+    Outcome o;
+    while (outcomes.Pop(&o)) {
+      done_bytes += o.bytes;
+      if (o.early_error) {
+        ++rejected;
+        report(o.label, "rejected", *o.early_error);
+      } else {
+        Result<IngestResult> r = o.result.get();
+        if (!r.ok()) {
+          ++rejected;
+          report(o.label, "rejected", r.error());
+        } else if (r->duplicate) {
+          ++duplicates;
+        } else {
+          ++imported;
+          if (!r->warning.empty()) {
+            ++warnings;
+            report(o.label, "warning", Error(ErrorCode::kLimitExceeded, r->warning));
+          }
+        }
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (tty && now - last_draw > std::chrono::milliseconds(200)) {
+        last_draw = now;
+        double secs = std::chrono::duration<double>(now - start).count();
+        uint64_t count = imported + duplicates + rejected;
+        double rate = count / std::max(secs, 1e-6);
+        double eta = done_bytes ? secs * (static_cast<double>(total_bytes) / done_bytes - 1.0) : 0.0;
+        std::fprintf(stderr, "\r\033[K%llu messages  %.0f msg/s  %.0f%%  ETA %d:%02d",
+                     static_cast<unsigned long long>(count), rate,
+                     total_bytes ? 100.0 * done_bytes / total_bytes : 100.0, static_cast<int>(eta) / 60,
+                     static_cast<int>(eta) % 60);
+      }
+    }
+    reader.join();
+    for (auto& w : workers) w.join();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (tty) std::cerr << "\r\033[K";
+    std::cout << "imported " << imported << " new messages, " << duplicates << " duplicates, " << rejected
+              << " rejected" << (warnings ? ", " + std::to_string(warnings) + " stored with warnings" : "") << " in "
+              << secs << " s (" << static_cast<uint64_t>((imported + duplicates) / std::max(secs, 1e-6)) << " msg/s)\n";
+    *exit_code = rejected ? 3 : 0;
+  });
+}
+
+}  // namespace mailvault::cli

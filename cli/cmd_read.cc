@@ -1,0 +1,286 @@
+// list, show, cat, export: reading the vault.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "capture/mail_source.h"
+#include "cli/commands.h"
+#include "core/bytes.h"
+#include "core/file_util.h"
+#include "core/message.h"
+#include "vault/pack.h"
+
+namespace mailvault::cli {
+namespace {
+
+using nlohmann::json;
+
+// JSON must be valid UTF-8; mail text was made valid when parsed, but be safe.
+std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
+
+json SummaryJson(const ObjectId& id, const MessageMeta& m) {
+  return json{{"id", id.Hex()},
+              {"message_id", m.summary.message_id},
+              {"message_id_synthetic", m.summary.message_id_synthetic},
+              {"date", m.summary.date ? json(FormatDate(m.summary.date, m.summary.date_utc_offset_minutes)) : json(nullptr)},
+              {"from", m.summary.from},
+              {"subject", m.summary.subject},
+              {"size", m.raw_size}};
+}
+
+json EnvelopeJson(const StoredEnvelope& se) {
+  const Envelope& e = se.envelope;
+  json j{{"capture_time", FormatDate(e.capture_time_us / 1000000)},
+         {"source", e.source},
+         {"recipients", e.recipients},
+         {"stored_in", json{{"pack", PackFileName(se.where.pack)}, {"offset", se.where.offset}, {"length", se.where.length}}}};
+  if (!e.custodian.empty()) j["custodian"] = e.custodian;
+  if (!e.sender.empty()) j["sender"] = e.sender;
+  return j;
+}
+
+std::string AddressList(const std::vector<Address>& list) {
+  std::string s;
+  for (const Address& a : list) {
+    if (!s.empty()) s += ", ";
+    s += a.name.empty() ? a.address : a.name + " <" + a.address + ">";
+  }
+  return s;
+}
+
+json Addresses(const std::vector<Address>& list) {
+  json j = json::array();
+  for (const Address& a : list) j.push_back(json{{"name", a.name}, {"address", a.address}});
+  return j;
+}
+
+// Opens the vault named by the global options, or reports why not.
+std::unique_ptr<Vault> OpenOrFail(GlobalOptions& g, int* exit_code) {
+  if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
+    *exit_code = Fail(s.error());
+    return nullptr;
+  }
+  Result<std::unique_ptr<Vault>> v = OpenVault(g);
+  if (!v.ok()) {
+    *exit_code = Fail(v.error());
+    return nullptr;
+  }
+  return std::move(*v);
+}
+
+}  // namespace
+
+void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* cmd = app.add_subcommand("list", "list stored messages in capture order");
+  static bool as_json = false;
+  cmd->add_flag("--json", as_json, "print a JSON array");
+  cmd->callback([&g, exit_code] {
+    auto vault = OpenOrFail(g, exit_code);
+    if (!vault) return;
+    bool first = true;
+    if (as_json) std::cout << "[";
+    Status s = vault->ForEachMessage([&](const ObjectId& id, const MessageMeta& m) {
+      if (as_json) {
+        std::cout << (first ? "\n" : ",\n") << SummaryJson(id, m).dump(-1, ' ', false, json::error_handler_t::replace);
+      } else {
+        std::string subject = m.summary.subject.substr(0, 60);
+        std::cout << id.ShortHex() << "  " << FormatDate(m.summary.date, m.summary.date_utc_offset_minutes) << "  "
+                  << (m.summary.from.empty() ? "-" : m.summary.from) << "  " << subject << "  " << m.raw_size << "\n";
+      }
+      first = false;
+      return true;
+    });
+    if (as_json) std::cout << (first ? "]\n" : "\n]\n");
+    if (!s.ok()) *exit_code = Fail(s.error());
+  });
+}
+
+void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* cmd = app.add_subcommand("show", "show a message's metadata, envelopes, fingerprints and where it is stored");
+  static std::string id_arg;
+  static bool as_json = false;
+  cmd->add_option("ID", id_arg, "message id (or a unique prefix of at least 6 hex digits)")->required();
+  cmd->add_flag("--json", as_json, "print as JSON");
+  cmd->callback([&g, exit_code] {
+    auto vault = OpenOrFail(g, exit_code);
+    if (!vault) return;
+    Result<ObjectId> id = vault->Resolve(id_arg);
+    if (!id.ok()) {
+      *exit_code = Fail(id.error());
+      return;
+    }
+    Result<MessageMeta> meta = vault->GetMeta(*id);
+    Result<std::vector<StoredEnvelope>> envs = meta.ok() ? vault->GetEnvelopes(*id) : Result<std::vector<StoredEnvelope>>(meta.error());
+    Result<std::string> raw = envs.ok() ? vault->ReadMessage(*id) : Result<std::string>(envs.error());
+    if (!raw.ok()) {
+      *exit_code = Fail(raw.error());
+      return;
+    }
+    Result<ParsedMessage> parsed = ParseMessage(*raw, g.vault_options.limits);
+    json j = SummaryJson(*id, *meta);
+    j["sha256"] = id->Hex();
+    j["stored_in"] = json{{"pack", PackFileName(meta->where.pack)}, {"offset", meta->where.offset}, {"length", meta->where.length}};
+    j["envelopes"] = json::array();
+    for (const StoredEnvelope& e : *envs) j["envelopes"].push_back(EnvelopeJson(e));
+    if (!meta->parse_warning.empty()) j["warning"] = meta->parse_warning;
+    if (parsed.ok()) {
+      const ParsedMessage& p = *parsed;
+      j["to"] = Addresses(p.to);
+      j["cc"] = Addresses(p.cc);
+      j["bcc"] = Addresses(p.bcc);
+      j["in_reply_to"] = p.in_reply_to;
+      j["references"] = p.references;
+      j["header_key"] = p.HeaderKey();
+      j["content_hashes"] = p.ContentHashes();
+      json parts = json::array();
+      for (const MimePart& mp : p.parts) {
+        json pj{{"depth", mp.depth}, {"content_type", mp.content_type}, {"size", mp.decoded_size}};
+        if (!mp.filename.empty()) pj["filename"] = mp.filename;
+        if (!mp.charset.empty()) pj["charset"] = mp.charset;
+        if (mp.is_attachment) pj["attachment"] = true;
+        if (!mp.content_hash.empty()) pj["sha256"] = mp.content_hash;
+        parts.push_back(pj);
+      }
+      j["parts"] = parts;
+    } else {
+      j["parse_error"] = parsed.error().message();
+    }
+    if (as_json) {
+      std::cout << Dump(j) << "\n";
+      return;
+    }
+    std::cout << "id:          " << id->Hex() << "\n"
+              << "message-id:  " << meta->summary.message_id << (meta->summary.message_id_synthetic ? " (synthetic)" : "") << "\n"
+              << "date:        " << FormatDate(meta->summary.date, meta->summary.date_utc_offset_minutes) << "\n"
+              << "from:        " << (meta->summary.from_name.empty() ? meta->summary.from : meta->summary.from_name + " <" + meta->summary.from + ">") << "\n"
+              << "subject:     " << meta->summary.subject << "\n"
+              << "size:        " << meta->raw_size << " bytes\n"
+              << "stored in:   " << PackFileName(meta->where.pack) << " at offset " << meta->where.offset << " (" << meta->where.length << " bytes)\n";
+    if (parsed.ok()) {
+      if (!parsed->to.empty()) std::cout << "to:          " << AddressList(parsed->to) << "\n";
+      if (!parsed->cc.empty()) std::cout << "cc:          " << AddressList(parsed->cc) << "\n";
+      std::cout << "header key:  " << parsed->HeaderKey() << "\n";
+      std::cout << "parts:\n";
+      for (const MimePart& mp : parsed->parts) {
+        std::cout << "  " << std::string(2 * mp.depth, ' ') << mp.content_type << "  " << mp.decoded_size << " bytes"
+                  << (mp.filename.empty() ? "" : "  \"" + mp.filename + "\"")
+                  << (mp.content_hash.empty() ? "" : "  sha256:" + mp.content_hash.substr(0, 16)) << "\n";
+      }
+    } else {
+      std::cout << "parse:       " << parsed.error().message() << "\n";
+    }
+    if (!meta->parse_warning.empty()) std::cout << "warning:     " << meta->parse_warning << "\n";
+    std::cout << "envelopes:\n";
+    for (const StoredEnvelope& e : *envs) {
+      std::cout << "  " << FormatDate(e.envelope.capture_time_us / 1000000) << "  " << e.envelope.source;
+      if (!e.envelope.custodian.empty()) std::cout << "  custodian " << e.envelope.custodian;
+      for (const std::string& r : e.envelope.recipients) std::cout << "  rcpt " << r;
+      std::cout << "\n";
+    }
+  });
+}
+
+void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* cmd = app.add_subcommand("cat", "write a message's original bytes to stdout");
+  static std::string id_arg;
+  cmd->add_option("ID", id_arg, "message id (or a unique prefix)")->required();
+  cmd->callback([&g, exit_code] {
+    auto vault = OpenOrFail(g, exit_code);
+    if (!vault) return;
+    Result<ObjectId> id = vault->Resolve(id_arg);
+    Result<std::string> raw = id.ok() ? vault->ReadMessage(*id) : Result<std::string>(id.error());
+    if (!raw.ok()) {
+      *exit_code = Fail(raw.error());
+      return;
+    }
+    Status s = WriteAll(1, *raw, "stdout");
+    if (!s.ok()) *exit_code = Fail(s.error());
+  });
+}
+
+void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* cmd = app.add_subcommand("export", "export messages (all, or the given ids) to an mbox file or a Maildir");
+  static std::string format, target;
+  static std::vector<std::string> ids;
+  cmd->add_option("--to", format, "mbox or maildir")->required()->check(CLI::IsMember({"mbox", "maildir"}));
+  cmd->add_option("TARGET", target, "the mbox file or Maildir directory to create")->required();
+  cmd->add_option("ID", ids, "message ids (default: every message)");
+  cmd->callback([&g, exit_code] {
+    auto vault = OpenOrFail(g, exit_code);
+    if (!vault) return;
+    std::vector<ObjectId> chosen;
+    for (const std::string& s : ids) {
+      Result<ObjectId> id = vault->Resolve(s);
+      if (!id.ok()) {
+        *exit_code = Fail(id.error());
+        return;
+      }
+      chosen.push_back(*id);
+    }
+    if (ids.empty()) {
+      Status s = vault->ForEachMessage([&](const ObjectId& id, const MessageMeta&) {
+        chosen.push_back(id);
+        return true;
+      });
+      if (!s.ok()) {
+        *exit_code = Fail(s.error());
+        return;
+      }
+    }
+    uint64_t n = 0;
+    Status s;
+    if (format == "mbox") {
+      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        *exit_code = Fail(ErrnoError("cannot create", target, errno).message() + " (export never overwrites a file)");
+        return;
+      }
+      for (const ObjectId& id : chosen) {
+        Result<std::string> raw = vault->ReadMessage(id);
+        Result<MessageMeta> meta = vault->GetMeta(id);
+        if (!raw.ok() || !meta.ok()) {
+          s = raw.ok() ? meta.status() : raw.status();
+          break;
+        }
+        std::string out;
+        AppendMboxMessage(*raw, meta->summary.date.value_or(0), &out);
+        s = WriteAll(fd, out, target);
+        if (!s.ok()) break;
+        ++n;
+      }
+      if (s.ok() && ::fsync(fd) != 0) s = ErrnoError("cannot fsync", target, errno);
+      ::close(fd);
+    } else {
+      for (const char* sub : {"", "/cur", "/new", "/tmp"}) {
+        std::string d = target + sub;
+        if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
+          s = ErrnoError("cannot create directory", d, errno);
+          break;
+        }
+      }
+      for (const ObjectId& id : chosen) {
+        if (!s.ok()) break;
+        Result<std::string> raw = vault->ReadMessage(id);
+        if (!raw.ok()) {
+          s = raw.status();
+          break;
+        }
+        // Maildir names must be unique; the content id is, and re-exporting is idempotent.
+        std::string name = target + "/cur/" + id.Hex() + ".mailvault:2,S";
+        s = ReplaceFileDurably(name, *raw, 0600);
+        ++n;
+      }
+    }
+    if (!s.ok()) {
+      *exit_code = Fail(s.error().With("export stopped after " + std::to_string(n) + " messages"));
+      return;
+    }
+    std::cout << "exported " << n << " messages to " << target << " (" << format << ")\n";
+  });
+}
+
+}  // namespace mailvault::cli

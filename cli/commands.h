@@ -1,0 +1,20 @@
+// One Add*Command per subcommand; each registers its flags and, when chosen, sets *exit_code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "cli/context.h"
+
+namespace mailvault::cli {
+
+void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+}  // namespace mailvault::cli

@@ -1,0 +1,31 @@
+// The envelope of one capture: when, from where, and for whom a message reached the archive.
+// A message stored once may have many envelopes (one per journal copy or import).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace mailvault {
+
+struct Envelope {
+  int64_t capture_time_us = 0;          // microseconds since the epoch, UTC
+  std::string source;                   // "import:/srv/mail/inbox.mbox", "smtp:10.0.0.5", ...
+  std::vector<std::string> recipients;  // envelope recipients (journal report or RCPT TO)
+  std::string custodian;                // whose mailbox this copy belongs to, when known
+  std::string sender;                   // envelope sender (MAIL FROM), when known
+
+  bool operator==(const Envelope&) const = default;
+
+  // Compact binary form; see docs/formats.md ("envelope").
+  std::string Encode() const;
+  static Result<Envelope> Decode(std::string_view bytes);
+  // Identifies the envelope's content apart from its capture time: a second capture that adds
+  // nothing new (the same file imported again) is recognised and not stored twice.
+  uint64_t ContentDigest() const;
+};
+
+}  // namespace mailvault

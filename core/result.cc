@@ -1,0 +1,33 @@
+#include "core/result.h"
+
+#include <cstring>
+
+namespace mailvault {
+
+const char* ErrorCodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return "invalid argument";
+    case ErrorCode::kNotFound: return "not found";
+    case ErrorCode::kAlreadyExists: return "already exists";
+    case ErrorCode::kCorruption: return "corruption";
+    case ErrorCode::kBadKey: return "wrong key";
+    case ErrorCode::kLimitExceeded: return "limit exceeded";
+    case ErrorCode::kMalformedInput: return "malformed input";
+    case ErrorCode::kIoError: return "I/O error";
+    case ErrorCode::kBusy: return "busy";
+    case ErrorCode::kUnsupported: return "unsupported";
+    case ErrorCode::kInternal: return "internal error";
+  }
+  return "unknown error";
+}
+
+std::string Error::ToString() const { return std::string(ErrorCodeName(code_)) + ": " + message_; }
+
+Error ErrnoError(const std::string& what, const std::string& path, int err) {
+  std::string msg = what + " " + path + ": " + std::strerror(err);
+  if (err == ENOSPC) msg += " (free space on the vault's file system and retry; nothing acknowledged was lost)";
+  if (err == EACCES || err == EPERM) msg += " (check the file's owner and mode)";
+  return IoError(msg);
+}
+
+}  // namespace mailvault

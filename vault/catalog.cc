@@ -1,0 +1,296 @@
+#include "vault/catalog.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include "core/bytes.h"
+
+namespace mailvault {
+namespace {
+
+constexpr uint8_t kMetaVersion = 1;
+
+std::string MessageKey(const ObjectId& id) { return "m" + std::string(id.bytes()); }
+std::string EnvelopeKeyPrefix(const ObjectId& id) { return "e" + std::string(id.bytes()); }
+std::string PackKey(uint64_t n) { return "p" + BigEndian64(n); }
+std::string SequenceKey(uint64_t s) { return "s" + BigEndian64(s); }
+std::string DictionaryKey(uint32_t d) { return "d" + BigEndian64(d).substr(4); }
+const std::string kStatsKey = "xstats";
+
+Error FromRocks(const rocksdb::Status& s, const std::string& what) {
+  std::string m = "catalog " + what + ": " + s.ToString();
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return Error(ErrorCode::kBusy, m + " (another mailvault process has the vault open)");
+  }
+  if (s.IsCorruption()) return Corruption(m + " (run `mailvault rebuild` to recreate the catalog from the packs)");
+  return IoError(m);
+}
+
+void PutLocation(ByteWriter* w, const RecordLocation& l) {
+  w->PutVarint(l.pack);
+  w->PutVarint(l.offset);
+  w->PutVarint(l.length);
+}
+bool GetLocation(ByteReader* r, RecordLocation* l) {
+  uint64_t len;
+  if (!r->GetVarint(&l->pack) || !r->GetVarint(&l->offset) || !r->GetVarint(&len)) return false;
+  l->length = static_cast<uint32_t>(len);
+  return true;
+}
+
+std::string EncodePackInfo(const PackInfo& p) {
+  ByteWriter w;
+  w.PutU8(1);
+  w.PutVarint(p.number);
+  w.PutVarint(p.applied_bytes);
+  w.PutVarint(p.records);
+  w.PutU8(p.sealed ? 1 : 0);
+  w.PutString(p.sha256);
+  return w.Take();
+}
+bool DecodePackInfo(std::string_view b, PackInfo* p) {
+  ByteReader r(b);
+  uint8_t v, sealed;
+  std::string_view sha;
+  if (!r.GetU8(&v) || v != 1 || !r.GetVarint(&p->number) || !r.GetVarint(&p->applied_bytes) ||
+      !r.GetVarint(&p->records) || !r.GetU8(&sealed) || !r.GetString(&sha)) {
+    return false;
+  }
+  p->sealed = sealed != 0;
+  p->sha256 = std::string(sha);
+  return true;
+}
+
+std::string EncodeStats(const VaultStats& s) {
+  ByteWriter w;
+  w.PutU8(1);
+  for (uint64_t v : {s.messages, s.raw_bytes, s.stored_bytes, s.envelopes, s.duplicates, s.next_sequence}) w.PutVarint(v);
+  return w.Take();
+}
+bool DecodeStats(std::string_view b, VaultStats* s) {
+  ByteReader r(b);
+  uint8_t v;
+  return r.GetU8(&v) && v == 1 && r.GetVarint(&s->messages) && r.GetVarint(&s->raw_bytes) &&
+         r.GetVarint(&s->stored_bytes) && r.GetVarint(&s->envelopes) && r.GetVarint(&s->duplicates) &&
+         r.GetVarint(&s->next_sequence);
+}
+
+}  // namespace
+
+std::string EncodeMessageMeta(const MessageMeta& m) {
+  ByteWriter w;
+  w.PutU8(kMetaVersion);
+  PutLocation(&w, m.where);
+  w.PutVarint(m.sequence);
+  w.PutVarint(m.raw_size);
+  const MessageSummary& s = m.summary;
+  w.PutString(s.message_id);
+  uint8_t flags = (s.message_id_synthetic ? 1 : 0) | (s.date ? 2 : 0) | (s.has_attachments ? 4 : 0);
+  w.PutU8(flags);
+  w.PutU64(static_cast<uint64_t>(s.date.value_or(0)));
+  w.PutU16(static_cast<uint16_t>(static_cast<int16_t>(s.date_utc_offset_minutes)));
+  w.PutString(s.from);
+  w.PutString(s.from_name);
+  w.PutString(s.subject);
+  w.PutString(m.parse_warning);
+  w.PutVarint(m.envelope_digests.size());
+  for (uint64_t d : m.envelope_digests) w.PutU64(d);
+  return w.Take();
+}
+
+Result<MessageMeta> DecodeMessageMeta(std::string_view bytes) {
+  ByteReader r(bytes);
+  MessageMeta m;
+  uint8_t version, flags;
+  uint64_t date, ndig;
+  uint16_t tz;
+  std::string_view mid, from, from_name, subject, warning;
+  if (!r.GetU8(&version) || version != kMetaVersion || !GetLocation(&r, &m.where) || !r.GetVarint(&m.sequence) ||
+      !r.GetVarint(&m.raw_size) || !r.GetString(&mid) ||
+      !r.GetU8(&flags) || !r.GetU64(&date) || !r.GetU16(&tz) || !r.GetString(&from) || !r.GetString(&from_name) ||
+      !r.GetString(&subject) || !r.GetString(&warning) || !r.GetVarint(&ndig) || ndig > r.remaining() / 8) {
+    return Corruption("catalog entry for a message is damaged (run `mailvault rebuild`)");
+  }
+  m.summary.message_id = std::string(mid);
+  m.summary.message_id_synthetic = flags & 1;
+  if (flags & 2) m.summary.date = static_cast<int64_t>(date);
+  m.summary.has_attachments = flags & 4;
+  m.summary.date_utc_offset_minutes = static_cast<int16_t>(tz);
+  m.summary.from = std::string(from);
+  m.summary.from_name = std::string(from_name);
+  m.summary.subject = std::string(subject);
+  m.parse_warning = std::string(warning);
+  for (uint64_t i = 0; i < ndig; ++i) {
+    uint64_t d;
+    if (!r.GetU64(&d)) return Corruption("catalog entry for a message is damaged");
+    m.envelope_digests.push_back(d);
+  }
+  return m;
+}
+
+Catalog::Catalog(rocksdb::DB* db, const SecretKey& key, std::string dir) : db_(db), key_(key), dir_(std::move(dir)) {}
+Catalog::~Catalog() = default;
+
+Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const SecretKey& key, bool create) {
+  rocksdb::Options options;
+  options.create_if_missing = create;
+  options.error_if_exists = false;
+  // A small footprint: the catalog is a few hundred bytes per message.
+  options.write_buffer_size = 16 << 20;
+  options.max_write_buffer_number = 2;
+  options.keep_log_file_num = 2;
+  options.max_log_file_size = 1 << 20;
+  options.recycle_log_file_num = 0;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(16 << 20);
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Values are encrypted and do not compress; keys compress well enough without it.
+  options.compression = rocksdb::kNoCompression;
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
+  if (!s.ok()) return FromRocks(s, "open " + dir);
+  return std::unique_ptr<Catalog>(new Catalog(db, key, dir));
+}
+
+std::string Catalog::SealValue(const std::string& key, const std::string& plain) const {
+  std::string out;
+  Seal(key_, key, plain, &out);
+  return out;
+}
+
+Result<std::string> Catalog::OpenValue(const std::string& key, const std::string& box) const {
+  Result<std::string> r = mailvault::Open(key_, key, box);
+  if (!r.ok()) return Corruption("a catalog value fails authentication (damaged, or written with another key); run `mailvault rebuild`");
+  return r;
+}
+
+Result<std::optional<MessageMeta>> Catalog::GetMessage(const ObjectId& id) const {
+  std::string key = MessageKey(id), value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key, &value);
+  if (s.IsNotFound()) return std::optional<MessageMeta>();
+  if (!s.ok()) return FromRocks(s, "read");
+  MV_ASSIGN_OR_RETURN(std::string plain, OpenValue(key, value));
+  MV_ASSIGN_OR_RETURN(MessageMeta m, DecodeMessageMeta(plain));
+  return std::optional<MessageMeta>(std::move(m));
+}
+
+Result<std::vector<StoredEnvelope>> Catalog::GetEnvelopes(const ObjectId& id) const {
+  std::vector<StoredEnvelope> out;
+  std::string prefix = EnvelopeKeyPrefix(id);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    MV_ASSIGN_OR_RETURN(std::string plain, OpenValue(it->key().ToString(), it->value().ToString()));
+    ByteReader r(plain);
+    StoredEnvelope se;
+    std::string_view env;
+    if (!GetLocation(&r, &se.where) || !r.GetString(&env, 1 << 26)) return Corruption("catalog envelope entry is damaged");
+    MV_ASSIGN_OR_RETURN(se.envelope, Envelope::Decode(env));
+    out.push_back(std::move(se));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Result<std::map<uint64_t, PackInfo>> Catalog::Packs() const {
+  std::map<uint64_t, PackInfo> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("p"); it->Valid() && it->key().starts_with("p"); it->Next()) {
+    PackInfo p;
+    if (!DecodePackInfo(it->value().ToStringView(), &p)) return Corruption("catalog pack entry is damaged; run `mailvault rebuild`");
+    out[p.number] = p;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Result<std::map<uint32_t, RecordLocation>> Catalog::Dictionaries() const {
+  std::map<uint32_t, RecordLocation> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("d"); it->Valid() && it->key().starts_with("d"); it->Next()) {
+    ByteReader r(it->value().ToStringView());
+    RecordLocation l;
+    if (it->key().size() != 5 || !GetLocation(&r, &l)) return Corruption("catalog dictionary entry is damaged");
+    out[static_cast<uint32_t>(FromBigEndian64(std::string(4, '\0') + it->key().ToString().substr(1)))] = l;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Result<VaultStats> Catalog::Stats() const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kStatsKey, &value);
+  VaultStats st;
+  if (s.IsNotFound()) return st;
+  if (!s.ok()) return FromRocks(s, "read");
+  if (!DecodeStats(value, &st)) return Corruption("catalog statistics are damaged; run `mailvault rebuild`");
+  return st;
+}
+
+Result<std::vector<ObjectId>> Catalog::FindByPrefix(const std::string& hex_prefix, size_t limit) const {
+  std::string even = hex_prefix.substr(0, hex_prefix.size() & ~size_t{1}), bytes;
+  if (!HexDecode(even, &bytes)) return InvalidArgument("'" + hex_prefix + "' is not a message id (hex digits expected)");
+  std::vector<ObjectId> out;
+  std::string prefix = "m" + bytes;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix) && out.size() < limit; it->Next()) {
+    if (it->key().size() != 1 + ObjectId::kSize) continue;
+    ObjectId id = ObjectId::FromBytes(it->key().ToStringView().substr(1));
+    if (id.Hex().compare(0, hex_prefix.size(), hex_prefix) == 0) out.push_back(id);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Status Catalog::ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("s"); it->Valid() && it->key().starts_with("s"); it->Next()) {
+    if (it->value().size() != ObjectId::kSize) return Corruption("catalog sequence entry is damaged; run `mailvault rebuild`");
+    ObjectId id = ObjectId::FromBytes(it->value().ToStringView());
+    MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> m, GetMessage(id));
+    if (!m) return Corruption("catalog lists message " + id.Hex() + " but has no entry for it; run `mailvault rebuild`");
+    if (!fn(id, *m)) break;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return Status::Ok();
+}
+
+Catalog::Batch::Batch(Catalog* c) : catalog_(c), batch_(new rocksdb::WriteBatch) {}
+Catalog::Batch::~Batch() = default;
+size_t Catalog::Batch::count() const { return static_cast<size_t>(batch_->Count()); }
+void Catalog::Batch::Clear() { batch_->Clear(); }
+
+void Catalog::Batch::PutMessage(const ObjectId& id, const MessageMeta& meta) {
+  std::string key = MessageKey(id);
+  batch_->Put(key, catalog_->SealValue(key, EncodeMessageMeta(meta)));
+  batch_->Put(SequenceKey(meta.sequence), std::string(id.bytes()));
+}
+
+void Catalog::Batch::PutEnvelope(const ObjectId& id, uint32_t index, const StoredEnvelope& env) {
+  std::string key = EnvelopeKeyPrefix(id) + BigEndian64(index).substr(4);
+  ByteWriter w;
+  PutLocation(&w, env.where);
+  w.PutString(env.envelope.Encode());
+  batch_->Put(key, catalog_->SealValue(key, w.Take()));
+}
+
+void Catalog::Batch::PutPack(const PackInfo& info) { batch_->Put(PackKey(info.number), EncodePackInfo(info)); }
+
+void Catalog::Batch::PutDictionary(uint32_t id, const RecordLocation& where) {
+  ByteWriter w;
+  PutLocation(&w, where);
+  batch_->Put(DictionaryKey(id), w.Take());
+}
+
+void Catalog::Batch::PutStats(const VaultStats& stats) { batch_->Put(kStatsKey, EncodeStats(stats)); }
+
+Status Catalog::Commit(Batch* batch) {
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  rocksdb::Status s = db_->Write(wo, batch->batch_.get());
+  if (!s.ok()) return FromRocks(s, "write");
+  return Status::Ok();
+}
+
+}  // namespace mailvault

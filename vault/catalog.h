@@ -1,0 +1,124 @@
+// The catalog: a RocksDB database that answers "where is message X and what is it" without
+// reading packs. It is derived data (BLUEPRINT decision 2): `rebuild` recreates it from the packs.
+//
+// Keys (docs/formats.md, "catalog"):
+//   "m" id(32)             -> MessageMeta          (encrypted)
+//   "e" id(32) BE32(n)     -> Envelope n of id     (encrypted)
+//   "s" BE64(sequence)     -> id                   (capture order, for list)
+//   "p" BE64(pack number)  -> PackInfo
+//   "d" BE32(dictionary)   -> location of a dictionary record
+//   "x" "stats"            -> VaultStats
+// Values holding mail metadata are sealed with the catalog key (AAD = the RocksDB key), so no
+// address or subject is readable on disk.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/envelope.h"
+#include "core/fingerprint.h"
+#include "core/message.h"
+#include "core/result.h"
+#include "vault/crypto.h"
+
+namespace rocksdb {
+class DB;
+class WriteBatch;
+}  // namespace rocksdb
+
+namespace mailvault {
+
+struct RecordLocation {
+  uint64_t pack = 0;
+  uint64_t offset = 0;
+  uint32_t length = 0;  // the whole framed record
+};
+
+struct MessageMeta {
+  RecordLocation where;
+  uint64_t sequence = 0;  // capture order across the vault
+  uint64_t raw_size = 0;
+  MessageSummary summary;
+  std::string parse_warning;  // why MIME analysis stopped short, when it did
+  std::vector<uint64_t> envelope_digests;
+};
+
+struct StoredEnvelope {
+  Envelope envelope;
+  RecordLocation where;  // the record that carries it (the message record for the first)
+};
+
+struct PackInfo {
+  uint64_t number = 0;
+  uint64_t applied_bytes = 0;  // pack bytes whose records are reflected in the catalog
+  uint64_t records = 0;
+  bool sealed = false;
+  std::string sha256;          // of the sealed pack's bytes before its SEAL record
+};
+
+struct VaultStats {
+  uint64_t messages = 0;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;   // framed message records
+  uint64_t envelopes = 0;
+  uint64_t duplicates = 0;     // captures of a message already stored
+  uint64_t next_sequence = 1;
+};
+
+class Catalog {
+ public:
+  ~Catalog();
+  // Opens (creating if asked) the RocksDB database at dir.
+  static Result<std::unique_ptr<Catalog>> Open(const std::string& dir, const SecretKey& catalog_key, bool create);
+
+  Result<std::optional<MessageMeta>> GetMessage(const ObjectId& id) const;
+  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id) const;
+  Result<std::map<uint64_t, PackInfo>> Packs() const;
+  Result<std::map<uint32_t, RecordLocation>> Dictionaries() const;
+  Result<VaultStats> Stats() const;
+  // Ids whose hex form starts with prefix (at most `limit` of them).
+  Result<std::vector<ObjectId>> FindByPrefix(const std::string& hex_prefix, size_t limit) const;
+  // Visits messages in capture order until fn returns false.
+  Status ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const;
+
+  // Writes collected by the vault's single writer and applied atomically.
+  class Batch {
+   public:
+    explicit Batch(Catalog* c);
+    ~Batch();
+    void PutMessage(const ObjectId& id, const MessageMeta& meta);
+    void PutEnvelope(const ObjectId& id, uint32_t index, const StoredEnvelope& env);
+    void PutPack(const PackInfo& info);
+    void PutDictionary(uint32_t id, const RecordLocation& where);
+    void PutStats(const VaultStats& stats);
+    size_t count() const;
+    void Clear();
+
+   private:
+    friend class Catalog;
+    Catalog* catalog_;
+    std::unique_ptr<rocksdb::WriteBatch> batch_;
+  };
+  // Not synced: the packs are the write-ahead log, and opening the vault replays any pack bytes
+  // beyond PackInfo::applied_bytes.
+  Status Commit(Batch* batch);
+
+ private:
+  Catalog(rocksdb::DB* db, const SecretKey& key, std::string dir);
+  std::string SealValue(const std::string& key, const std::string& plain) const;
+  Result<std::string> OpenValue(const std::string& key, const std::string& box) const;
+
+  std::unique_ptr<rocksdb::DB> db_;
+  SecretKey key_;
+  std::string dir_;
+};
+
+std::string EncodeMessageMeta(const MessageMeta& m);
+Result<MessageMeta> DecodeMessageMeta(std::string_view bytes);
+
+}  // namespace mailvault

@@ -1,0 +1,179 @@
+#include "vault/pack.h"
+
+#include <cstdio>
+
+#include "core/bytes.h"
+#include "vault/crypto.h"
+
+namespace mailvault {
+
+std::string EncodePackHeader(const PackHeader& h) {
+  ByteWriter w;
+  w.PutBytes(kPackMagic);
+  w.PutU32(kPackFormatVersion);
+  w.PutU32(0);  // flags, none defined
+  w.PutU64(h.pack_number);
+  w.PutBytes(h.vault_id);
+  w.PutU32(0);  // reserved
+  w.PutU32(Crc32c(w.buffer()));
+  return w.Take();
+}
+
+Result<PackHeader> DecodePackHeader(std::string_view b, uint32_t* version) {
+  if (b.size() < kPackHeaderSize) return Corruption("pack header is truncated");
+  if (b.substr(0, 8) != kPackMagic) return Corruption("not a mailvault pack (bad magic)");
+  if (Crc32c(b.substr(0, kPackHeaderSize - 4)) != DecodeU32(b.data() + kPackHeaderSize - 4)) {
+    return Corruption("pack header checksum mismatch");
+  }
+  *version = DecodeU32(b.data() + 8);
+  if (*version != kPackFormatVersion) {
+    return Error(ErrorCode::kUnsupported, "pack format version " + std::to_string(*version) +
+                                              " is newer than this mailvault reads (" +
+                                              std::to_string(kPackFormatVersion) + "); upgrade mailvault");
+  }
+  PackHeader h;
+  h.pack_number = DecodeU64(b.data() + 16);
+  h.vault_id = std::string(b.substr(24, 16));
+  return h;
+}
+
+std::string FrameRecord(RecordType type, std::string_view body) {
+  std::string out;
+  out.resize(kRecordHeaderSize);
+  EncodeU32(out.data(), kRecordMagic);
+  out[4] = static_cast<char>(type);
+  out[5] = 0;
+  out[6] = out[7] = 0;
+  EncodeU32(out.data() + 8, static_cast<uint32_t>(body.size()));
+  out.append(body);
+  uint32_t crc = Crc32c(out);
+  char t[4];
+  EncodeU32(t, crc);
+  out.append(t, 4);
+  return out;
+}
+
+std::string EncodeMessageBody(const MessageRecord& r) {
+  ByteWriter w;
+  w.PutBytes(r.id.bytes());
+  w.PutU32(r.dictionary_id);
+  w.PutU64(r.raw_size);
+  w.PutBytes(r.wrapped_key);
+  w.PutBytes(r.box);
+  return w.Take();
+}
+
+Result<MessageRecord> DecodeMessageBody(std::string_view body) {
+  constexpr size_t kWrapped = kKeySize + kSealOverhead;
+  ByteReader r(body);
+  std::string_view id, wrapped;
+  MessageRecord m;
+  if (!r.GetBytes(ObjectId::kSize, &id) || !r.GetU32(&m.dictionary_id) || !r.GetU64(&m.raw_size) ||
+      !r.GetBytes(kWrapped, &wrapped) || r.remaining() < kSealOverhead) {
+    return Corruption("message record is truncated");
+  }
+  m.id = ObjectId::FromBytes(id);
+  m.wrapped_key = std::string(wrapped);
+  m.box = std::string(r.rest());
+  return m;
+}
+
+std::string EncodeEnvelopeBody(const EnvelopeRecord& r) {
+  std::string s(r.id.bytes());
+  s.append(r.box);
+  return s;
+}
+
+Result<EnvelopeRecord> DecodeEnvelopeBody(std::string_view body) {
+  if (body.size() < ObjectId::kSize + kSealOverhead) return Corruption("envelope record is truncated");
+  return EnvelopeRecord{ObjectId::FromBytes(body.substr(0, ObjectId::kSize)), std::string(body.substr(ObjectId::kSize))};
+}
+
+std::string EncodeDictionaryBody(const DictionaryRecord& r) {
+  ByteWriter w;
+  w.PutU32(r.dictionary_id);
+  w.PutBytes(r.box);
+  return w.Take();
+}
+
+Result<DictionaryRecord> DecodeDictionaryBody(std::string_view body) {
+  if (body.size() < 4 + kSealOverhead) return Corruption("dictionary record is truncated");
+  return DictionaryRecord{DecodeU32(body.data()), std::string(body.substr(4))};
+}
+
+std::string EncodeSealBody(const SealRecord& r) {
+  ByteWriter w;
+  w.PutU64(r.record_count);
+  w.PutBytes(r.sha256);
+  return w.Take();
+}
+
+Result<SealRecord> DecodeSealBody(std::string_view body) {
+  if (body.size() != 8 + 32) return Corruption("seal record has the wrong size");
+  return SealRecord{DecodeU64(body.data()), std::string(body.substr(8))};
+}
+
+std::string MessageAad(const ObjectId& id, uint32_t dictionary_id, uint64_t raw_size) {
+  ByteWriter w;
+  w.PutBytes("mailvault message v1");
+  w.PutBytes(id.bytes());
+  w.PutU32(dictionary_id);
+  w.PutU64(raw_size);
+  return w.Take();
+}
+std::string DataKeyAad(const ObjectId& id) { return "mailvault data key v1" + std::string(id.bytes()); }
+std::string EnvelopeAad(const ObjectId& id) { return "mailvault envelope v1" + std::string(id.bytes()); }
+std::string DictionaryAad(uint32_t dictionary_id) {
+  ByteWriter w;
+  w.PutBytes("mailvault dictionary v1");
+  w.PutU32(dictionary_id);
+  return w.Take();
+}
+
+RecordScanner::RecordScanner(std::string_view pack_bytes, uint64_t start_offset)
+    : data_(pack_bytes), pos_(start_offset) {}
+
+bool RecordScanner::Next(RawRecord* rec) {
+  if (pos_ >= data_.size()) return false;
+  Result<RawRecord> r = ParseFramedRecord(data_.substr(pos_), pos_);
+  if (!r.ok()) {
+    error_ = r.error().message();
+    // A frame whose declared length runs past the end of the file is what an interrupted
+    // append leaves behind; so is a header cut short.
+    size_t left = data_.size() - pos_;
+    torn_ = left < kRecordHeaderSize ||
+            (DecodeU32(data_.data() + pos_) == kRecordMagic &&
+             kRecordOverhead + static_cast<uint64_t>(DecodeU32(data_.data() + pos_ + 8)) > left);
+    return false;
+  }
+  *rec = *r;
+  pos_ += rec->length;
+  return true;
+}
+
+Result<RawRecord> ParseFramedRecord(std::string_view b, uint64_t offset) {
+  auto where = [&] { return "record at offset " + std::to_string(offset) + ": "; };
+  if (b.size() < kRecordHeaderSize) return Corruption(where() + "truncated header");
+  if (DecodeU32(b.data()) != kRecordMagic) return Corruption(where() + "bad record magic");
+  uint32_t len = DecodeU32(b.data() + 8);
+  if (len > kMaxRecordBody) return Corruption(where() + "declared length " + std::to_string(len) + " is impossible");
+  if (b.size() < kRecordOverhead + len) return Corruption(where() + "truncated (declared length runs past the end)");
+  uint32_t want = DecodeU32(b.data() + kRecordHeaderSize + len);
+  if (Crc32c(b.substr(0, kRecordHeaderSize + len)) != want) return Corruption(where() + "checksum mismatch");
+  uint8_t type = static_cast<uint8_t>(b[4]);
+  if (type < 1 || type > 4) return Corruption(where() + "unknown record type " + std::to_string(type));
+  RawRecord r;
+  r.type = static_cast<RecordType>(type);
+  r.offset = offset;
+  r.length = static_cast<uint32_t>(kRecordOverhead + len);
+  r.body = b.substr(kRecordHeaderSize, len);
+  return r;
+}
+
+std::string PackFileName(uint64_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08llu.pack", static_cast<unsigned long long>(n));
+  return buf;
+}
+
+}  // namespace mailvault

@@ -1,0 +1,117 @@
+// Pack files: the vault's only source of truth (BLUEPRINT decisions 2 and 4).
+//
+// A pack is a 48-byte header followed by framed records, appended and never rewritten in place;
+// it is sealed with a SEAL record once it reaches the configured size. Every record is
+// self-describing, so the catalog can be rebuilt from packs plus the master key alone.
+// The byte layout is documented in docs/formats.md and pinned by tests/format_fixture_test.cc.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/fingerprint.h"
+#include "core/result.h"
+
+namespace mailvault {
+
+constexpr std::string_view kPackMagic{"MVPACK\r\n", 8};
+constexpr uint32_t kPackFormatVersion = 1;
+constexpr size_t kPackHeaderSize = 48;
+constexpr uint32_t kRecordMagic = 0x3152564d;  // "MVR1" on disk
+constexpr size_t kRecordHeaderSize = 12;        // magic, type, flags, reserved, body length
+constexpr size_t kRecordTrailerSize = 4;        // CRC-32C of header and body
+constexpr size_t kRecordOverhead = kRecordHeaderSize + kRecordTrailerSize;
+// No record body is larger: the message limit plus room for keys and the envelope.
+constexpr uint32_t kMaxRecordBody = (160u << 20);
+
+enum class RecordType : uint8_t {
+  kMessage = 1,     // one message: wrapped data key + encrypted (first envelope, compressed bytes)
+  kEnvelope = 2,    // a further capture of a stored message
+  kDictionary = 3,  // a zstd dictionary, encrypted
+  kSeal = 4,        // the last record of a sealed pack
+};
+
+struct PackHeader {
+  uint64_t pack_number = 0;
+  std::string vault_id;  // 16 bytes
+};
+std::string EncodePackHeader(const PackHeader& h);
+Result<PackHeader> DecodePackHeader(std::string_view bytes, uint32_t* version);
+
+// Frames a record body: header + body + CRC.
+std::string FrameRecord(RecordType type, std::string_view body);
+
+struct MessageRecord {
+  ObjectId id;
+  uint32_t dictionary_id = 0;  // 0: compressed without a dictionary
+  uint64_t raw_size = 0;
+  std::string wrapped_key;     // 60 bytes: the data key sealed under the wrap key
+  std::string box;             // nonce || ciphertext || tag
+};
+struct EnvelopeRecord {
+  ObjectId id;
+  std::string box;  // sealed under the message's data key
+};
+struct DictionaryRecord {
+  uint32_t dictionary_id = 0;
+  std::string box;  // sealed under the dictionary key
+};
+struct SealRecord {
+  uint64_t record_count = 0;  // records before this one
+  std::string sha256;         // of every pack byte before this record
+};
+
+std::string EncodeMessageBody(const MessageRecord& r);
+std::string EncodeEnvelopeBody(const EnvelopeRecord& r);
+std::string EncodeDictionaryBody(const DictionaryRecord& r);
+std::string EncodeSealBody(const SealRecord& r);
+Result<MessageRecord> DecodeMessageBody(std::string_view body);
+Result<EnvelopeRecord> DecodeEnvelopeBody(std::string_view body);
+Result<DictionaryRecord> DecodeDictionaryBody(std::string_view body);
+Result<SealRecord> DecodeSealBody(std::string_view body);
+
+// Associated data binding each box to its place: a box moved to another object, or given
+// another dictionary id or size, fails authentication.
+std::string MessageAad(const ObjectId& id, uint32_t dictionary_id, uint64_t raw_size);
+std::string DataKeyAad(const ObjectId& id);
+std::string EnvelopeAad(const ObjectId& id);
+std::string DictionaryAad(uint32_t dictionary_id);
+
+// One framed record found by the scanner.
+struct RawRecord {
+  RecordType type;
+  uint64_t offset = 0;  // of the record header within the pack
+  uint32_t length = 0;  // header + body + trailer
+  std::string_view body;
+};
+
+// Walks the records of a pack held in memory. Stops at the end, or at the first frame that is
+// torn or damaged: tail() tells which, and where, so the caller can truncate a torn tail of the
+// open pack or report corruption in a sealed one.
+class RecordScanner {
+ public:
+  RecordScanner(std::string_view pack_bytes, uint64_t start_offset);
+  // False at the end or at a bad frame (then error() says why).
+  bool Next(RawRecord* rec);
+  uint64_t offset() const { return pos_; }
+  // Set when Next() stopped before the end of the bytes.
+  const std::string& error() const { return error_; }
+  // True when what follows the last good record is only a partial write: a frame whose length
+  // runs past the end of the file. Bytes that are present but wrong are not torn: corrupt.
+  bool torn() const { return torn_; }
+
+ private:
+  std::string_view data_;
+  uint64_t pos_;
+  std::string error_;
+  bool torn_ = false;
+};
+
+// Parses one framed record at the start of bytes (for reads through the catalog).
+Result<RawRecord> ParseFramedRecord(std::string_view bytes, uint64_t offset);
+
+std::string PackFileName(uint64_t pack_number);  // "00000001.pack"
+
+}  // namespace mailvault

@@ -1,0 +1,166 @@
+// The vault: every message stored once, compressed, encrypted and fingerprinted, in append-only
+// packs, with a RocksDB catalog derived from them.
+//
+// Threading: Ingest and reads are safe from any number of threads. The CPU work of an ingest
+// (hashing, compression, encryption) runs on the calling thread; one committer thread appends
+// what all callers prepared, fsyncs once for the whole group, updates the catalog, and only
+// then lets the callers return (group commit; BLUEPRINT decision 1).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/envelope.h"
+#include "core/file_util.h"
+#include "core/fingerprint.h"
+#include "core/limits.h"
+#include "core/result.h"
+#include "vault/catalog.h"
+#include "vault/compressor.h"
+#include "vault/crypto.h"
+
+namespace mailvault {
+
+struct VaultOptions {
+  uint64_t seal_bytes = 32ull << 20;  // a pack is sealed once it holds this much
+  CompressionSettings compression;
+  MessageLimits limits;
+  // Without a dictionary, the first this-many messages are kept (up to auto_train_bytes) as
+  // samples, and a dictionary is trained from them. 0 disables automatic training.
+  size_t auto_train_messages = 2000;
+  size_t auto_train_bytes = 16 << 20;
+};
+
+// Where the master key comes from: a key file, or a passphrase that opens the vault's keyslot.
+struct KeySource {
+  std::string key_file;
+  std::optional<std::string> passphrase;
+};
+
+struct IngestResult {
+  ObjectId id;
+  bool duplicate = false;       // the message was already stored
+  bool envelope_added = false;  // (for duplicates) the capture added a new envelope
+  std::string warning;          // stored, but MIME analysis stopped short (a named limit)
+};
+
+struct VerifyReport {
+  uint64_t messages_checked = 0;
+  uint64_t envelopes_checked = 0;
+  uint64_t bytes_checked = 0;
+  uint64_t packs_checked = 0;
+  std::vector<std::string> problems;  // one line each, naming the message or pack
+  bool ok() const { return problems.empty(); }
+};
+
+struct OpenReport {
+  uint64_t records_replayed = 0;  // pack records the catalog had not yet seen
+  uint64_t torn_bytes_dropped = 0;
+  std::vector<std::string> warnings;
+};
+
+class Vault {
+ public:
+  ~Vault();
+  Vault(const Vault&) = delete;
+  Vault& operator=(const Vault&) = delete;
+
+  // Creates an empty vault in dir (which must not hold one). With a key file that does not
+  // exist yet, a new master key is written to it (mode 0600); *created_key_file tells.
+  static Status Init(const std::string& dir, const KeySource& keys, const VaultOptions& options,
+                     bool* created_key_file);
+  // Opens the vault, replaying pack bytes the catalog has not seen and discarding a torn tail.
+  static Result<std::unique_ptr<Vault>> Open(const std::string& dir, const KeySource& keys,
+                                             const VaultOptions& options, OpenReport* report = nullptr);
+  // Deletes the catalog and recreates it from the packs and the key.
+  static Result<OpenReport> Rebuild(const std::string& dir, const KeySource& keys, const VaultOptions& options);
+
+  // Stores a message (or adds the envelope to the stored copy). Returns once durable.
+  Result<IngestResult> Ingest(std::string_view raw, const Envelope& envelope);
+  // The same, without waiting: the future resolves once the message is durable. Lets one
+  // thread keep many messages in flight (the importer).
+  std::future<Result<IngestResult>> IngestAsync(std::string_view raw, const Envelope& envelope);
+
+  // Trains a dictionary from samples and makes it the one new messages use.
+  Status TrainDictionary(const std::vector<std::string_view>& samples);
+  bool has_dictionary() const;
+
+  // The original bytes, after checking them against the fingerprint.
+  Result<std::string> ReadMessage(const ObjectId& id);
+  Result<MessageMeta> GetMeta(const ObjectId& id) const;
+  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id) const;
+  // A full id or a unique prefix of at least 6 hex digits.
+  Result<ObjectId> Resolve(const std::string& id_or_prefix) const;
+  Result<VaultStats> Stats() const;
+  Status ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const;
+
+  // Recomputes fingerprints and authenticates ciphertexts: all of them, or a random sample.
+  Result<VerifyReport> Verify(double sample_percent = 100.0,
+                              const std::function<void(uint64_t done, uint64_t total)>& progress = {});
+
+  const std::string& dir() const { return dir_; }
+  const std::string& vault_id() const { return vault_id_; }
+
+ private:
+  struct Pending;
+  struct OpenPack;
+  Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock);
+
+  Status Recover(OpenReport* report);
+  Status ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* report);
+  Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats,
+                     std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>* fresh);
+  Status OpenPackForAppend(uint64_t number, bool create);
+  Status SealCurrentPack();
+  Result<std::shared_ptr<Pending>> Prepare(std::string_view raw, const Envelope& envelope);
+  void Submit(std::shared_ptr<Pending> p);
+  void CommitLoop();
+  void CommitGroup(std::vector<std::shared_ptr<Pending>>& group);
+  Result<SecretKey> UnwrapDataKey(const ObjectId& id, const std::string& wrapped) const;
+  std::shared_ptr<const Dictionary> CurrentDictionary() const;
+  Result<std::shared_ptr<const Dictionary>> DictionaryById(uint32_t id) const;
+  void MaybeAutoTrain(std::string_view raw);
+  Result<std::string> DecryptMessageRecord(std::string_view body, const ObjectId* expect, std::string* envelope_bytes);
+  Result<int> PackFd(uint64_t pack) const;
+  std::string PackPath(uint64_t n) const;
+
+  std::string dir_;
+  std::string vault_id_;
+  VaultKeys keys_;
+  VaultOptions options_;
+  FileLock lock_;
+  std::unique_ptr<Catalog> catalog_;
+
+  mutable std::mutex dict_mu_;
+  std::map<uint32_t, std::shared_ptr<const Dictionary>> dictionaries_;
+  uint32_t current_dictionary_ = 0;
+  std::mutex train_mu_;
+  std::vector<std::string> training_samples_;
+  size_t training_bytes_ = 0;
+  bool training_done_ = false;
+
+  mutable std::mutex fd_mu_;
+  mutable std::map<uint64_t, int> read_fds_;
+
+  // Committer state. REQUIRES: queue_mu_ for the queue; the rest is the committer's own.
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::vector<std::shared_ptr<Pending>> queue_;
+  bool stopping_ = false;
+  std::thread committer_;
+  std::unique_ptr<OpenPack> pack_;
+  VaultStats stats_;
+};
+
+}  // namespace mailvault
