@@ -155,6 +155,9 @@ Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limit
       uint64_t bytes = 0;
       MV_RETURN_IF_ERROR(ReadHeaderBlock(raw, &pos, limits.max_header_bytes, &headers, &bytes));
       if (shape.parts == 1) shape.header_bytes = bytes;
+      if (pos >= raw.size() && (raw.empty() || raw.back() != '\n')) {
+        shape.truncation = "the file ends inside a header block";
+      }
       std::string type, boundary;
       for (const Header& h : headers) {
         if (IEquals(h.name, "content-type")) ParseContentType(h.value, &type, &boundary);
@@ -190,6 +193,9 @@ Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limit
         break;
       }
     }
+  }
+  if (!frames.empty() && shape.truncation.empty()) {
+    shape.truncation = "the closing boundary of a multipart (\"--" + frames.back().boundary + "--\") is missing";
   }
   return shape;
 }

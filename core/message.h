@@ -43,6 +43,9 @@ struct MimeShape {
   uint64_t header_bytes = 0;  // the top-level header block
   int parts = 0;              // entities, the message itself included
   int depth = 0;              // deepest nesting, 0 when not multipart
+  // Why the bytes look cut short ("" when they do not): the header block never ends, or a
+  // multipart's closing boundary is missing. Such mail is kept; the reason is recorded.
+  std::string truncation;
 };
 Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limits);
 

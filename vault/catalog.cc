@@ -131,7 +131,11 @@ Result<MessageMeta> DecodeMessageMeta(std::string_view bytes) {
 }
 
 Catalog::Catalog(rocksdb::DB* db, const SecretKey& key, std::string dir) : db_(db), key_(key), dir_(std::move(dir)) {}
-Catalog::~Catalog() = default;
+Catalog::~Catalog() {
+  // Without a WAL, unflushed writes live only in the memtable: persist them now so the next
+  // open has nothing to replay. If this fails (a full disk), the next open replays the packs.
+  if (db_) (void)db_->Flush(rocksdb::FlushOptions());
+}
 
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const SecretKey& key, bool create) {
   rocksdb::Options options;
@@ -143,6 +147,7 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const Sec
   options.keep_log_file_num = 2;
   options.max_log_file_size = 1 << 20;
   options.recycle_log_file_num = 0;
+  options.info_log_level = rocksdb::WARN_LEVEL;
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(16 << 20);
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
@@ -287,7 +292,9 @@ void Catalog::Batch::PutStats(const VaultStats& stats) { batch_->Put(kStatsKey, 
 
 Status Catalog::Commit(Batch* batch) {
   rocksdb::WriteOptions wo;
-  wo.sync = false;
+  // The packs are the write-ahead log: every catalog write can be redone from them, and
+  // PackInfo::applied_bytes travels in the same batch, so a lost memtable is simply replayed.
+  wo.disableWAL = true;
   rocksdb::Status s = db_->Write(wo, batch->batch_.get());
   if (!s.ok()) return FromRocks(s, "write");
   return Status::Ok();

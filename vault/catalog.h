@@ -3,7 +3,7 @@
 //
 // Keys (docs/formats.md, "catalog"):
 //   "m" id(32)             -> MessageMeta          (encrypted)
-//   "e" id(32) BE32(n)     -> Envelope n of id     (encrypted)
+//   "e" id(32) BE32(n)     -> Envelope n >= 1 of id (encrypted; envelope 0 is in the message record)
 //   "s" BE64(sequence)     -> id                   (capture order, for list)
 //   "p" BE64(pack number)  -> PackInfo
 //   "d" BE32(dictionary)   -> location of a dictionary record
@@ -77,6 +77,7 @@ class Catalog {
   static Result<std::unique_ptr<Catalog>> Open(const std::string& dir, const SecretKey& catalog_key, bool create);
 
   Result<std::optional<MessageMeta>> GetMessage(const ObjectId& id) const;
+  // Envelopes 1.. of a message (the first is inside its message record).
   Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id) const;
   Result<std::map<uint64_t, PackInfo>> Packs() const;
   Result<std::map<uint32_t, RecordLocation>> Dictionaries() const;
@@ -104,8 +105,8 @@ class Catalog {
     Catalog* catalog_;
     std::unique_ptr<rocksdb::WriteBatch> batch_;
   };
-  // Not synced: the packs are the write-ahead log, and opening the vault replays any pack bytes
-  // beyond PackInfo::applied_bytes.
+  // Neither synced nor logged: the packs are the write-ahead log, and opening the vault replays
+  // any pack bytes beyond PackInfo::applied_bytes.
   Status Commit(Batch* batch);
 
  private:

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -118,7 +119,11 @@ void Summarize(std::string_view raw, const MessageLimits& limits, MessageMeta* m
   meta->summary = SummarizeHeaders(raw);
   meta->raw_size = raw.size();
   Result<MimeShape> shape = ScanMimeShape(raw, limits);
-  meta->parse_warning = shape.ok() ? "" : "stored, but not analysed: " + shape.error().message();
+  if (!shape.ok()) {
+    meta->parse_warning = "stored, but not analysed: " + shape.error().message();
+  } else if (!shape->truncation.empty()) {
+    meta->parse_warning = "stored, but the message looks truncated: " + shape->truncation;
+  }
 }
 
 // The plaintext inside a message box: varint envelope length, envelope, compressed message.
@@ -381,7 +386,6 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
       meta.sequence = st->next_sequence++;
       meta.envelope_digests = {env.ContentDigest()};
       batch->PutMessage(mr.id, meta);
-      batch->PutEnvelope(mr.id, 0, StoredEnvelope{env, loc});
       (*fresh)[mr.id] = meta;
       st->messages++;
       st->envelopes++;
@@ -532,6 +536,13 @@ Result<std::shared_ptr<Vault::Pending>> Vault::Prepare(std::string_view raw, con
                          std::to_string(options_.limits.max_message_bytes) + " bytes (limits.max_message_bytes)");
   }
   if (raw.empty()) return MalformedInput("the message is empty (0 bytes)");
+  struct statvfs fs;
+  if (::statvfs(dir_.c_str(), &fs) == 0 &&
+      static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < options_.min_free_bytes + raw.size()) {
+    return Error(ErrorCode::kIoError, "the vault's file system is nearly full (less than " +
+                                          std::to_string(options_.min_free_bytes >> 20) +
+                                          " MiB free); free space and retry (No space left for new messages)");
+  }
   auto p = std::make_shared<Pending>();
   p->id = ObjectId::Of(raw);
   p->envelope = envelope;
@@ -701,7 +712,6 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     meta.sequence = st.next_sequence++;
     meta.envelope_digests = {digest};
     batch.PutMessage(p->id, meta);
-    batch.PutEnvelope(p->id, 0, StoredEnvelope{p->envelope, loc});
     st.messages++;
     st.envelopes++;
     st.raw_bytes += meta.raw_size;
@@ -721,6 +731,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     fail_all(s.error().With("nothing of this group was stored"));
     return;
   }
+  commit_groups_++;
   pack.sha->Update(buf);
   pack.size += buf.size();
   pack.records += records;
@@ -808,7 +819,20 @@ Result<MessageMeta> Vault::GetMeta(const ObjectId& id) const {
   return *m;
 }
 
-Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) const { return catalog_->GetEnvelopes(id); }
+Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) {
+  // The first envelope travels inside the message record; later ones are in the catalog.
+  MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
+  MV_ASSIGN_OR_RETURN(int fd, PackFd(meta.where.pack));
+  std::string bytes, env_bytes;
+  MV_RETURN_IF_ERROR(PreadAll(fd, meta.where.offset, meta.where.length, &bytes, PackPath(meta.where.pack)));
+  MV_ASSIGN_OR_RETURN(RawRecord rec, ParseFramedRecord(bytes, meta.where.offset));
+  MV_RETURN_IF_ERROR(DecryptMessageRecord(rec.body, &id, &env_bytes).status());
+  MV_ASSIGN_OR_RETURN(Envelope first, Envelope::Decode(env_bytes));
+  std::vector<StoredEnvelope> out{StoredEnvelope{first, meta.where}};
+  MV_ASSIGN_OR_RETURN(std::vector<StoredEnvelope> later, catalog_->GetEnvelopes(id));
+  out.insert(out.end(), later.begin(), later.end());
+  return out;
+}
 
 Result<ObjectId> Vault::Resolve(const std::string& s) const {
   if (auto full = ObjectId::FromHex(s)) return *full;
@@ -846,7 +870,7 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     if (m.envelope_digests.size() > 1) {
       Result<std::vector<StoredEnvelope>> envs = catalog_->GetEnvelopes(id);
       if (envs.ok()) {
-        for (size_t i = 1; i < envs->size(); ++i) by_pack[(*envs)[i].where.pack].push_back({id, (*envs)[i].where, true});
+        for (const StoredEnvelope& e : *envs) by_pack[e.where.pack].push_back({id, e.where, true});
       } else {
         report.problems.push_back("message " + id.Hex() + ": " + envs.error().message());
       }

@@ -40,6 +40,9 @@ struct VaultOptions {
   // samples, and a dictionary is trained from them. 0 disables automatic training.
   size_t auto_train_messages = 2000;
   size_t auto_train_bytes = 16 << 20;
+  // Ingest is refused (a temporary error) while the vault's file system has less free space:
+  // running the disk to zero would leave no room for the catalog and the seal records.
+  uint64_t min_free_bytes = 64ull << 20;
 };
 
 // Where the master key comes from: a key file, or a passphrase that opens the vault's keyslot.
@@ -99,7 +102,8 @@ class Vault {
   // The original bytes, after checking them against the fingerprint.
   Result<std::string> ReadMessage(const ObjectId& id);
   Result<MessageMeta> GetMeta(const ObjectId& id) const;
-  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id) const;
+  // Every capture of the message, first one first.
+  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id);
   // A full id or a unique prefix of at least 6 hex digits.
   Result<ObjectId> Resolve(const std::string& id_or_prefix) const;
   Result<VaultStats> Stats() const;
@@ -110,6 +114,8 @@ class Vault {
                               const std::function<void(uint64_t done, uint64_t total)>& progress = {});
 
   const std::string& dir() const { return dir_; }
+  // Commit groups (one append + fsync each) since open: group commit at work.
+  uint64_t commit_groups() const { return commit_groups_.load(); }
   const std::string& vault_id() const { return vault_id_; }
 
  private:
@@ -161,6 +167,7 @@ class Vault {
   std::thread committer_;
   std::unique_ptr<OpenPack> pack_;
   VaultStats stats_;
+  std::atomic<uint64_t> commit_groups_{0};
 };
 
 }  // namespace mailvault

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# End-to-end test of the `mailvault` command on real mail: every subcommand, the bad inputs of
+# the vault issue, and the exit codes scripts rely on. Oracle: the corpus files themselves.
+#   cli_test.sh PATH_TO_MAILVAULT    (needs MAILVAULT_CORPUS, the corpus Maildir)
+set -euo pipefail
+MV=$1
+: "${MAILVAULT_CORPUS:?set MAILVAULT_CORPUS to the corpus Maildir (scripts/test.sh does)}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mv() { "$MV" --vault "$T/v" --key-file "$T/k" "$@"; }
+
+# A sample: 300 corpus messages, a subtree with an mbox, an .eml and bad files.
+mkdir -p "$T/in/Maildir/cur" "$T/in/Maildir/new" "$T/in/Maildir/tmp" "$T/in/other"
+mapfile -t corpus < <(ls "$MAILVAULT_CORPUS/cur")
+for f in "${corpus[@]:0:300}"; do cp "$MAILVAULT_CORPUS/cur/$f" "$T/in/Maildir/cur/"; done
+first=${corpus[0]}
+{ printf 'From a@b Mon Jan  1 00:00:00 2024\n'; printf 'Subject: in an mbox\nMessage-ID: <mbox1@x>\n\n>From escaped\nbody\n\n';
+  printf 'From a@b Mon Jan  1 00:00:00 2024\n'; printf 'Subject: second in mbox\nMessage-ID: <mbox2@x>\n\nbody\n\n'; } > "$T/in/other/box.mbox"
+printf 'Subject: single eml\nMessage-ID: <eml@x>\n\nbody\n' > "$T/in/other/one.eml"
+: > "$T/in/other/empty.eml"
+head -c 4096 /dev/urandom > "$T/in/other/random.bin"; printf '\0' >> "$T/in/other/random.bin"
+# cut off in the middle of its attachment (at a line end, so mbox export can carry it)
+printf 'From: a@x\nSubject: cut\nMessage-ID: <cut@x>\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\nhi\n--zz\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n' > "$T/in/other/truncated.eml"
+
+# --help everywhere
+for c in init import list show cat export verify stats rebuild; do "$MV" "$c" --help >/dev/null || fail "$c --help"; done
+
+# commands before init say what to do
+out=$(mv list 2>&1) && fail "list without a vault succeeded"
+grep -q "mailvault --vault .* init" <<<"$out" || fail "no hint to init: $out"
+
+mv init >/dev/null
+[ "$(stat -c %a "$T/k")" = 600 ] || fail "key file mode is not 0600"
+mv init >/dev/null 2>&1 && fail "second init succeeded"
+
+set +e
+mv import "$T/in" >"$T/import.out" 2>"$T/import.err"; rc=$?
+set -e
+[ $rc -eq 3 ] || fail "import with bad files should exit 3, got $rc"
+grep -q "imported 304 new messages, 0 duplicates, 2 rejected, 1 stored with warnings" "$T/import.out" || fail "summary: $(cat "$T/import.out")"
+grep -q "empty.eml: the file is empty" "$T/import.err" || fail "empty file not reported: $(cat "$T/import.err")"
+grep -q "random.bin: the file holds binary data" "$T/import.err" || fail "binary file not reported"
+grep -q "truncated.eml: stored, but the message looks truncated" "$T/import.err" || fail "truncated file not reported: $(cat "$T/import.err")"
+
+# re-import: only duplicates, and the packs do not grow by a byte (the whole-corpus size check
+# is in corpus_test)
+before=$(du -sb "$T/v/packs" | cut -f1)
+mv import "$T/in/Maildir" | grep -q "imported 0 new messages, 300 duplicates" || fail "re-import"
+after=$(du -sb "$T/v/packs" | cut -f1)
+[ "$after" -eq "$before" ] || fail "re-import grew the packs from $before to $after"
+
+# list / show / cat against the files
+[ "$(mv list | wc -l)" -eq 304 ] || fail "list count"
+mv list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d)==304 and all(len(m["id"])==64 for m in d)' || fail "list --json"
+id=$(sha256sum "$T/in/Maildir/cur/$first" | cut -d' ' -f1)
+mv cat "$id" | cmp - "$T/in/Maildir/cur/$first" || fail "cat is not byte-identical"
+mv cat "${id:0:10}" | cmp - "$T/in/Maildir/cur/$first" || fail "cat by prefix"
+mv show "$id" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["sha256"]==sys.argv[1] and d["envelopes"] and d["parts"], d' "$id" || fail "show --json"
+mv show "$id" | grep -q "^stored in:" || fail "show"
+{ mv show deadbeef00 2>&1 || true; } | grep -q "no message id starts with" || fail "unknown id message"
+mbox_id=$(printf 'Subject: in an mbox\nMessage-ID: <mbox1@x>\n\nFrom escaped\nbody\n' | sha256sum | cut -d' ' -f1)
+mv cat "$mbox_id" >/dev/null || fail "mboxrd unescaping: message not found by its unescaped hash"
+
+# export to mbox and Maildir, then import the export into a second vault: same ids
+mv export --to mbox "$T/out.mbox" >/dev/null
+mv export --to maildir "$T/outdir" >/dev/null
+[ "$(ls "$T/outdir/cur" | wc -l)" -eq 304 ] || fail "maildir export count"
+"$MV" --vault "$T/v2" --key-file "$T/k2" init >/dev/null
+"$MV" --vault "$T/v2" --key-file "$T/k2" import "$T/out.mbox" | grep -q "imported 304 new" || fail "re-import of the mbox export"
+diff <(mv list --json | python3 -c 'import json,sys; print("\n".join(sorted(m["id"] for m in json.load(sys.stdin))))') \
+     <("$MV" --vault "$T/v2" --key-file "$T/k2" list --json | python3 -c 'import json,sys; print("\n".join(sorted(m["id"] for m in json.load(sys.stdin))))') \
+  || fail "mbox export did not round-trip every message"
+
+# stats
+mv stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["messages"]==304 and d["duplicates"]==300 and d["stored_bytes"]<d["raw_bytes"], d' || fail "stats"
+
+# verify, then rebuild, then the same answers
+mv verify | grep -q "^ok: 304 messages" || fail "verify"
+mv list > "$T/list.before"
+mv rebuild >/dev/null
+mv list > "$T/list.after"
+cmp "$T/list.before" "$T/list.after" || fail "list differs after rebuild"
+mv cat "$id" | cmp - "$T/in/Maildir/cur/$first" || fail "cat after rebuild"
+
+# wrong key
+"$MV" --vault "$T/v" --key-file "$T/k2" list >/dev/null 2>"$T/err" && fail "wrong key accepted"
+grep -q "does not open the vault" "$T/err" || fail "wrong key message: $(cat "$T/err")"
+
+# one flipped byte in a pack: verify names the message and exits non-zero
+off=$(mv show "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_in"]["offset"])')
+pack="$T/v/packs/00000001.pack"
+python3 - "$pack" $((off + 150)) <<'PY'
+import sys
+p, o = sys.argv[1], int(sys.argv[2])
+with open(p, "r+b") as f:
+    f.seek(o); b = f.read(1); f.seek(o); f.write(bytes([b[0] ^ 0x40]))
+PY
+set +e
+mv verify >"$T/verify.out" 2>&1; rc=$?
+set -e
+[ $rc -ne 0 ] || fail "verify passed a flipped byte"
+grep -q "BAD message $id" "$T/verify.out" || fail "verify did not name $id: $(cat "$T/verify.out")"
+mv cat "$id" >/dev/null 2>&1 && fail "cat returned a corrupt message"
+
+# the vault in use by another process
+mv import "$T/in/Maildir" >/dev/null &
+sleep 0.05
+out=$(mv list 2>&1 >/dev/null || true)
+wait
+case "$out" in *"in use by another mailvault process"*|"") ;; *) fail "busy message: $out" ;; esac
+
+echo "cli end-to-end: all checks passed"
