@@ -174,8 +174,7 @@ for ((r = 1; r <= runs; r++)); do
     log "run $r/$runs: mailvault init + import"
     fresh_copy "$work/mv-maildir"
     rm -rf "$vault" "$key"
-    # a fresh random 256-bit key for each vault
-    (umask 077 && head -c 32 /dev/urandom >"$key")
+    # `init` creates a fresh key file (mode 0600) when none exists
     # shellcheck disable=SC2016  # $1.. expand in the inner bash
     timed "mailvault init + import" "$work/mailvault-import.log" bash -c \
       '"$1" --vault "$2" --key-file "$3" init && "$1" --vault "$2" --key-file "$3" import "$4"' \

@@ -70,8 +70,16 @@ std::string Absolute(const std::string& p) {
   return ec ? p : a.lexically_normal().string();
 }
 
+Envelope ImportEnvelope(const std::string& label, const std::string& custodian) {
+  Envelope env;
+  env.capture_time_us = NowMicros();
+  env.source = "import:" + Absolute(label);
+  env.custodian = custodian;
+  return env;
+}
+
 // A dictionary trained on mail spread across the whole import compresses far better than none.
-void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_t max_bytes) {
+void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_t max_bytes, const std::string& custodian) {
   constexpr size_t kSampleMessages = 2000;
   constexpr uint64_t kSampleBytes = 16 << 20;
   size_t step = std::max<size_t>(1, files.size() / kSampleMessages);
@@ -80,9 +88,9 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
   for (size_t i = 0; i < files.size() && samples.size() < kSampleMessages && total < kSampleBytes; i += step) {
     (void)ReadSourceFile(files[i], max_bytes, [&](SourceMessage m) {
       if (samples.size() >= kSampleMessages || CheckLooksLikeMail(m.bytes).ok() == false) return;
-      m.bytes.resize(std::min<size_t>(m.bytes.size(), 64 << 10));
-      total += m.bytes.size();
-      samples.push_back(std::move(m.bytes));
+      Envelope env = ImportEnvelope(m.label, custodian);
+      samples.push_back(Vault::TrainingSample(env, m.bytes));
+      total += samples.back().size();
     });
   }
   if (samples.size() < 100) return;  // too little to learn from; the vault trains later by itself
@@ -124,7 +132,14 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     uint64_t total_bytes = 0;
     for (const SourceFile& f : files) total_bytes += f.size;
     const uint64_t max_bytes = g.vault_options.limits.max_message_bytes;
-    if (!vault.has_dictionary()) TrainFromSample(vault, files, max_bytes);
+    if (!vault.has_dictionary()) {
+      auto t0 = std::chrono::steady_clock::now();
+      TrainFromSample(vault, files, max_bytes, custodian);
+      if (!quiet && vault.has_dictionary()) {
+        std::cout << "trained a compression dictionary from a sample of this import in "
+                  << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+      }
+    }
 
     std::string custodian_norm = custodian;
     Channel<SourceMessage> work(256);
@@ -156,11 +171,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
           if (Status s = CheckLooksLikeMail(m.bytes); !s.ok()) {
             o.early_error = s.error();
           } else {
-            Envelope env;
-            env.capture_time_us = NowMicros();
-            env.source = "import:" + Absolute(m.label);
-            env.custodian = custodian_norm;
-            o.result = vault.IngestAsync(m.bytes, env);
+            o.result = vault.IngestAsync(m.bytes, ImportEnvelope(m.label, custodian_norm));
           }
           outcomes.Push(std::move(o));
         }

@@ -22,13 +22,13 @@ using nlohmann::json;
 // JSON must be valid UTF-8; mail text was made valid when parsed, but be safe.
 std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
 
-json SummaryJson(const ObjectId& id, const MessageMeta& m) {
+json SummaryJson(const ObjectId& id, const MessageMeta& m, const MessageSummary& s) {
   return json{{"id", id.Hex()},
-              {"message_id", m.summary.message_id},
-              {"message_id_synthetic", m.summary.message_id_synthetic},
-              {"date", m.summary.date ? json(FormatDate(m.summary.date, m.summary.date_utc_offset_minutes)) : json(nullptr)},
-              {"from", m.summary.from},
-              {"subject", m.summary.subject},
+              {"message_id", s.message_id},
+              {"message_id_synthetic", s.message_id_synthetic},
+              {"date", s.date ? json(FormatDate(s.date, s.date_utc_offset_minutes)) : json(nullptr)},
+              {"from", s.from},
+              {"subject", s.subject},
               {"size", m.raw_size}};
 }
 
@@ -83,17 +83,28 @@ void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!vault) return;
     bool first = true;
     if (as_json) std::cout << "[";
+    uint64_t unreadable = 0;
     Status s = vault->ForEachMessage([&](const ObjectId& id, const MessageMeta& m) {
+      // Headers are read from the message itself: the catalog holds no mail content.
+      Result<std::string> raw = vault->ReadMessage(id);
+      if (!raw.ok()) {
+        ++unreadable;
+        std::cerr << "mailvault: " << raw.error().ToString() << "\n";
+        return true;
+      }
+      MessageSummary sum = SummarizeHeaders(*raw);
       if (as_json) {
-        std::cout << (first ? "\n" : ",\n") << SummaryJson(id, m).dump(-1, ' ', false, json::error_handler_t::replace);
+        std::cout << (first ? "\n" : ",\n") << SummaryJson(id, m, sum).dump(-1, ' ', false, json::error_handler_t::replace);
       } else {
-        std::string subject = m.summary.subject.substr(0, 60);
-        std::cout << id.ShortHex() << "  " << FormatDate(m.summary.date, m.summary.date_utc_offset_minutes) << "  "
-                  << (m.summary.from.empty() ? "-" : m.summary.from) << "  " << subject << "  " << m.raw_size << "\n";
+        std::cout << id.ShortHex() << "  " << FormatDate(sum.date, sum.date_utc_offset_minutes) << "  "
+                  << (sum.from.empty() ? "-" : sum.from) << "  " << sum.subject.substr(0, 60) << "  " << m.raw_size << "\n";
       }
       first = false;
       return true;
     });
+    if (s.ok() && unreadable) {
+      s = Corruption(std::to_string(unreadable) + " messages could not be read; run `mailvault verify`");
+    }
     if (as_json) std::cout << (first ? "]\n" : "\n]\n");
     if (!s.ok()) *exit_code = Fail(s.error());
   });
@@ -121,12 +132,14 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     Result<ParsedMessage> parsed = ParseMessage(*raw, g.vault_options.limits);
-    json j = SummaryJson(*id, *meta);
+    MessageSummary sum = SummarizeHeaders(*raw);
+    std::string warning = meta->has_warning ? vault->Warning(*id).value() : "";
+    json j = SummaryJson(*id, *meta, sum);
     j["sha256"] = id->Hex();
     j["stored_in"] = json{{"pack", PackFileName(meta->where.pack)}, {"offset", meta->where.offset}, {"length", meta->where.length}};
     j["envelopes"] = json::array();
     for (const StoredEnvelope& e : *envs) j["envelopes"].push_back(EnvelopeJson(e));
-    if (!meta->parse_warning.empty()) j["warning"] = meta->parse_warning;
+    if (!warning.empty()) j["warning"] = warning;
     if (parsed.ok()) {
       const ParsedMessage& p = *parsed;
       j["to"] = Addresses(p.to);
@@ -154,10 +167,10 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     std::cout << "id:          " << id->Hex() << "\n"
-              << "message-id:  " << meta->summary.message_id << (meta->summary.message_id_synthetic ? " (synthetic)" : "") << "\n"
-              << "date:        " << FormatDate(meta->summary.date, meta->summary.date_utc_offset_minutes) << "\n"
-              << "from:        " << (meta->summary.from_name.empty() ? meta->summary.from : meta->summary.from_name + " <" + meta->summary.from + ">") << "\n"
-              << "subject:     " << meta->summary.subject << "\n"
+              << "message-id:  " << sum.message_id << (sum.message_id_synthetic ? " (synthetic)" : "") << "\n"
+              << "date:        " << FormatDate(sum.date, sum.date_utc_offset_minutes) << "\n"
+              << "from:        " << (sum.from_name.empty() ? sum.from : sum.from_name + " <" + sum.from + ">") << "\n"
+              << "subject:     " << sum.subject << "\n"
               << "size:        " << meta->raw_size << " bytes\n"
               << "stored in:   " << PackFileName(meta->where.pack) << " at offset " << meta->where.offset << " (" << meta->where.length << " bytes)\n";
     if (parsed.ok()) {
@@ -173,7 +186,7 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     } else {
       std::cout << "parse:       " << parsed.error().message() << "\n";
     }
-    if (!meta->parse_warning.empty()) std::cout << "warning:     " << meta->parse_warning << "\n";
+    if (!warning.empty()) std::cout << "warning:     " << warning << "\n";
     std::cout << "envelopes:\n";
     for (const StoredEnvelope& e : *envs) {
       std::cout << "  " << FormatDate(e.envelope.capture_time_us / 1000000) << "  " << e.envelope.source;
@@ -241,13 +254,12 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       }
       for (const ObjectId& id : chosen) {
         Result<std::string> raw = vault->ReadMessage(id);
-        Result<MessageMeta> meta = vault->GetMeta(id);
-        if (!raw.ok() || !meta.ok()) {
-          s = raw.ok() ? meta.status() : raw.status();
+        if (!raw.ok()) {
+          s = raw.status();
           break;
         }
         std::string out;
-        AppendMboxMessage(*raw, meta->summary.date.value_or(0), &out);
+        AppendMboxMessage(*raw, SummarizeHeaders(*raw).date.value_or(0), &out);
         s = WriteAll(fd, out, target);
         if (!s.ok()) break;
         ++n;

@@ -87,6 +87,13 @@ mv cat "$id" | cmp - "$T/in/Maildir/cur/$first" || fail "cat after rebuild"
 "$MV" --vault "$T/v" --key-file "$T/k2" list >/dev/null 2>"$T/err" && fail "wrong key accepted"
 grep -q "does not open the vault" "$T/err" || fail "wrong key message: $(cat "$T/err")"
 
+# the vault in use by another process
+mv import "$T/in/Maildir" >/dev/null &
+sleep 0.05
+out=$(mv list 2>&1 >/dev/null || true)
+wait
+case "$out" in *"in use by another mailvault process"*|"") ;; *) fail "busy message: $out" ;; esac
+
 # one flipped byte in a pack: verify names the message and exits non-zero
 off=$(mv show "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_in"]["offset"])')
 pack="$T/v/packs/00000001.pack"
@@ -102,12 +109,5 @@ set -e
 [ $rc -ne 0 ] || fail "verify passed a flipped byte"
 grep -q "BAD message $id" "$T/verify.out" || fail "verify did not name $id: $(cat "$T/verify.out")"
 mv cat "$id" >/dev/null 2>&1 && fail "cat returned a corrupt message"
-
-# the vault in use by another process
-mv import "$T/in/Maildir" >/dev/null &
-sleep 0.05
-out=$(mv list 2>&1 >/dev/null || true)
-wait
-case "$out" in *"in use by another mailvault process"*|"") ;; *) fail "busy message: $out" ;; esac
 
 echo "cli end-to-end: all checks passed"

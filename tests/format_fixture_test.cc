@@ -110,33 +110,39 @@ TEST(FormatFixtureTest, KeyFileVaultFileAndPackReadByteForByte) {
   EXPECT_EQ(id, Sha256Of(eml));
   EXPECT_EQ(DecodeU32(&body[32]), 0u);  // no dictionary
   EXPECT_EQ(DecodeU64(&body[36]), eml.size());
-  std::string wrapped = body.substr(44, 60), box = body.substr(104);
+  EXPECT_EQ(DecodeU32(&body[44]), 0u);  // first in its compression block
+  std::string wrapped = body.substr(48, 60), box = body.substr(108);
 
   SecretKey wrap = DeriveKey(master, vault_id, "mailvault/v1/wrap");
   Result<std::string> dk = Open(wrap, "mailvault data key v1" + id, wrapped);
   ASSERT_TRUE(dk.ok());
   ASSERT_EQ(dk->size(), 32u);
-  std::string aad = "mailvault message v1" + id + std::string(4, '\0') + body.substr(36, 8);
+  std::string aad = "mailvault message v1" + id + body.substr(32, 16);
   Result<std::string> plain = Open(SecretKey(*dk), aad, box);
   ASSERT_TRUE(plain.ok());
+  // The plaintext: varint envelope length, then this message's segment of its block's zstd
+  // stream (magicless frame, flushed after the message, never ended).
   ByteReader r(*plain);
-  std::string_view env_bytes;
-  ASSERT_TRUE(r.GetString(&env_bytes));
-  EXPECT_EQ(env_bytes, FirstEnvelope().Encode());
-  // The envelope encoding itself: version 1, capture time, source, recipients, custodian tag.
-  std::string want_env = std::string("\x01", 1) + std::string("\x00\x40\x1e\x18\x24\x0a\x06\x00", 8) + "\x07" "fixture" +
-                         "\x01\x11" "alice@example.com" + "\x01\x11" "alice@example.com";
-  EXPECT_EQ(env_bytes, want_env);
+  uint64_t env_len = 0;
+  ASSERT_TRUE(r.GetVarint(&env_len));
   std::string_view frame = r.rest();
   EXPECT_NE(frame.substr(0, 4), std::string_view("\x28\xb5\x2f\xfd", 4));  // magicless
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   ZSTD_DCtx_setParameter(dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless);
-  std::string out(eml.size(), '\0');
-  size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), frame.data(), frame.size());
+  std::string out(env_len + eml.size(), '\0');
+  ZSTD_inBuffer in{frame.data(), frame.size(), 0};
+  ZSTD_outBuffer o{out.data(), out.size(), 0};
+  size_t rc = ZSTD_decompressStream(dctx, &o, &in);
   ZSTD_freeDCtx(dctx);
-  ASSERT_FALSE(ZSTD_isError(n)) << ZSTD_getErrorName(n);
-  out.resize(n);
-  EXPECT_EQ(out, eml);
+  ASSERT_FALSE(ZSTD_isError(rc)) << ZSTD_getErrorName(rc);
+  ASSERT_EQ(in.pos, in.size);
+  ASSERT_EQ(o.pos, out.size());
+  // The envelope encoding: version 1, capture time (u64 LE), source, recipients, custodian tag.
+  std::string want_env = std::string("\x01", 1) + std::string("\x00\x40\x1e\x18\x24\x0a\x06\x00", 8) + "\x07" "fixture" +
+                         "\x01\x11" "alice@example.com" + "\x01\x11" "alice@example.com";
+  EXPECT_EQ(want_env, FirstEnvelope().Encode());
+  EXPECT_EQ(out.substr(0, env_len), want_env);
+  EXPECT_EQ(out.substr(env_len), eml);
 
   // Record 2: ENVELOPE, sealed under the same data key.
   at += 12 + len + 4;

@@ -83,18 +83,10 @@ std::string EncodeMessageMeta(const MessageMeta& m) {
   ByteWriter w;
   w.PutU8(kMetaVersion);
   PutLocation(&w, m.where);
+  w.PutVarint(m.where.offset - m.block_start);
   w.PutVarint(m.sequence);
   w.PutVarint(m.raw_size);
-  const MessageSummary& s = m.summary;
-  w.PutString(s.message_id);
-  uint8_t flags = (s.message_id_synthetic ? 1 : 0) | (s.date ? 2 : 0) | (s.has_attachments ? 4 : 0);
-  w.PutU8(flags);
-  w.PutU64(static_cast<uint64_t>(s.date.value_or(0)));
-  w.PutU16(static_cast<uint16_t>(static_cast<int16_t>(s.date_utc_offset_minutes)));
-  w.PutString(s.from);
-  w.PutString(s.from_name);
-  w.PutString(s.subject);
-  w.PutString(m.parse_warning);
+  w.PutU8(m.has_warning ? 1 : 0);
   w.PutVarint(m.envelope_digests.size());
   for (uint64_t d : m.envelope_digests) w.PutU64(d);
   return w.Take();
@@ -104,24 +96,14 @@ Result<MessageMeta> DecodeMessageMeta(std::string_view bytes) {
   ByteReader r(bytes);
   MessageMeta m;
   uint8_t version, flags;
-  uint64_t date, ndig;
-  uint16_t tz;
-  std::string_view mid, from, from_name, subject, warning;
-  if (!r.GetU8(&version) || version != kMetaVersion || !GetLocation(&r, &m.where) || !r.GetVarint(&m.sequence) ||
-      !r.GetVarint(&m.raw_size) || !r.GetString(&mid) ||
-      !r.GetU8(&flags) || !r.GetU64(&date) || !r.GetU16(&tz) || !r.GetString(&from) || !r.GetString(&from_name) ||
-      !r.GetString(&subject) || !r.GetString(&warning) || !r.GetVarint(&ndig) || ndig > r.remaining() / 8) {
+  uint64_t back, ndig;
+  if (!r.GetU8(&version) || version != kMetaVersion || !GetLocation(&r, &m.where) || !r.GetVarint(&back) ||
+      back > m.where.offset || !r.GetVarint(&m.sequence) || !r.GetVarint(&m.raw_size) || !r.GetU8(&flags) ||
+      !r.GetVarint(&ndig) || ndig > r.remaining() / 8) {
     return Corruption("catalog entry for a message is damaged (run `mailvault rebuild`)");
   }
-  m.summary.message_id = std::string(mid);
-  m.summary.message_id_synthetic = flags & 1;
-  if (flags & 2) m.summary.date = static_cast<int64_t>(date);
-  m.summary.has_attachments = flags & 4;
-  m.summary.date_utc_offset_minutes = static_cast<int16_t>(tz);
-  m.summary.from = std::string(from);
-  m.summary.from_name = std::string(from_name);
-  m.summary.subject = std::string(subject);
-  m.parse_warning = std::string(warning);
+  m.block_start = m.where.offset - back;
+  m.has_warning = flags & 1;
   for (uint64_t i = 0; i < ndig; ++i) {
     uint64_t d;
     if (!r.GetU64(&d)) return Corruption("catalog entry for a message is damaged");
@@ -176,8 +158,7 @@ Result<std::optional<MessageMeta>> Catalog::GetMessage(const ObjectId& id) const
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), key, &value);
   if (s.IsNotFound()) return std::optional<MessageMeta>();
   if (!s.ok()) return FromRocks(s, "read");
-  MV_ASSIGN_OR_RETURN(std::string plain, OpenValue(key, value));
-  MV_ASSIGN_OR_RETURN(MessageMeta m, DecodeMessageMeta(plain));
+  MV_ASSIGN_OR_RETURN(MessageMeta m, DecodeMessageMeta(value));
   return std::optional<MessageMeta>(std::move(m));
 }
 
@@ -267,8 +248,7 @@ size_t Catalog::Batch::count() const { return static_cast<size_t>(batch_->Count(
 void Catalog::Batch::Clear() { batch_->Clear(); }
 
 void Catalog::Batch::PutMessage(const ObjectId& id, const MessageMeta& meta) {
-  std::string key = MessageKey(id);
-  batch_->Put(key, catalog_->SealValue(key, EncodeMessageMeta(meta)));
+  batch_->Put(MessageKey(id), EncodeMessageMeta(meta));
   batch_->Put(SequenceKey(meta.sequence), std::string(id.bytes()));
 }
 

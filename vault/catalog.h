@@ -2,14 +2,14 @@
 // reading packs. It is derived data (BLUEPRINT decision 2): `rebuild` recreates it from the packs.
 //
 // Keys (docs/formats.md, "catalog"):
-//   "m" id(32)             -> MessageMeta          (encrypted)
+//   "m" id(32)             -> MessageMeta          (locations and sizes only)
 //   "e" id(32) BE32(n)     -> Envelope n >= 1 of id (encrypted; envelope 0 is in the message record)
 //   "s" BE64(sequence)     -> id                   (capture order, for list)
 //   "p" BE64(pack number)  -> PackInfo
 //   "d" BE32(dictionary)   -> location of a dictionary record
 //   "x" "stats"            -> VaultStats
-// Values holding mail metadata are sealed with the catalog key (AAD = the RocksDB key), so no
-// address or subject is readable on disk.
+// Envelopes, the only values holding mail metadata, are sealed with the catalog key (AAD = the
+// RocksDB key), so no address is readable on disk.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,6 @@
 
 #include "core/envelope.h"
 #include "core/fingerprint.h"
-#include "core/message.h"
 #include "core/result.h"
 #include "vault/crypto.h"
 
@@ -39,13 +38,16 @@ struct RecordLocation {
   uint32_t length = 0;  // the whole framed record
 };
 
+// What the catalog keeps per message: where it is, nothing of what it says. Headers are read
+// from the message itself (it is one block decode away), which keeps the catalog small and
+// free of mail content.
 struct MessageMeta {
-  RecordLocation where;
-  uint64_t sequence = 0;  // capture order across the vault
+  RecordLocation where;      // the message's own record
+  uint64_t block_start = 0;  // offset of the first record of its compression block
+  uint64_t sequence = 0;     // capture order across the vault
   uint64_t raw_size = 0;
-  MessageSummary summary;
-  std::string parse_warning;  // why MIME analysis stopped short, when it did
-  std::vector<uint64_t> envelope_digests;
+  bool has_warning = false;  // MIME analysis stopped short (a named limit, or truncation)
+  std::vector<uint64_t> envelope_digests;  // keyed digests, see Vault::EnvelopeDigest
 };
 
 struct StoredEnvelope {

@@ -7,6 +7,9 @@
 
 namespace mailvault {
 
+void* DictionaryCDict(const Dictionary* d) { return d->cdict_; }
+void* DictionaryDDict(const Dictionary* d) { return d->ddict_; }
+
 Dictionary::~Dictionary() {
   ZSTD_freeCDict(static_cast<ZSTD_CDict*>(cdict_));
   ZSTD_freeDDict(static_cast<ZSTD_DDict*>(ddict_));
@@ -45,49 +48,6 @@ Result<std::string> Dictionary::Train(const std::vector<std::string_view>& sampl
   }
   dict.resize(n);
   return dict;
-}
-
-Compressor::Compressor(int level) : level_(level), cctx_(ZSTD_createCCtx()), dctx_(ZSTD_createDCtx()) {
-  auto* c = static_cast<ZSTD_CCtx*>(cctx_);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_format, ZSTD_f_zstd1_magicless);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0);
-  ZSTD_CCtx_setParameter(c, ZSTD_c_dictIDFlag, 0);
-  ZSTD_DCtx_setParameter(static_cast<ZSTD_DCtx*>(dctx_), ZSTD_d_format, ZSTD_f_zstd1_magicless);
-}
-
-Compressor::~Compressor() {
-  ZSTD_freeCCtx(static_cast<ZSTD_CCtx*>(cctx_));
-  ZSTD_freeDCtx(static_cast<ZSTD_DCtx*>(dctx_));
-}
-
-Status Compressor::Compress(std::string_view in, const Dictionary* dict, std::string* out) {
-  auto* c = static_cast<ZSTD_CCtx*>(cctx_);
-  if (dict) {
-    ZSTD_CCtx_refCDict(c, static_cast<ZSTD_CDict*>(dict->cdict_));
-  } else {
-    ZSTD_CCtx_refCDict(c, nullptr);
-    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level_);
-  }
-  size_t start = out->size();
-  out->resize(start + ZSTD_compressBound(in.size()));
-  size_t n = ZSTD_compress2(c, out->data() + start, out->size() - start, in.data(), in.size());
-  if (ZSTD_isError(n)) return Internal(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
-  out->resize(start + n);
-  return Status::Ok();
-}
-
-Status Compressor::Decompress(std::string_view in, uint64_t raw_size, const Dictionary* dict, std::string* out) {
-  auto* d = static_cast<ZSTD_DCtx*>(dctx_);
-  ZSTD_DCtx_refDDict(d, dict ? static_cast<ZSTD_DDict*>(dict->ddict_) : nullptr);
-  size_t start = out->size();
-  out->resize(start + raw_size);
-  size_t n = ZSTD_decompressDCtx(d, out->data() + start, raw_size, in.data(), in.size());
-  if (ZSTD_isError(n) || n != raw_size) {
-    out->resize(start);
-    return Corruption(std::string("decompression failed: ") + (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "size mismatch"));
-  }
-  return Status::Ok();
 }
 
 }  // namespace mailvault

@@ -58,6 +58,7 @@ std::string EncodeMessageBody(const MessageRecord& r) {
   w.PutBytes(r.id.bytes());
   w.PutU32(r.dictionary_id);
   w.PutU64(r.raw_size);
+  w.PutU32(r.block_index);
   w.PutBytes(r.wrapped_key);
   w.PutBytes(r.box);
   return w.Take();
@@ -69,7 +70,8 @@ Result<MessageRecord> DecodeMessageBody(std::string_view body) {
   std::string_view id, wrapped;
   MessageRecord m;
   if (!r.GetBytes(ObjectId::kSize, &id) || !r.GetU32(&m.dictionary_id) || !r.GetU64(&m.raw_size) ||
-      !r.GetBytes(kWrapped, &wrapped) || r.remaining() < kSealOverhead) {
+      !r.GetU32(&m.block_index) || !r.GetBytes(kWrapped, &wrapped) ||
+      r.remaining() < kSealOverhead) {
     return Corruption("message record is truncated");
   }
   m.id = ObjectId::FromBytes(id);
@@ -113,12 +115,13 @@ Result<SealRecord> DecodeSealBody(std::string_view body) {
   return SealRecord{DecodeU64(body.data()), std::string(body.substr(8))};
 }
 
-std::string MessageAad(const ObjectId& id, uint32_t dictionary_id, uint64_t raw_size) {
+std::string MessageAad(const MessageRecord& r) {
   ByteWriter w;
   w.PutBytes("mailvault message v1");
-  w.PutBytes(id.bytes());
-  w.PutU32(dictionary_id);
-  w.PutU64(raw_size);
+  w.PutBytes(r.id.bytes());
+  w.PutU32(r.dictionary_id);
+  w.PutU64(r.raw_size);
+  w.PutU32(r.block_index);
   return w.Take();
 }
 std::string DataKeyAad(const ObjectId& id) { return "mailvault data key v1" + std::string(id.bytes()); }
@@ -130,12 +133,12 @@ std::string DictionaryAad(uint32_t dictionary_id) {
   return w.Take();
 }
 
-RecordScanner::RecordScanner(std::string_view pack_bytes, uint64_t start_offset)
-    : data_(pack_bytes), pos_(start_offset) {}
+RecordScanner::RecordScanner(std::string_view pack_bytes, uint64_t start_offset, uint64_t base)
+    : data_(pack_bytes), base_(base), pos_(start_offset - base) {}
 
 bool RecordScanner::Next(RawRecord* rec) {
   if (pos_ >= data_.size()) return false;
-  Result<RawRecord> r = ParseFramedRecord(data_.substr(pos_), pos_);
+  Result<RawRecord> r = ParseFramedRecord(data_.substr(pos_), base_ + pos_);
   if (!r.ok()) {
     error_ = r.error().message();
     // A frame whose declared length runs past the end of the file is what an interrupted

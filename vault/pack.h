@@ -47,9 +47,12 @@ struct MessageRecord {
   ObjectId id;
   uint32_t dictionary_id = 0;  // 0: compressed without a dictionary
   uint64_t raw_size = 0;
+  uint32_t block_index = 0;    // position in its compression block; 0 starts a block
   std::string wrapped_key;     // 60 bytes: the data key sealed under the wrap key
   std::string box;             // nonce || ciphertext || tag
 };
+// Bytes of a message record body before the wrapped key.
+constexpr size_t kMessageRecordFixed = 32 + 4 + 8 + 4;
 struct EnvelopeRecord {
   ObjectId id;
   std::string box;  // sealed under the message's data key
@@ -74,7 +77,7 @@ Result<SealRecord> DecodeSealBody(std::string_view body);
 
 // Associated data binding each box to its place: a box moved to another object, or given
 // another dictionary id or size, fails authentication.
-std::string MessageAad(const ObjectId& id, uint32_t dictionary_id, uint64_t raw_size);
+std::string MessageAad(const MessageRecord& r);
 std::string DataKeyAad(const ObjectId& id);
 std::string EnvelopeAad(const ObjectId& id);
 std::string DictionaryAad(uint32_t dictionary_id);
@@ -92,10 +95,11 @@ struct RawRecord {
 // open pack or report corruption in a sealed one.
 class RecordScanner {
  public:
-  RecordScanner(std::string_view pack_bytes, uint64_t start_offset);
+  // pack_bytes holds the pack from offset `base` on (0: the whole pack); offsets are pack offsets.
+  RecordScanner(std::string_view pack_bytes, uint64_t start_offset, uint64_t base = 0);
   // False at the end or at a bad frame (then error() says why).
   bool Next(RawRecord* rec);
-  uint64_t offset() const { return pos_; }
+  uint64_t offset() const { return base_ + pos_; }
   // Set when Next() stopped before the end of the bytes.
   const std::string& error() const { return error_; }
   // True when what follows the last good record is only a partial write: a frame whose length
@@ -104,7 +108,8 @@ class RecordScanner {
 
  private:
   std::string_view data_;
-  uint64_t pos_;
+  uint64_t base_;
+  uint64_t pos_;  // within data_
   std::string error_;
   bool torn_ = false;
 };

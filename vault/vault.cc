@@ -1,6 +1,8 @@
 #include "vault/vault.h"
 
 #include <dirent.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -11,10 +13,12 @@
 #include <cerrno>
 #include <filesystem>
 #include <random>
+#include <unordered_set>
 #include <sstream>
 
 #include "core/bytes.h"
 #include "core/message.h"
+#include "vault/block_codec.h"
 #include "vault/pack.h"
 
 namespace mailvault {
@@ -108,44 +112,78 @@ Result<std::vector<uint64_t>> ListPackNumbers(const std::string& dir) {
   return out;
 }
 
-thread_local std::unique_ptr<Compressor> t_compressor;
-Compressor& ThreadCompressor(int level) {
-  if (!t_compressor) t_compressor = std::make_unique<Compressor>(level);
-  return *t_compressor;
-}
-
-// The catalog's view of a message's bytes: its summary, and why MIME analysis stopped short.
-void Summarize(std::string_view raw, const MessageLimits& limits, MessageMeta* meta) {
-  meta->summary = SummarizeHeaders(raw);
-  meta->raw_size = raw.size();
-  Result<MimeShape> shape = ScanMimeShape(raw, limits);
-  if (!shape.ok()) {
-    meta->parse_warning = "stored, but not analysed: " + shape.error().message();
-  } else if (!shape->truncation.empty()) {
-    meta->parse_warning = "stored, but the message looks truncated: " + shape->truncation;
-  }
-}
-
-// The plaintext inside a message box: varint envelope length, envelope, compressed message.
-Status SplitMessagePlaintext(std::string_view plain, std::string_view* envelope, std::string_view* compressed) {
-  ByteReader r(plain);
-  if (!r.GetString(envelope, 1 << 26)) return Corruption("message record's envelope is truncated");
-  *compressed = r.rest();
-  return Status::Ok();
-}
 
 }  // namespace
 
-// One message (or dictionary) on its way to the committer.
+// One message (or dictionary) on its way to the committer. Prepared on the caller's thread;
+// compressed, encrypted and appended by the committer, which alone knows where blocks start.
 struct Vault::Pending {
   enum Kind { kMessage, kDictionary } kind = kMessage;
   ObjectId id;
   Envelope envelope;
-  std::string message_body;  // the encoded MessageRecord body, when prepared as new
-  MessageMeta meta;          // the summary part, when prepared as new
+  std::string raw;      // the message; empty when it was already stored at preparation
+  std::string warning;  // why MIME analysis stopped short, if it did
   uint32_t dictionary_id = 0;
+  std::string dictionary_body;                   // kDictionary: the encoded record body
   std::shared_ptr<const Dictionary> dictionary;  // kDictionary: activated once durable
   std::promise<Result<IngestResult>> promise;
+};
+
+// Decodes a pack's message records in order, block by block. Damage inside a block makes the
+// rest of that block unreadable too: later members use the earlier ones as history.
+class Vault::BlockCursor {
+ public:
+  explicit BlockCursor(const Vault* vault) : vault_(vault) {}
+
+  // REQUIRES: rec is a MESSAGE record, and the member before it in its block was passed last.
+  Result<DecodedMessage> Next(const RawRecord& rec) {
+    MV_ASSIGN_OR_RETURN(MessageRecord mr, DecodeMessageBody(rec.body));
+    if (mr.block_index == 0) {
+      dict_.reset();
+      if (mr.dictionary_id) {
+        MV_ASSIGN_OR_RETURN(dict_, vault_->DictionaryById(mr.dictionary_id));
+      }
+      decoder_.Begin(dict_.get());
+      block_start_ = rec.offset;
+      next_index_ = 0;
+      healthy_ = true;
+    } else if (mr.block_index != next_index_) {
+      return Corruption("message " + mr.id.Hex() + " is out of place: position " + std::to_string(mr.block_index) +
+                        " of its compression block, found where position " + std::to_string(next_index_) + " belongs");
+    } else if (!healthy_) {
+      return Corruption("message " + mr.id.Hex() + ": an earlier message of its compression block is damaged");
+    }
+    ++next_index_;
+    healthy_ = false;
+    MV_ASSIGN_OR_RETURN(SecretKey dk, vault_->UnwrapDataKey(mr.id, mr.wrapped_key));
+    Result<std::string> plain = mailvault::Open(dk, MessageAad(mr), mr.box);
+    if (!plain.ok()) return Corruption("message " + mr.id.Hex() + ": ciphertext fails authentication (altered on disk)");
+    ByteReader r(*plain);
+    uint64_t env_len;
+    if (!r.GetVarint(&env_len) || env_len > (1u << 26)) {
+      return Corruption("message " + mr.id.Hex() + ": envelope length is damaged");
+    }
+    std::string out;
+    Status s = decoder_.Next(r.rest(), env_len + mr.raw_size, &out);
+    if (!s.ok()) return s.error().With("message " + mr.id.Hex());
+    DecodedMessage d;
+    d.id = mr.id;
+    d.where = RecordLocation{0, rec.offset, rec.length};
+    d.block_start = block_start_;
+    d.envelope = out.substr(0, env_len);
+    d.raw = out.substr(env_len);
+    if (ObjectId::Of(d.raw) != mr.id) return Corruption("message " + mr.id.Hex() + ": content does not match its fingerprint");
+    healthy_ = true;
+    return d;
+  }
+
+ private:
+  const Vault* vault_;
+  BlockDecoder decoder_;
+  std::shared_ptr<const Dictionary> dict_;
+  uint64_t block_start_ = UINT64_MAX;
+  uint32_t next_index_ = 0;
+  bool healthy_ = false;
 };
 
 // The pack that receives appends.
@@ -301,12 +339,15 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     report->warnings.push_back(path + " belongs to another vault; skipped");
     return Status::Ok();
   }
+  // Commit groups end on block boundaries, so applied_bytes is always at one: decoding can
+  // start right there.
   uint64_t start = std::max<uint64_t>(info.applied_bytes, kPackHeaderSize);
   RecordScanner scanner(bytes, start);
   RawRecord rec;
   Catalog::Batch batch(catalog_.get());
   VaultStats st = stats_;
   std::unordered_map<ObjectId, MessageMeta, ObjectIdHash> fresh;
+  BlockCursor cursor(this);
   size_t in_batch = 0;
   auto flush = [&](uint64_t applied) -> Status {
     info.applied_bytes = applied;
@@ -320,17 +361,28 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     return Status::Ok();
   };
   while (scanner.Next(&rec)) {
-    if (rec.type == RecordType::kSeal) {
-      MV_ASSIGN_OR_RETURN(SealRecord seal, DecodeSealBody(rec.body));
-      info.sealed = true;
-      info.sha256 = seal.sha256;
+    // Flush only where a block starts, so applied_bytes always lands on a block boundary.
+    bool starts_block = rec.type != RecordType::kMessage ||
+                        (rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0);
+    if (starts_block && in_batch >= kReplayBatchRecords) MV_RETURN_IF_ERROR(flush(rec.offset));
+    Status s = Status::Ok();
+    if (rec.type == RecordType::kMessage) {
+      Result<DecodedMessage> d = cursor.Next(rec);
+      s = d.ok() ? ApplyMessage(*d, number, &batch, &st, &fresh) : d.status();
+    } else if (rec.type == RecordType::kSeal) {
+      Result<SealRecord> seal = DecodeSealBody(rec.body);
+      if (seal.ok()) {
+        info.sealed = true;
+        info.sha256 = seal->sha256;
+      }
+      s = seal.status();
     } else {
-      Status s = ApplyRecord(rec, number, &batch, &st, &fresh);
-      if (!s.ok()) report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + s.error().message());
+      s = ApplyRecord(rec, number, &batch, &st, &fresh);
     }
+    if (!s.ok()) report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + s.error().message());
     ++info.records;
     ++report->records_replayed;
-    if (++in_batch >= kReplayBatchRecords) MV_RETURN_IF_ERROR(flush(scanner.offset()));
+    ++in_batch;
   }
   uint64_t good_end = scanner.offset();
   if (good_end < size) {
@@ -352,93 +404,95 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
   return flush(good_end);
 }
 
-Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* st,
-                          std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>* fresh) {
-  RecordLocation loc{pack, rec.offset, rec.length};
-  auto lookup = [&](const ObjectId& id) -> Result<std::optional<MessageMeta>> {
-    auto f = fresh->find(id);
-    if (f != fresh->end()) return std::optional<MessageMeta>(f->second);
-    return catalog_->GetMessage(id);
-  };
-  switch (rec.type) {
-    case RecordType::kDictionary: {
-      MV_ASSIGN_OR_RETURN(DictionaryRecord dr, DecodeDictionaryBody(rec.body));
-      MV_ASSIGN_OR_RETURN(std::string dict, mailvault::Open(keys_.dictionary, DictionaryAad(dr.dictionary_id), dr.box));
-      MV_ASSIGN_OR_RETURN(auto d, Dictionary::Load(dr.dictionary_id, std::move(dict), options_.compression.level));
-      {
-        std::lock_guard<std::mutex> l(dict_mu_);
-        dictionaries_[dr.dictionary_id] = d;
-        current_dictionary_ = std::max(current_dictionary_, dr.dictionary_id);
-      }
-      batch->PutDictionary(dr.dictionary_id, loc);
-      return Status::Ok();
-    }
-    case RecordType::kMessage: {
-      MV_ASSIGN_OR_RETURN(MessageRecord mr, DecodeMessageBody(rec.body));
-      MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> existing, lookup(mr.id));
-      if (existing) return Status::Ok();  // a second copy (an interrupted commit retried): the first wins
-      std::string env_bytes;
-      MV_ASSIGN_OR_RETURN(std::string raw, DecryptMessageRecord(rec.body, &mr.id, &env_bytes));
-      MV_ASSIGN_OR_RETURN(Envelope env, Envelope::Decode(env_bytes));
-      MessageMeta meta;
-      Summarize(raw, options_.limits, &meta);
-      meta.where = loc;
-      meta.sequence = st->next_sequence++;
-      meta.envelope_digests = {env.ContentDigest()};
-      batch->PutMessage(mr.id, meta);
-      (*fresh)[mr.id] = meta;
-      st->messages++;
-      st->envelopes++;
-      st->raw_bytes += meta.raw_size;
-      st->stored_bytes += rec.length;
-      return Status::Ok();
-    }
-    case RecordType::kEnvelope: {
-      MV_ASSIGN_OR_RETURN(EnvelopeRecord er, DecodeEnvelopeBody(rec.body));
-      MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> meta, lookup(er.id));
-      if (!meta) return Corruption("envelope for message " + er.id.Hex() + ", which no earlier record stores");
-      MV_ASSIGN_OR_RETURN(int fd, PackFd(meta->where.pack));
-      std::string head;
-      size_t head_len = kRecordHeaderSize + ObjectId::kSize + 12 + kKeySize + kSealOverhead;
-      MV_RETURN_IF_ERROR(PreadAll(fd, meta->where.offset, head_len, &head, PackPath(meta->where.pack)));
-      std::string wrapped = head.substr(kRecordHeaderSize + ObjectId::kSize + 12);
-      MV_ASSIGN_OR_RETURN(SecretKey dk, UnwrapDataKey(er.id, wrapped));
-      MV_ASSIGN_OR_RETURN(std::string env_bytes, mailvault::Open(dk, EnvelopeAad(er.id), er.box));
-      MV_ASSIGN_OR_RETURN(Envelope env, Envelope::Decode(env_bytes));
-      meta->envelope_digests.push_back(env.ContentDigest());
-      batch->PutEnvelope(er.id, static_cast<uint32_t>(meta->envelope_digests.size() - 1), StoredEnvelope{env, loc});
-      batch->PutMessage(er.id, *meta);
-      (*fresh)[er.id] = *meta;
-      st->envelopes++;
-      st->duplicates++;
-      return Status::Ok();
-    }
-    case RecordType::kSeal:
-      return Status::Ok();
-  }
+Status Vault::ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batch* batch, VaultStats* st,
+                           std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>* fresh) {
+  if (fresh->count(d.id)) return Status::Ok();
+  MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> existing, catalog_->GetMessage(d.id));
+  if (existing) return Status::Ok();  // a second copy (an interrupted commit retried): the first wins
+  MV_ASSIGN_OR_RETURN(Envelope env, Envelope::Decode(d.envelope));
+  MessageMeta meta;
+  meta.where = RecordLocation{pack, d.where.offset, d.where.length};
+  meta.block_start = d.block_start;
+  meta.sequence = st->next_sequence++;
+  meta.raw_size = d.raw.size();
+  meta.has_warning = !AnalysisWarning(d.raw).empty();
+  meta.envelope_digests = {EnvelopeDigest(env)};
+  batch->PutMessage(d.id, meta);
+  (*fresh)[d.id] = meta;
+  st->messages++;
+  st->envelopes++;
+  st->raw_bytes += meta.raw_size;
+  st->stored_bytes += d.where.length;
   return Status::Ok();
 }
 
-Result<std::string> Vault::DecryptMessageRecord(std::string_view body, const ObjectId* expect, std::string* envelope_bytes) {
-  MV_ASSIGN_OR_RETURN(MessageRecord mr, DecodeMessageBody(body));
-  if (expect && !(mr.id == *expect)) return Corruption("record holds message " + mr.id.Hex() + ", not " + expect->Hex());
-  MV_ASSIGN_OR_RETURN(SecretKey dk, UnwrapDataKey(mr.id, mr.wrapped_key));
-  Result<std::string> plain = mailvault::Open(dk, MessageAad(mr.id, mr.dictionary_id, mr.raw_size), mr.box);
-  if (!plain.ok()) return Corruption("message " + mr.id.Hex() + ": ciphertext fails authentication (altered on disk)");
-  std::string_view env, compressed;
-  MV_RETURN_IF_ERROR(SplitMessagePlaintext(*plain, &env, &compressed));
-  if (envelope_bytes) *envelope_bytes = std::string(env);
-  std::shared_ptr<const Dictionary> dict;
-  if (mr.dictionary_id) {
-    MV_ASSIGN_OR_RETURN(dict, DictionaryById(mr.dictionary_id));
+Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* st,
+                          std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>* fresh) {
+  RecordLocation loc{pack, rec.offset, rec.length};
+  if (rec.type == RecordType::kDictionary) {
+    MV_ASSIGN_OR_RETURN(DictionaryRecord dr, DecodeDictionaryBody(rec.body));
+    MV_ASSIGN_OR_RETURN(std::string dict, mailvault::Open(keys_.dictionary, DictionaryAad(dr.dictionary_id), dr.box));
+    MV_ASSIGN_OR_RETURN(auto d, Dictionary::Load(dr.dictionary_id, std::move(dict), options_.compression.level));
+    {
+      std::lock_guard<std::mutex> l(dict_mu_);
+      dictionaries_[dr.dictionary_id] = d;
+      current_dictionary_ = std::max(current_dictionary_, dr.dictionary_id);
+    }
+    batch->PutDictionary(dr.dictionary_id, loc);
+    return Status::Ok();
   }
-  std::string raw;
-  Status s = ThreadCompressor(options_.compression.level).Decompress(compressed, mr.raw_size, dict.get(), &raw);
-  if (!s.ok()) return s.error().With("message " + mr.id.Hex());
-  if (ObjectId::Of(raw) != mr.id) {
-    return Corruption("message " + mr.id.Hex() + ": content does not match its fingerprint");
+  if (rec.type != RecordType::kEnvelope) return Status::Ok();
+  MV_ASSIGN_OR_RETURN(EnvelopeRecord er, DecodeEnvelopeBody(rec.body));
+  std::optional<MessageMeta> meta;
+  if (auto f = fresh->find(er.id); f != fresh->end()) {
+    meta = f->second;
+  } else {
+    MV_ASSIGN_OR_RETURN(meta, catalog_->GetMessage(er.id));
   }
-  return raw;
+  if (!meta) return Corruption("envelope for message " + er.id.Hex() + ", which no earlier record stores");
+  MV_ASSIGN_OR_RETURN(SecretKey dk, DataKeyOf(er.id, *meta, nullptr, 0));
+  MV_ASSIGN_OR_RETURN(std::string env_bytes, mailvault::Open(dk, EnvelopeAad(er.id), er.box));
+  MV_ASSIGN_OR_RETURN(Envelope env, Envelope::Decode(env_bytes));
+  meta->envelope_digests.push_back(EnvelopeDigest(env));
+  batch->PutEnvelope(er.id, static_cast<uint32_t>(meta->envelope_digests.size() - 1), StoredEnvelope{env, loc});
+  batch->PutMessage(er.id, *meta);
+  (*fresh)[er.id] = *meta;
+  st->envelopes++;
+  st->duplicates++;
+  return Status::Ok();
+}
+
+Result<SecretKey> Vault::DataKeyOf(const ObjectId& id, const MessageMeta& meta, const std::string* pending,
+                                   uint64_t pending_base) const {
+  // The wrapped data key sits at a fixed place in the message record (or in a commit group's
+  // buffer that is not on disk yet).
+  const size_t at = kRecordHeaderSize + kMessageRecordFixed;
+  std::string head;
+  if (pending && meta.where.pack == pack_->number && meta.where.offset >= pending_base) {
+    head = pending->substr(meta.where.offset - pending_base, at + kKeySize + kSealOverhead);
+  } else {
+    MV_ASSIGN_OR_RETURN(int fd, PackFd(meta.where.pack));
+    MV_RETURN_IF_ERROR(PreadAll(fd, meta.where.offset, at + kKeySize + kSealOverhead, &head, PackPath(meta.where.pack)));
+  }
+  if (head.size() < at + kKeySize + kSealOverhead) return Corruption("message " + id.Hex() + ": record is truncated");
+  return UnwrapDataKey(id, head.substr(at));
+}
+
+std::string Vault::AnalysisWarning(std::string_view raw) const {
+  Result<MimeShape> shape = ScanMimeShape(raw, options_.limits);
+  if (!shape.ok()) return "stored, but not analysed: " + shape.error().message();
+  if (!shape->truncation.empty()) return "stored, but the message looks truncated: " + shape->truncation;
+  return "";
+}
+
+uint64_t Vault::EnvelopeDigest(const Envelope& e) const {
+  Envelope copy = e;
+  copy.capture_time_us = 0;
+  std::string enc = copy.Encode();
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), keys_.catalog.data(), kKeySize, reinterpret_cast<const unsigned char*>(enc.data()), enc.size(), mac, &len);
+  return DecodeU64(reinterpret_cast<const char*>(mac));
 }
 
 Result<SecretKey> Vault::UnwrapDataKey(const ObjectId& id, const std::string& wrapped) const {
@@ -513,13 +567,18 @@ Status Vault::SealCurrentPack() {
   return OpenPackForAppend(next, true);
 }
 
-void Vault::MaybeAutoTrain(std::string_view raw) {
+std::string Vault::TrainingSample(const Envelope& envelope, std::string_view raw) {
+  // What the block encoder sees for each message: its envelope, then its bytes.
+  return envelope.Encode() + std::string(raw.substr(0, 64 << 10));
+}
+
+void Vault::MaybeAutoTrain(const Envelope& envelope, std::string_view raw) {
   if (options_.auto_train_messages == 0) return;
   std::vector<std::string> samples;
   {
     std::lock_guard<std::mutex> l(train_mu_);
     if (training_done_ || has_dictionary()) return;
-    training_samples_.emplace_back(raw.substr(0, 64 << 10));
+    training_samples_.push_back(TrainingSample(envelope, raw));
     training_bytes_ += training_samples_.back().size();
     if (training_samples_.size() < options_.auto_train_messages && training_bytes_ < options_.auto_train_bytes) return;
     training_done_ = true;
@@ -548,25 +607,9 @@ Result<std::shared_ptr<Vault::Pending>> Vault::Prepare(std::string_view raw, con
   p->envelope = envelope;
   MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> existing, catalog_->GetMessage(p->id));
   if (existing) return p;  // the committer adds the envelope, if it is new
-
-  MaybeAutoTrain(raw);
-  Summarize(raw, options_.limits, &p->meta);
-  std::shared_ptr<const Dictionary> dict = CurrentDictionary();
-  std::string plain;
-  {
-    ByteWriter w;
-    w.PutString(envelope.Encode());
-    plain = w.Take();
-  }
-  MV_RETURN_IF_ERROR(ThreadCompressor(options_.compression.level).Compress(raw, dict.get(), &plain));
-  MessageRecord mr;
-  mr.id = p->id;
-  mr.dictionary_id = dict ? dict->id() : 0;
-  mr.raw_size = raw.size();
-  SecretKey dk = SecretKey::Random();
-  Seal(keys_.wrap, DataKeyAad(p->id), dk.view(), &mr.wrapped_key);
-  Seal(dk, MessageAad(p->id, mr.dictionary_id, mr.raw_size), plain, &mr.box);
-  p->message_body = EncodeMessageBody(mr);
+  MaybeAutoTrain(envelope, raw);
+  p->warning = AnalysisWarning(raw);
+  p->raw = std::string(raw);
   return p;
 }
 
@@ -606,13 +649,54 @@ void Vault::CommitLoop() {
       queue_cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything submitted has been committed
       size_t bytes = 0, n = 0;
-      while (n < queue_.size() && bytes < kMaxGroupBytes) bytes += queue_[n++]->message_body.size();
+      while (n < queue_.size() && bytes < kMaxGroupBytes) {
+        bytes += queue_[n]->raw.size() + queue_[n]->dictionary_body.size();
+        ++n;
+      }
       group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
       queue_.erase(queue_.begin(), queue_.begin() + n);
     }
     CommitGroup(group);
     group.clear();
   }
+}
+
+Vault::EncodedBlock Vault::EncodeBlock(const std::vector<std::shared_ptr<Pending>>& group, const std::vector<size_t>& members,
+                                       const Dictionary* dict) const {
+  thread_local std::unique_ptr<BlockEncoder> encoder;
+  thread_local int encoder_level = -1;
+  if (!encoder || encoder_level != options_.compression.level) {
+    encoder = std::make_unique<BlockEncoder>(options_.compression.level);
+    encoder_level = options_.compression.level;
+  }
+  EncodedBlock out;
+  encoder->Begin(dict);
+  std::string input;
+  MessageRecord mr;
+  for (size_t k = 0; k < members.size(); ++k) {
+    const Pending& p = *group[members[k]];
+    input = p.envelope.Encode();
+    size_t env_len = input.size();
+    input += p.raw;
+    ByteWriter w;
+    w.PutVarint(env_len);
+    Status s = encoder->Add(input, &w.buffer());
+    if (!s.ok()) {
+      out.error = s;
+      return out;
+    }
+    mr.id = p.id;
+    mr.dictionary_id = dict ? dict->id() : 0;
+    mr.raw_size = p.raw.size();
+    mr.block_index = static_cast<uint32_t>(k);
+    SecretKey dk = SecretKey::Random();
+    mr.wrapped_key.clear();
+    Seal(keys_.wrap, DataKeyAad(p.id), dk.view(), &mr.wrapped_key);
+    mr.box.clear();
+    Seal(dk, MessageAad(mr), w.buffer(), &mr.box);
+    out.bodies.push_back(EncodeMessageBody(mr));
+  }
+  return out;
 }
 
 void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
@@ -624,108 +708,143 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     return;
   }
   OpenPack& pack = *pack_;
-  std::string path = PackPath(pack.number);
+  const std::string path = PackPath(pack.number);
+  const uint64_t base = pack.size;
   std::string buf;
   Catalog::Batch batch(catalog_.get());
   VaultStats st = stats_;
-  std::unordered_map<ObjectId, MessageMeta, ObjectIdHash> fresh;
-  std::vector<Result<IngestResult>> results;
-  results.reserve(group.size());
+  std::unordered_map<ObjectId, MessageMeta, ObjectIdHash> fresh;  // written or updated in this group
+  std::vector<std::optional<Result<IngestResult>>> results(group.size());
   uint64_t records = 0;
-
-  for (auto& p : group) {
-    RecordLocation loc{pack.number, pack.size + buf.size(), 0};
-    if (p->kind == Pending::kDictionary) {
-      std::string rec = FrameRecord(RecordType::kDictionary, p->message_body);
-      loc.length = static_cast<uint32_t>(rec.size());
-      buf += rec;
-      ++records;
-      batch.PutDictionary(p->dictionary_id, loc);
-      results.push_back(IngestResult{});
-      continue;
-    }
-    IngestResult r;
-    r.id = p->id;
-    r.warning = p->meta.parse_warning;
-    std::optional<MessageMeta> existing;
-    if (auto f = fresh.find(p->id); f != fresh.end()) {
-      existing = f->second;
-    } else {
-      Result<std::optional<MessageMeta>> m = catalog_->GetMessage(p->id);
-      if (!m.ok()) {
-        results.push_back(m.error());
-        continue;
-      }
-      existing = *m;
-    }
-    uint64_t digest = p->envelope.ContentDigest();
-    if (existing) {
-      r.duplicate = true;
-      r.warning.clear();
-      st.duplicates++;
-      MessageMeta meta = *existing;
-      if (std::find(meta.envelope_digests.begin(), meta.envelope_digests.end(), digest) == meta.envelope_digests.end()) {
-        // The wrapped data key lives in the message record (or in this group's buffer).
-        std::string head;
-        size_t head_len = kRecordHeaderSize + ObjectId::kSize + 12 + kKeySize + kSealOverhead;
-        if (meta.where.pack == pack.number && meta.where.offset >= pack.size) {
-          head = buf.substr(meta.where.offset - pack.size, head_len);
-        } else {
-          Result<int> fd = PackFd(meta.where.pack);
-          Status s = fd.ok() ? PreadAll(*fd, meta.where.offset, head_len, &head, PackPath(meta.where.pack)) : fd.status();
-          if (!s.ok()) {
-            results.push_back(s.error());
-            continue;
-          }
-        }
-        Result<SecretKey> dk = UnwrapDataKey(p->id, head.substr(kRecordHeaderSize + ObjectId::kSize + 12));
-        if (!dk.ok()) {
-          results.push_back(dk.error());
-          continue;
-        }
-        EnvelopeRecord er{p->id, ""};
-        Seal(*dk, EnvelopeAad(p->id), p->envelope.Encode(), &er.box);
-        std::string rec = FrameRecord(RecordType::kEnvelope, EncodeEnvelopeBody(er));
-        loc.length = static_cast<uint32_t>(rec.size());
-        buf += rec;
-        ++records;
-        meta.envelope_digests.push_back(digest);
-        batch.PutEnvelope(p->id, static_cast<uint32_t>(meta.envelope_digests.size() - 1), StoredEnvelope{p->envelope, loc});
-        batch.PutMessage(p->id, meta);
-        fresh[p->id] = meta;
-        st.envelopes++;
-        r.envelope_added = true;
-      }
-      results.push_back(r);
-      continue;
-    }
-    if (p->message_body.empty()) {
-      results.push_back(Internal("message " + p->id.Hex() + " was prepared as a duplicate but is not stored"));
-      continue;
-    }
-    std::string rec = FrameRecord(RecordType::kMessage, p->message_body);
+  auto append = [&](RecordType type, std::string_view body) {
+    RecordLocation loc{pack.number, base + buf.size(), 0};
+    std::string rec = FrameRecord(type, body);
     loc.length = static_cast<uint32_t>(rec.size());
     buf += rec;
     ++records;
-    MessageMeta meta = std::move(p->meta);
-    meta.where = loc;
-    meta.sequence = st.next_sequence++;
-    meta.envelope_digests = {digest};
-    batch.PutMessage(p->id, meta);
-    st.messages++;
-    st.envelopes++;
-    st.raw_bytes += meta.raw_size;
-    st.stored_bytes += rec.size();
-    fresh[p->id] = std::move(meta);
-    results.push_back(r);
+    return loc;
+  };
+
+  // Dictionaries first: a block written after them in this group may use them.
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (group[i]->kind != Pending::kDictionary) continue;
+    batch.PutDictionary(group[i]->dictionary_id, append(RecordType::kDictionary, group[i]->dictionary_body));
+    results[i] = IngestResult{};
+  }
+
+  // New messages, in compression blocks. The first copy of a message in the group is stored;
+  // later copies (and copies of messages stored meanwhile) become envelopes below.
+  std::shared_ptr<const Dictionary> dict = CurrentDictionary();
+  for (size_t i = 0; i < group.size(); ++i) {
+    if (group[i]->kind == Pending::kDictionary && results[i]->ok()) dict = group[i]->dictionary;
+  }
+  std::vector<std::vector<size_t>> blocks;  // indices into group
+  {
+    std::unordered_set<ObjectId, ObjectIdHash> taken;
+    size_t block_input = kBlockInputBytes;
+    for (size_t i = 0; i < group.size(); ++i) {
+      Pending& p = *group[i];
+      if (p.kind != Pending::kMessage || p.raw.empty() || !taken.insert(p.id).second) continue;
+      Result<std::optional<MessageMeta>> stored = catalog_->GetMessage(p.id);
+      if (!stored.ok()) {
+        results[i] = stored.error();
+        continue;
+      }
+      if (*stored) continue;  // stored since preparation: an envelope
+      if (block_input >= kBlockInputBytes) {
+        blocks.emplace_back();
+        block_input = 0;
+      }
+      blocks.back().push_back(i);
+      block_input += p.raw.size();
+    }
+  }
+  // Blocks are independent: compress and encrypt them on every core. A block never spans
+  // commit groups, so a crash cuts only whole blocks and applied_bytes stays on a boundary.
+  std::vector<EncodedBlock> encoded(blocks.size());
+  std::atomic<size_t> next_block{0};
+  auto encode = [&] {
+    for (size_t b; (b = next_block.fetch_add(1)) < blocks.size();) encoded[b] = EncodeBlock(group, blocks[b], dict.get());
+  };
+  std::vector<std::thread> helpers;
+  size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  for (size_t t = 1; t < std::min(cores, blocks.size()); ++t) helpers.emplace_back(encode);
+  encode();
+  for (auto& t : helpers) t.join();
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    uint64_t block_start = base + buf.size();
+    for (size_t k = 0; k < blocks[b].size(); ++k) {
+      size_t i = blocks[b][k];
+      Pending& p = *group[i];
+      if (!encoded[b].error.ok()) {
+        results[i] = encoded[b].error.error();
+        continue;
+      }
+      RecordLocation loc = append(RecordType::kMessage, encoded[b].bodies[k]);
+      MessageMeta meta;
+      meta.where = loc;
+      meta.block_start = block_start;
+      meta.sequence = st.next_sequence++;
+      meta.raw_size = p.raw.size();
+      meta.has_warning = !p.warning.empty();
+      meta.envelope_digests = {EnvelopeDigest(p.envelope)};
+      batch.PutMessage(p.id, meta);
+      fresh[p.id] = meta;
+      st.messages++;
+      st.envelopes++;
+      st.raw_bytes += meta.raw_size;
+      st.stored_bytes += loc.length;
+      IngestResult r;
+      r.id = p.id;
+      r.warning = p.warning;
+      results[i] = r;
+    }
+  }
+
+  // Further captures of stored messages: an envelope record when the envelope is new.
+  for (size_t i = 0; i < group.size(); ++i) {
+    Pending& p = *group[i];
+    if (p.kind != Pending::kMessage || results[i]) continue;
+    IngestResult r;
+    r.id = p.id;
+    r.duplicate = true;
+    std::optional<MessageMeta> meta;
+    if (auto f = fresh.find(p.id); f != fresh.end()) {
+      meta = f->second;
+    } else {
+      Result<std::optional<MessageMeta>> m = catalog_->GetMessage(p.id);
+      if (!m.ok() || !*m) {
+        results[i] = m.ok() ? Internal("message " + p.id.Hex() + " was prepared as stored but is not") : m.error();
+        continue;
+      }
+      meta = **m;
+    }
+    st.duplicates++;
+    uint64_t digest = EnvelopeDigest(p.envelope);
+    if (std::find(meta->envelope_digests.begin(), meta->envelope_digests.end(), digest) == meta->envelope_digests.end()) {
+      Result<SecretKey> dk = DataKeyOf(p.id, *meta, &buf, base);
+      if (!dk.ok()) {
+        results[i] = dk.error();
+        continue;
+      }
+      EnvelopeRecord er{p.id, ""};
+      Seal(*dk, EnvelopeAad(p.id), p.envelope.Encode(), &er.box);
+      RecordLocation loc = append(RecordType::kEnvelope, EncodeEnvelopeBody(er));
+      meta->envelope_digests.push_back(digest);
+      batch.PutEnvelope(p.id, static_cast<uint32_t>(meta->envelope_digests.size() - 1), StoredEnvelope{p.envelope, loc});
+      batch.PutMessage(p.id, *meta);
+      fresh[p.id] = *meta;
+      st.envelopes++;
+      r.envelope_added = true;
+    }
+    results[i] = r;
   }
 
   Status s = WriteAll(pack.fd, buf, path);
   if (s.ok() && ::fdatasync(pack.fd) != 0) s = ErrnoError("cannot fsync", path, errno);
   if (!s.ok()) {
     // Take the partial append back, so the pack ends at a record boundary again.
-    if (::ftruncate(pack.fd, static_cast<off_t>(pack.size)) != 0 ||
-        ::lseek(pack.fd, static_cast<off_t>(pack.size), SEEK_SET) < 0) {
+    if (::ftruncate(pack.fd, static_cast<off_t>(base)) != 0 || ::lseek(pack.fd, static_cast<off_t>(base), SEEK_SET) < 0) {
       pack_.reset();  // unknown state: no further appends until the vault is reopened (replay truncates)
     }
     fail_all(s.error().With("nothing of this group was stored"));
@@ -747,12 +866,12 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   }
   stats_ = st;
   for (size_t i = 0; i < group.size(); ++i) {
-    if (group[i]->kind == Pending::kDictionary && results[i].ok()) {
+    if (group[i]->kind == Pending::kDictionary) {
       std::lock_guard<std::mutex> l(dict_mu_);
       dictionaries_[group[i]->dictionary_id] = group[i]->dictionary;
       current_dictionary_ = std::max(current_dictionary_, group[i]->dictionary_id);
     }
-    group[i]->promise.set_value(std::move(results[i]));
+    group[i]->promise.set_value(std::move(*results[i]));
   }
   if (pack.size >= options_.seal_bytes) {
     Status seal = SealCurrentPack();
@@ -794,7 +913,7 @@ Status Vault::TrainDictionary(const std::vector<std::string_view>& samples) {
   p->dictionary = dict;
   DictionaryRecord dr{id, ""};
   Seal(keys_.dictionary, DictionaryAad(id), bytes, &dr.box);
-  p->message_body = EncodeDictionaryBody(dr);
+  p->dictionary_body = EncodeDictionaryBody(dr);
   std::future<Result<IngestResult>> f = p->promise.get_future();
   Submit(p);
   return f.get().status();
@@ -802,15 +921,35 @@ Status Vault::TrainDictionary(const std::vector<std::string_view>& samples) {
 
 // ---- reading ----
 
+Result<Vault::DecodedMessage> Vault::DecodeStored(const ObjectId& id, const MessageMeta& meta) const {
+  // The message's block, from its first record through the message's own.
+  MV_ASSIGN_OR_RETURN(int fd, PackFd(meta.where.pack));
+  const std::string path = PackPath(meta.where.pack);
+  std::string bytes;
+  uint64_t end = meta.where.offset + meta.where.length;
+  if (meta.block_start > meta.where.offset) return Corruption("message " + id.Hex() + ": its catalog entry is inconsistent");
+  MV_RETURN_IF_ERROR(PreadAll(fd, meta.block_start, end - meta.block_start, &bytes, path));
+  BlockCursor cursor(this);
+  RecordScanner scanner(bytes, meta.block_start, meta.block_start);
+  RawRecord rec;
+  while (scanner.Next(&rec)) {
+    if (rec.type != RecordType::kMessage) return Corruption("message " + id.Hex() + ": its compression block is interrupted");
+    Result<DecodedMessage> d = cursor.Next(rec);
+    if (!d.ok()) return d.error().With(PackFileName(meta.where.pack));
+    if (rec.offset == meta.where.offset) {
+      if (!(d->id == id)) return Corruption("the catalog points message " + id.Hex() + " at another message's record");
+      d->where.pack = meta.where.pack;
+      return d;
+    }
+  }
+  return Corruption("message " + id.Hex() + " in " + PackFileName(meta.where.pack) + " at offset " +
+                    std::to_string(meta.where.offset) + ": " + (scanner.error().empty() ? "record not found" : scanner.error()));
+}
+
 Result<std::string> Vault::ReadMessage(const ObjectId& id) {
   MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
-  MV_ASSIGN_OR_RETURN(int fd, PackFd(meta.where.pack));
-  std::string bytes;
-  MV_RETURN_IF_ERROR(PreadAll(fd, meta.where.offset, meta.where.length, &bytes, PackPath(meta.where.pack)));
-  Result<RawRecord> rec = ParseFramedRecord(bytes, meta.where.offset);
-  if (!rec.ok()) return rec.error().With("message " + id.Hex() + " in " + PackFileName(meta.where.pack));
-  if (rec->type != RecordType::kMessage) return Corruption("message " + id.Hex() + ": the catalog points at a record of another type");
-  return DecryptMessageRecord(rec->body, &id, nullptr);
+  MV_ASSIGN_OR_RETURN(DecodedMessage d, DecodeStored(id, meta));
+  return std::move(d.raw);
 }
 
 Result<MessageMeta> Vault::GetMeta(const ObjectId& id) const {
@@ -822,16 +961,17 @@ Result<MessageMeta> Vault::GetMeta(const ObjectId& id) const {
 Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) {
   // The first envelope travels inside the message record; later ones are in the catalog.
   MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
-  MV_ASSIGN_OR_RETURN(int fd, PackFd(meta.where.pack));
-  std::string bytes, env_bytes;
-  MV_RETURN_IF_ERROR(PreadAll(fd, meta.where.offset, meta.where.length, &bytes, PackPath(meta.where.pack)));
-  MV_ASSIGN_OR_RETURN(RawRecord rec, ParseFramedRecord(bytes, meta.where.offset));
-  MV_RETURN_IF_ERROR(DecryptMessageRecord(rec.body, &id, &env_bytes).status());
-  MV_ASSIGN_OR_RETURN(Envelope first, Envelope::Decode(env_bytes));
+  MV_ASSIGN_OR_RETURN(DecodedMessage d, DecodeStored(id, meta));
+  MV_ASSIGN_OR_RETURN(Envelope first, Envelope::Decode(d.envelope));
   std::vector<StoredEnvelope> out{StoredEnvelope{first, meta.where}};
   MV_ASSIGN_OR_RETURN(std::vector<StoredEnvelope> later, catalog_->GetEnvelopes(id));
   out.insert(out.end(), later.begin(), later.end());
   return out;
+}
+
+Result<std::string> Vault::Warning(const ObjectId& id) {
+  MV_ASSIGN_OR_RETURN(std::string raw, ReadMessage(id));
+  return AnalysisWarning(raw);
 }
 
 Result<ObjectId> Vault::Resolve(const std::string& s) const {
@@ -855,25 +995,24 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
   VerifyReport report;
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> coin(0.0, 100.0);
-  // Everything the catalog says is stored, grouped by pack, so each pack is read once, in order.
-  struct Item {
+
+  // What the catalog says is stored, by pack and offset: each message and each later envelope.
+  struct Expected {
     ObjectId id;
-    RecordLocation where;
     bool envelope;
   };
-  std::map<uint64_t, std::vector<Item>> by_pack;
+  std::map<uint64_t, std::map<uint64_t, Expected>> expected;
   uint64_t total = 0;
   Status s = catalog_->ForEachMessage([&](const ObjectId& id, const MessageMeta& m) {
-    if (sample_percent < 100.0 && coin(rng) >= sample_percent) return true;
-    by_pack[m.where.pack].push_back({id, m.where, false});
+    expected[m.where.pack][m.where.offset] = {id, false};
     ++total;
     if (m.envelope_digests.size() > 1) {
       Result<std::vector<StoredEnvelope>> envs = catalog_->GetEnvelopes(id);
-      if (envs.ok()) {
-        for (const StoredEnvelope& e : *envs) by_pack[e.where.pack].push_back({id, e.where, true});
-      } else {
+      if (!envs.ok()) {
         report.problems.push_back("message " + id.Hex() + ": " + envs.error().message());
+        return true;
       }
+      for (const StoredEnvelope& e : *envs) expected[e.where.pack][e.where.offset] = {id, true};
     }
     return true;
   });
@@ -881,65 +1020,131 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
   MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
 
   std::atomic<uint64_t> done{0};
-  std::mutex report_mu;
-  for (auto& [pack, items] : by_pack) {
+  std::mutex mu;  // guards report
+  auto problem = [&](const std::string& p) {
+    std::lock_guard<std::mutex> l(mu);
+    report.problems.push_back(p);
+  };
+  for (auto& [pack, want] : expected) {
     std::string path = PackPath(pack);
     std::string bytes;
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      for (const Item& it : items) report.problems.push_back("message " + it.id.Hex() + ": its pack " + path + " cannot be opened");
-      continue;
-    }
     struct stat st;
-    Status rs = ::fstat(fd, &st) == 0 ? PreadAll(fd, 0, static_cast<size_t>(st.st_size), &bytes, path) : ErrnoError("cannot stat", path, errno);
-    ::close(fd);
+    Status rs = fd < 0 ? ErrnoError("cannot open", path, errno)
+                : ::fstat(fd, &st) != 0 ? ErrnoError("cannot stat", path, errno)
+                                        : PreadAll(fd, 0, static_cast<size_t>(st.st_size), &bytes, path);
+    if (fd >= 0) ::close(fd);
     if (!rs.ok()) {
-      report.problems.push_back(rs.error().message());
+      for (auto& [off, e] : want) problem("message " + e.id.Hex() + ": " + rs.error().message());
       continue;
     }
     ++report.packs_checked;
     report.bytes_checked += bytes.size();
-    if (sample_percent >= 100.0 && infos[pack].sealed && bytes.size() >= kPackHeaderSize + kRecordOverhead + 40) {
-      std::string_view before = std::string_view(bytes).substr(0, bytes.size() - (kRecordOverhead + 40));
-      if (Sha256Of(before) != infos[pack].sha256) report.problems.push_back("pack " + path + ": contents differ from the checksum recorded when it was sealed");
+    uint32_t version;
+    if (!DecodePackHeader(bytes, &version).ok()) problem("pack " + path + ": its header is damaged");
+    if (sample_percent >= 100.0 && infos[pack].sealed) {
+      size_t seal_len = kRecordOverhead + 40;
+      if (bytes.size() < kPackHeaderSize + seal_len ||
+          Sha256Of(std::string_view(bytes).substr(0, bytes.size() - seal_len)) != infos[pack].sha256) {
+        problem("pack " + path + ": contents differ from the checksum recorded when it was sealed");
+      }
     }
-    // Records are independent: check them on every core.
-    unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+    // Split the pack into units that decode independently: each compression block, and each
+    // envelope record. A damaged frame is skipped by jumping to the next offset the catalog knows.
+    struct Unit {
+      std::vector<RawRecord> records;
+    };
+    std::vector<Unit> units;
+    std::map<uint64_t, std::string> frame_errors;  // offset -> why its frame is unreadable
+    uint64_t pos = kPackHeaderSize;
+    while (pos < bytes.size()) {
+      Result<RawRecord> rec = ParseFramedRecord(std::string_view(bytes).substr(pos), pos);
+      if (!rec.ok()) {
+        frame_errors[pos] = rec.error().message();
+        auto next = want.upper_bound(pos);
+        if (next == want.end()) break;
+        pos = next->first;
+        continue;
+      }
+      if (rec->type == RecordType::kMessage) {
+        bool starts = rec->body.size() >= kMessageRecordFixed && DecodeU32(rec->body.data() + kMessageRecordFixed - 4) == 0;
+        if (starts || units.empty() || units.back().records.empty() || units.back().records.back().type != RecordType::kMessage) {
+          units.push_back({});
+        }
+        units.back().records.push_back(*rec);
+      } else if (rec->type == RecordType::kEnvelope) {
+        units.push_back({{*rec}});
+      }
+      pos += rec->length;
+    }
+    if (sample_percent < 100.0) {
+      std::vector<Unit> kept;
+      for (Unit& u : units) {
+        if (coin(rng) < sample_percent) kept.push_back(std::move(u));
+      }
+      units.swap(kept);
+    }
+    // Which expected records decoded correctly.
+    std::map<uint64_t, std::string> outcome;  // offset -> "" when good, else the reason
+    std::mutex outcome_mu;
     std::atomic<size_t> next{0};
     auto work = [&] {
-      for (size_t i; (i = next.fetch_add(1)) < items.size();) {
-        const Item& it = items[i];
-        std::string problem;
-        if (it.where.offset + it.where.length > bytes.size()) {
-          problem = "its record lies beyond the end of " + path;
-        } else {
-          Result<RawRecord> rec = ParseFramedRecord(std::string_view(bytes).substr(it.where.offset, it.where.length), it.where.offset);
-          if (!rec.ok()) {
-            problem = rec.error().message();
-          } else if (!it.envelope) {
-            Result<std::string> raw = DecryptMessageRecord(rec->body, &it.id, nullptr);
-            if (!raw.ok()) problem = raw.error().message();
+      BlockCursor cursor(this);
+      for (size_t i; (i = next.fetch_add(1)) < units.size();) {
+        for (const RawRecord& rec : units[i].records) {
+          std::string why;
+          if (rec.type == RecordType::kMessage) {
+            Result<DecodedMessage> d = cursor.Next(rec);
+            if (!d.ok()) why = d.error().message();
           } else {
-            Result<EnvelopeRecord> er = DecodeEnvelopeBody(rec->body);
-            Result<std::string> head = er.ok() ? Result<std::string>(std::string()) : Result<std::string>(er.error());
-            if (!er.ok()) problem = er.error().message();
-            else if (!(er->id == it.id)) problem = "an envelope record holds another message's id";
+            Result<EnvelopeRecord> er = DecodeEnvelopeBody(rec.body);
+            auto w = want.find(rec.offset);
+            if (!er.ok()) {
+              why = er.error().message();
+            } else if (w == want.end()) {
+              why = "an envelope record the catalog does not know";
+            } else {
+              Result<MessageMeta> meta = GetMeta(er->id);
+              Result<SecretKey> dk = meta.ok() ? DataKeyOf(er->id, *meta, nullptr, 0) : Result<SecretKey>(meta.error());
+              if (!dk.ok()) why = dk.error().message();
+              else if (!mailvault::Open(*dk, EnvelopeAad(er->id), er->box).ok()) why = "envelope fails authentication";
+            }
           }
+          std::lock_guard<std::mutex> l(outcome_mu);
+          outcome[rec.offset] = why;
         }
-        if (!problem.empty()) {
-          std::lock_guard<std::mutex> l(report_mu);
-          report.problems.push_back("message " + it.id.Hex() + (it.envelope ? " (envelope)" : "") + " in " +
-                                    PackFileName(it.where.pack) + " at offset " + std::to_string(it.where.offset) + ": " + problem);
-        }
-        uint64_t d = done.fetch_add(1) + 1;
-        if (progress && !it.envelope && (d % 256 == 0)) progress(d, total);
+        uint64_t d = done.fetch_add(units[i].records.size()) + units[i].records.size();
+        if (progress && i % 64 == 0) progress(std::min(d, total), total);
       }
     };
+    unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
     std::vector<std::thread> threads;
     for (unsigned t = 1; t < workers; ++t) threads.emplace_back(work);
     work();
     for (auto& t : threads) t.join();
-    for (const Item& it : items) (it.envelope ? report.envelopes_checked : report.messages_checked)++;
+
+    for (auto& [off, e] : want) {
+      auto o = outcome.find(off);
+      std::string why;
+      if (o != outcome.end()) {
+        why = o->second;
+      } else if (sample_percent < 100.0) {
+        continue;  // not in the sample
+      } else {
+        auto fe = frame_errors.upper_bound(off);
+        why = fe != frame_errors.begin() ? std::prev(fe)->second : "its record is missing from the pack";
+        if (fe != frame_errors.begin() && std::prev(fe)->first != off) why = "its record is unreadable: " + why;
+      }
+      if (why.empty()) {
+        (e.envelope ? report.envelopes_checked : report.messages_checked)++;
+      } else {
+        problem("message " + e.id.Hex() + (e.envelope ? " (a later envelope)" : "") + " in " + PackFileName(pack) +
+                " at offset " + std::to_string(off) + ": " + why);
+      }
+    }
+    for (auto& [off, why] : outcome) {
+      if (!why.empty() && !want.count(off)) problem("pack " + path + " offset " + std::to_string(off) + ": " + why);
+    }
   }
   if (progress) progress(total, total);
   return report;

@@ -26,6 +26,7 @@
 #include "core/fingerprint.h"
 #include "core/limits.h"
 #include "core/result.h"
+#include "vault/block_codec.h"
 #include "vault/catalog.h"
 #include "vault/compressor.h"
 #include "vault/crypto.h"
@@ -95,8 +96,11 @@ class Vault {
   // thread keep many messages in flight (the importer).
   std::future<Result<IngestResult>> IngestAsync(std::string_view raw, const Envelope& envelope);
 
-  // Trains a dictionary from samples and makes it the one new messages use.
+  // Trains a dictionary from samples (each made by TrainingSample) and makes it the one new
+  // messages use.
   Status TrainDictionary(const std::vector<std::string_view>& samples);
+  // What the compressor will see for this message: a training sample for TrainDictionary.
+  static std::string TrainingSample(const Envelope& envelope, std::string_view raw);
   bool has_dictionary() const;
 
   // The original bytes, after checking them against the fingerprint.
@@ -104,6 +108,8 @@ class Vault {
   Result<MessageMeta> GetMeta(const ObjectId& id) const;
   // Every capture of the message, first one first.
   Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id);
+  // Why MIME analysis of a stored message stopped short ("" when it did not).
+  Result<std::string> Warning(const ObjectId& id);
   // A full id or a unique prefix of at least 6 hex digits.
   Result<ObjectId> Resolve(const std::string& id_or_prefix) const;
   Result<VaultStats> Stats() const;
@@ -121,23 +127,47 @@ class Vault {
  private:
   struct Pending;
   struct OpenPack;
+  class BlockCursor;
+  struct DecodedMessage {
+    ObjectId id;
+    RecordLocation where;
+    uint64_t block_start = 0;
+    std::string envelope;  // encoded
+    std::string raw;
+  };
+  using FreshMap = std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>;
+
   Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock);
 
   Status Recover(OpenReport* report);
   Status ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* report);
-  Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats,
-                     std::unordered_map<ObjectId, MessageMeta, ObjectIdHash>* fresh);
+  Status ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
+  Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
   Status OpenPackForAppend(uint64_t number, bool create);
   Status SealCurrentPack();
   Result<std::shared_ptr<Pending>> Prepare(std::string_view raw, const Envelope& envelope);
   void Submit(std::shared_ptr<Pending> p);
   void CommitLoop();
   void CommitGroup(std::vector<std::shared_ptr<Pending>>& group);
+  struct EncodedBlock {
+    Status error;
+    std::vector<std::string> bodies;  // message record bodies, in block order
+  };
+  // Compresses and encrypts one block of new messages (thread-safe).
+  EncodedBlock EncodeBlock(const std::vector<std::shared_ptr<Pending>>& group, const std::vector<size_t>& members,
+                           const Dictionary* dict) const;
   Result<SecretKey> UnwrapDataKey(const ObjectId& id, const std::string& wrapped) const;
+  // The data key of a stored message; `pending` is the committer's unwritten buffer, which
+  // starts at pack offset pending_base of the open pack.
+  Result<SecretKey> DataKeyOf(const ObjectId& id, const MessageMeta& meta, const std::string* pending,
+                              uint64_t pending_base) const;
+  Result<DecodedMessage> DecodeStored(const ObjectId& id, const MessageMeta& meta) const;
+  std::string AnalysisWarning(std::string_view raw) const;
+  // Keyed (HMAC with the catalog key), so the catalog does not reveal who received what.
+  uint64_t EnvelopeDigest(const Envelope& e) const;
   std::shared_ptr<const Dictionary> CurrentDictionary() const;
   Result<std::shared_ptr<const Dictionary>> DictionaryById(uint32_t id) const;
-  void MaybeAutoTrain(std::string_view raw);
-  Result<std::string> DecryptMessageRecord(std::string_view body, const ObjectId* expect, std::string* envelope_bytes);
+  void MaybeAutoTrain(const Envelope& envelope, std::string_view raw);
   Result<int> PackFd(uint64_t pack) const;
   std::string PackPath(uint64_t n) const;
 
