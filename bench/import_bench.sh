@@ -13,7 +13,7 @@
 #   --keep            keep the temporary directory (vaults, databases, logs) for inspection
 #
 # Environment:
-#   MAILVAULT_BIN     mailvault binary (default: <repo>/build/release/mailvault)
+#   MAILVAULT_BIN     mailvault binary (default: <repo>/build/release/cli/mailvault)
 #   MAILVAULT_CACHE   cache root passed through to scripts/fetch-corpus.sh
 #   TMPDIR            where the working copies go (needs ~4x the corpus size free)
 #
@@ -72,7 +72,7 @@ TIME=/usr/bin/time
 command -v jq >/dev/null || command -v python3 >/dev/null ||
   die "need jq or python3 to read 'mailvault stats --json'"
 
-mv_bin=${MAILVAULT_BIN:-$repo_root/build/release/mailvault}
+mv_bin=${MAILVAULT_BIN:-$repo_root/build/release/cli/mailvault}
 if has mailvault; then
   [[ -f $mv_bin && -x $mv_bin ]] ||
     die "mailvault binary not found or not executable: $mv_bin
