@@ -9,6 +9,7 @@ int main(int argc, char** argv) {
   mailvault::InitMessageParsing();
   CLI::App app{"mailvault: an archive that keeps every message once, compressed, encrypted and fingerprinted"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "mailvault " MAILVAULT_VERSION);
   GlobalOptions g;
   app.add_option("--vault", g.vault_dir, "vault directory (or MAILVAULT_VAULT)");
   app.add_option("--key-file", g.key_file, "master key file (or MAILVAULT_KEY_FILE)");
