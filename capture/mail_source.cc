@@ -1,7 +1,10 @@
 #include "capture/mail_source.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -199,16 +202,35 @@ Status ReadSourceFile(const SourceFile& file, uint64_t max_file_bytes, const std
     return LimitExceeded("the file is " + std::to_string(file.size) + " bytes, over the message size limit of " +
                          std::to_string(max_file_bytes) + " bytes (limits.max_message_bytes)");
   }
-  // An mbox may be large; it is read whole, which bounds it by memory: cap it generously.
-  uint64_t cap = file.kind == SourceKind::kMbox ? std::max<uint64_t>(max_file_bytes, 8ull << 30) : max_file_bytes;
-  MV_ASSIGN_OR_RETURN(std::string contents, ReadSmallFile(file.path, cap));
   if (file.kind != SourceKind::kMbox) {
+    MV_ASSIGN_OR_RETURN(std::string contents, ReadSmallFile(file.path, max_file_bytes));
     fn(SourceMessage{file.path, std::move(contents)});
     return Status::Ok();
   }
-  SplitMbox(contents, [&](size_t index, std::string m) {
+  // An mbox may be many gigabytes: map it rather than read it, so memory holds only the pages
+  // being split (the kernel drops them again behind us).
+  int fd = ::open(file.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoError("cannot open", file.path, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return ErrnoError("cannot stat", file.path, e);
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return MalformedInput("the file is empty (0 bytes)");
+  }
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  ::close(fd);
+  if (map == MAP_FAILED) return ErrnoError("cannot map", file.path, e);
+  ::madvise(map, size, MADV_SEQUENTIAL);
+  SplitMbox(std::string_view(static_cast<const char*>(map), size), [&](size_t index, std::string m) {
     fn(SourceMessage{file.path + "#" + std::to_string(index), std::move(m)});
   });
+  ::munmap(map, size);
   return Status::Ok();
 }
 

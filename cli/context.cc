@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "core/file_util.h"
+#include "core/limits.h"
 
 namespace mailvault::cli {
 namespace {
@@ -54,14 +55,21 @@ Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
       if (g->key_file.empty()) g->key_file = value;
     } else if (key == "seal-bytes") {
       MV_RETURN_IF_ERROR(number(&g->vault_options.seal_bytes));
+      if (g->vault_options.seal_bytes < (1u << 20)) return InvalidArgument(path + ":" + std::to_string(lineno) + ": seal-bytes must be at least 1048576");
     } else if (key == "compression-level") {
       MV_RETURN_IF_ERROR(number(&n));
+      if (n < 1 || n > 19) return InvalidArgument(path + ":" + std::to_string(lineno) + ": compression-level must be 1 to 19");
       g->vault_options.compression.level = static_cast<int>(n);
     } else if (key == "dictionary-bytes") {
       MV_RETURN_IF_ERROR(number(&n));
+      if (n < 4096 || n > (8u << 20)) return InvalidArgument(path + ":" + std::to_string(lineno) + ": dictionary-bytes must be 4096 to 8388608");
       g->vault_options.compression.dictionary_bytes = n;
     } else if (key == "max-message-bytes") {
       MV_RETURN_IF_ERROR(number(&g->vault_options.limits.max_message_bytes));
+      if (g->vault_options.limits.max_message_bytes > kMaxMessageBytesCeiling) {
+        return InvalidArgument(path + ":" + std::to_string(lineno) + ": max-message-bytes may be at most " +
+                               std::to_string(kMaxMessageBytesCeiling) + " (1 GiB)");
+      }
     } else {
       return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown setting \"" + key + "\" (see docs/config.md)");
     }

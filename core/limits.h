@@ -8,6 +8,9 @@
 
 namespace mailvault {
 
+// The most a configuration may raise max_message_bytes to.
+constexpr uint64_t kMaxMessageBytesCeiling = 1ull << 30;
+
 struct MessageLimits {
   // Largest message the vault accepts. Exchange Online's ceiling is 150 MB; larger is not mail.
   uint64_t max_message_bytes = 150ull << 20;

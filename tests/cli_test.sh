@@ -26,6 +26,11 @@ printf 'From: a@x\nSubject: cut\nMessage-ID: <cut@x>\nContent-Type: multipart/mi
 # --help everywhere
 for c in init import list show cat export verify stats rebuild; do "$MV" "$c" --help >/dev/null || fail "$c --help"; done
 
+# a config file with a mistake names the line
+printf 'vault = %s\nbogus = 1\n' "$T/v" > "$T/bad.conf"
+out=$("$MV" --config "$T/bad.conf" list 2>&1) && fail "a bad config was accepted"
+grep -q 'bad.conf:2: unknown setting "bogus"' <<<"$out" || fail "config error: $out"
+
 # commands before init say what to do
 out=$(mv list 2>&1) && fail "list without a vault succeeded"
 grep -q "mailvault --vault .* init" <<<"$out" || fail "no hint to init: $out"

@@ -23,8 +23,9 @@ constexpr uint32_t kRecordMagic = 0x3152564d;  // "MVR1" on disk
 constexpr size_t kRecordHeaderSize = 12;        // magic, type, flags, reserved, body length
 constexpr size_t kRecordTrailerSize = 4;        // CRC-32C of header and body
 constexpr size_t kRecordOverhead = kRecordHeaderSize + kRecordTrailerSize;
-// No record body is larger: the message limit plus room for keys and the envelope.
-constexpr uint32_t kMaxRecordBody = (160u << 20);
+// No record body is larger: the largest message limit a config may set (kMaxMessageBytesCeiling)
+// plus room for keys and the envelope.
+constexpr uint32_t kMaxRecordBody = (1u << 30) + (64u << 20);
 
 enum class RecordType : uint8_t {
   kMessage = 1,     // one message: wrapped data key + encrypted (first envelope, compressed bytes)
