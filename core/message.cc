@@ -156,7 +156,7 @@ Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limit
       MV_RETURN_IF_ERROR(ReadHeaderBlock(raw, &pos, limits.max_header_bytes, &headers, &bytes));
       if (shape.parts == 1) shape.header_bytes = bytes;
       if (pos >= raw.size() && (raw.empty() || raw.back() != '\n')) {
-        shape.truncation = "the file ends inside a header block";
+        shape.truncation = "it ends mid-line inside a header block";
       }
       std::string type, boundary;
       for (const Header& h : headers) {
@@ -194,8 +194,11 @@ Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limit
       }
     }
   }
-  if (!frames.empty() && shape.truncation.empty()) {
-    shape.truncation = "the closing boundary of a multipart (\"--" + frames.back().boundary + "--\") is missing";
+  // A missing closing boundary alone is everyday spam; with the last line cut off mid-way, the
+  // bytes were cut short.
+  if (!frames.empty() && shape.truncation.empty() && !raw.empty() && raw.back() != '\n') {
+    shape.truncation = "it ends mid-line inside a multipart whose closing boundary (\"--" + frames.back().boundary +
+                       "--\") is missing";
   }
   return shape;
 }

@@ -43,8 +43,8 @@ struct MimeShape {
   uint64_t header_bytes = 0;  // the top-level header block
   int parts = 0;              // entities, the message itself included
   int depth = 0;              // deepest nesting, 0 when not multipart
-  // Why the bytes look cut short ("" when they do not): the header block never ends, or a
-  // multipart's closing boundary is missing. Such mail is kept; the reason is recorded.
+  // Why the bytes look cut short ("" when they do not): they end mid-line inside a header block,
+  // or mid-line inside a multipart that was never closed. Such mail is kept; the reason recorded.
   std::string truncation;
 };
 Result<MimeShape> ScanMimeShape(std::string_view raw, const MessageLimits& limits);
