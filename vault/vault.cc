@@ -1025,7 +1025,10 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     std::lock_guard<std::mutex> l(mu);
     report.problems.push_back(p);
   };
-  for (auto& [pack, want] : expected) {
+  for (auto& entry : expected) {
+    // Named, not a structured binding: the lambdas below capture them (clang 14 cannot).
+    const uint64_t pack = entry.first;
+    std::map<uint64_t, Expected>& want = entry.second;
     std::string path = PackPath(pack);
     std::string bytes;
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
