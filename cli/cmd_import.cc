@@ -15,6 +15,7 @@
 
 #include "capture/mail_source.h"
 #include "cli/commands.h"
+#include "indexer/index.h"
 
 namespace mailvault::cli {
 namespace {
@@ -105,8 +106,9 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, .eml files and directory trees of them");
   static std::vector<std::string> paths;
   static std::string custodian;
-  static bool quiet = false;
+  static bool quiet = false, no_index = false;
   cmd->add_option("PATH", paths, "Maildir, mbox, .eml or directory")->required();
+  cmd->add_flag("--no-index", no_index, "store only; `mailvault index run` indexes later");
   cmd->add_option("--custodian", custodian, "the address whose mailbox this mail is from");
   cmd->add_flag("--quiet,-q", quiet, "print only problems and the summary");
   cmd->callback([&g, exit_code] {
@@ -139,6 +141,29 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
         std::cout << "trained a compression dictionary from a sample of this import in "
                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
       }
+    }
+
+    // The indexer follows the vault's change log beside the ingest, on what the vault has made
+    // durable; it drains the log after the last message (BLUEPRINT decision 2).
+    std::unique_ptr<index::IndexWriter> indexer;
+    if (!no_index) {
+      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
+      if (!w.ok()) {
+        *exit_code = Fail(w.error().With("the full-text index (use --no-index to store without indexing)"));
+        return;
+      }
+      indexer = std::move(*w);
+    }
+    std::atomic<bool> ingest_done{false};
+    std::optional<Result<index::CatchUpReport>> index_result;
+    std::thread index_thread;
+    if (indexer) {
+      index_thread = std::thread([&] {
+        index_result = indexer->CatchUp(vault, &ingest_done);
+        if (index_result->ok()) {
+          if (Status c = indexer->CompactIfWorthIt(**index_result); !c.ok()) index_result = c.error();
+        }
+      });
     }
 
     std::string custodian_norm = custodian;
@@ -218,12 +243,24 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     }
     reader.join();
     for (auto& w : workers) w.join();
+    ingest_done = true;
+    if (index_thread.joinable()) {
+      if (tty) std::fprintf(stderr, "\r\033[Kindexing the last messages");
+      index_thread.join();
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (tty) std::cerr << "\r\033[K";
     std::cout << "imported " << imported << " new messages, " << duplicates << " duplicates, " << rejected
               << " rejected" << (warnings ? ", " + std::to_string(warnings) + " stored with warnings" : "") << " in "
               << secs << " s (" << static_cast<uint64_t>((imported + duplicates) / std::max(secs, 1e-6)) << " msg/s)\n";
     *exit_code = rejected ? 3 : 0;
+    if (index_result && !index_result->ok()) {
+      std::cerr << "mailvault: the messages are stored, but indexing failed: " << index_result->error().message()
+                << "\n  fix the cause, then run `mailvault index run` (nothing stored is lost)\n";
+      *exit_code = 1;
+    } else if (index_result) {
+      std::cout << "indexed " << (*index_result)->documents << " messages; the index is level with the vault\n";
+    }
   });
 }
 

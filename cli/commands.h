@@ -16,5 +16,6 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 
 }  // namespace mailvault::cli

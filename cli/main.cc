@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   AddVerifyCommand(app, g, &exit_code);
   AddStatsCommand(app, g, &exit_code);
   AddRebuildCommand(app, g, &exit_code);
+  AddSearchCommands(app, g, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

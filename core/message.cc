@@ -236,8 +236,34 @@ std::vector<Address> ParseAddressHeader(const std::string& value) {
   return out;
 }
 
+// "Thu, 22 Aug 0102 12:07:35 +0800": mailers with a Y2K bug wrote tm_year (years since 1900)
+// as the year. RFC 5322 (4.3) reads a three-digit year by adding 1900; a zero-padded one is the
+// same bug. Returns the value with such a year repaired, or "" when there is none.
+std::string RepairY2kYear(const std::string& value) {
+  size_t i = 0;
+  while (i < value.size()) {
+    while (i < value.size() && value[i] == ' ') ++i;
+    size_t start = i;
+    while (i < value.size() && value[i] != ' ') ++i;
+    std::string_view tok(value.data() + start, i - start);
+    if ((tok.size() == 3 || (tok.size() == 4 && tok[0] == '0')) &&
+        tok.find_first_not_of("0123456789") == std::string_view::npos) {
+      int year = std::stoi(std::string(tok)) + 1900;
+      return value.substr(0, start) + std::to_string(year) + value.substr(i);
+    }
+  }
+  return "";
+}
+
 std::optional<int64_t> ParseDate(const std::string& value, int* offset_minutes) {
   GDateTime* dt = g_mime_utils_header_decode_date(value.c_str());
+  if (!dt || g_date_time_to_unix(dt) <= 0) {
+    std::string repaired = RepairY2kYear(value);
+    if (!repaired.empty()) {
+      if (dt) g_date_time_unref(dt);
+      dt = g_mime_utils_header_decode_date(repaired.c_str());
+    }
+  }
   if (!dt) return std::nullopt;
   int64_t t = g_date_time_to_unix(dt);
   *offset_minutes = static_cast<int>(g_date_time_get_utc_offset(dt) / G_TIME_SPAN_MINUTE);
@@ -374,6 +400,11 @@ struct Walker {
     }
     if (GMIME_IS_MESSAGE_PART(obj)) {
       p.is_attachment = true;
+      // A forwarded message is an attachment to the reader when marked as one (or named).
+      if (p.disposition == "attachment" || (cd && g_mime_content_disposition_get_parameter(cd, "filename")) ||
+          (ct && g_mime_content_type_get_parameter(ct, "name"))) {
+        msg->summary.has_attachments = true;
+      }
       msg->parts.push_back(std::move(p));
       GMimeMessage* inner = g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
       if (inner) Walk(g_mime_message_get_mime_part(inner), depth + 1);
@@ -392,11 +423,21 @@ struct Walker {
       std::string utf8 = ToValidUtf8(text ? std::string_view(text.get()) : std::string_view());
       p.decoded_size = utf8.size();
       p.content_hash = HexEncode(Sha256Of(NormalizeTextForHash(utf8)));
-      if (options.collect_text) msg->text.push_back(std::move(utf8));
+      if (options.collect_text) {
+        msg->text.push_back(std::move(utf8));
+        msg->text_part.push_back(msg->parts.size());
+      }
     } else {
       std::string bytes = DecodedContent(part);
       p.decoded_size = bytes.size();
       p.content_hash = HexEncode(Sha256Of(bytes));
+      if (p.is_attachment && options.collect_attachments_up_to) {
+        ParsedMessage::AttachmentBytes a;
+        a.part = msg->parts.size();
+        a.over_limit = bytes.size() > options.collect_attachments_up_to;
+        if (!a.over_limit) a.bytes = std::move(bytes);
+        msg->attachments.push_back(std::move(a));
+      }
     }
     if (p.is_attachment) msg->summary.has_attachments = true;
     msg->parts.push_back(std::move(p));

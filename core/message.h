@@ -66,6 +66,14 @@ struct ParsedMessage {
   std::vector<std::string> in_reply_to, references;  // normalised ids
   std::vector<MimePart> parts;                        // pre-order; parts[0] is the message body root
   std::vector<std::string> text;                      // decoded UTF-8 of text parts, when asked for
+  std::vector<size_t> text_part;                      // the index in `parts` of each text[i]
+  // Decoded bytes of attachments, when asked for (ParseOptions::collect_attachments_up_to).
+  struct AttachmentBytes {
+    size_t part = 0;     // index in `parts`
+    std::string bytes;   // empty when the attachment is larger than the limit asked for
+    bool over_limit = false;
+  };
+  std::vector<AttachmentBytes> attachments;
   MimeShape shape;
 
   // BLUEPRINT decision 10: normalised Message-ID + Date; necessary, not sufficient, for identity.
@@ -76,6 +84,9 @@ struct ParsedMessage {
 
 struct ParseOptions {
   bool collect_text = false;  // fill ParsedMessage::text
+  // Fill ParsedMessage::attachments with attachments of at most this many decoded bytes
+  // (0: none). message/rfc822 parts are walked into, not collected.
+  uint64_t collect_attachments_up_to = 0;
 };
 
 // Full parse. Every limit exceeded is an error naming the limit.

@@ -7,13 +7,15 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILVAULT_FUZZ=ON -DMAILVAULT_TESTS=OFF >/dev/null
-ninja -C build/fuzz fuzz_message fuzz_mbox fuzz_pack
+ninja -C build/fuzz fuzz_message fuzz_mbox fuzz_pack fuzz_extract fuzz_query
 mkdir -p build/fuzz/findings
-for t in message mbox pack; do
+for t in message mbox pack extract query; do
+  dict=fuzz/message.dict
+  [[ -f fuzz/$t.dict ]] && dict=fuzz/$t.dict
   work=build/fuzz/corpus-$t
   mkdir -p "$work"
   echo "== fuzz_$t for ${secs}s"
-  "build/fuzz/fuzz/fuzz_$t" "$work" "fuzz/seeds/$t" -dict=fuzz/message.dict -max_total_time="$secs" \
+  "build/fuzz/fuzz/fuzz_$t" "$work" "fuzz/seeds/$t" -dict="$dict" -max_total_time="$secs" \
     -rss_limit_mb=2048 -timeout=10 -max_len=262144 -artifact_prefix=build/fuzz/findings/ -print_final_stats=1 2>&1 |
     grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done" || true
 done

@@ -16,6 +16,7 @@ std::string MessageKey(const ObjectId& id) { return "m" + std::string(id.bytes()
 std::string EnvelopeKeyPrefix(const ObjectId& id) { return "e" + std::string(id.bytes()); }
 std::string PackKey(uint64_t n) { return "p" + BigEndian64(n); }
 std::string SequenceKey(uint64_t s) { return "s" + BigEndian64(s); }
+std::string ChangeKey(uint64_t c) { return "c" + BigEndian64(c); }
 std::string DictionaryKey(uint32_t d) { return "d" + BigEndian64(d).substr(4); }
 const std::string kStatsKey = "xstats";
 
@@ -65,16 +66,18 @@ bool DecodePackInfo(std::string_view b, PackInfo* p) {
 
 std::string EncodeStats(const VaultStats& s) {
   ByteWriter w;
-  w.PutU8(1);
-  for (uint64_t v : {s.messages, s.raw_bytes, s.stored_bytes, s.envelopes, s.duplicates, s.next_sequence}) w.PutVarint(v);
+  w.PutU8(2);
+  for (uint64_t v : {s.messages, s.raw_bytes, s.stored_bytes, s.envelopes, s.duplicates, s.next_sequence, s.next_change}) {
+    w.PutVarint(v);
+  }
   return w.Take();
 }
 bool DecodeStats(std::string_view b, VaultStats* s) {
   ByteReader r(b);
   uint8_t v;
-  return r.GetU8(&v) && v == 1 && r.GetVarint(&s->messages) && r.GetVarint(&s->raw_bytes) &&
+  return r.GetU8(&v) && v == 2 && r.GetVarint(&s->messages) && r.GetVarint(&s->raw_bytes) &&
          r.GetVarint(&s->stored_bytes) && r.GetVarint(&s->envelopes) && r.GetVarint(&s->duplicates) &&
-         r.GetVarint(&s->next_sequence);
+         r.GetVarint(&s->next_sequence) && r.GetVarint(&s->next_change);
 }
 
 }  // namespace
@@ -229,6 +232,19 @@ Result<std::vector<ObjectId>> Catalog::FindByPrefix(const std::string& hex_prefi
   return out;
 }
 
+Result<std::vector<Change>> Catalog::ChangesAfter(uint64_t after, size_t limit) const {
+  std::vector<Change> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(ChangeKey(after + 1)); it->Valid() && it->key().starts_with("c") && out.size() < limit; it->Next()) {
+    if (it->key().size() != 9 || it->value().size() != ObjectId::kSize) {
+      return Corruption("catalog change-log entry is damaged; run `mailvault rebuild`");
+    }
+    out.push_back(Change{FromBigEndian64(it->key().ToString().substr(1)), ObjectId::FromBytes(it->value().ToStringView())});
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
 Status Catalog::ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek("s"); it->Valid() && it->key().starts_with("s"); it->Next()) {
@@ -269,6 +285,8 @@ void Catalog::Batch::PutDictionary(uint32_t id, const RecordLocation& where) {
 }
 
 void Catalog::Batch::PutStats(const VaultStats& stats) { batch_->Put(kStatsKey, EncodeStats(stats)); }
+
+void Catalog::Batch::PutChange(uint64_t number, const ObjectId& id) { batch_->Put(ChangeKey(number), std::string(id.bytes())); }
 
 Status Catalog::Commit(Batch* batch) {
   rocksdb::WriteOptions wo;

@@ -7,6 +7,7 @@
 //   "s" BE64(sequence)     -> id                   (capture order, for list)
 //   "p" BE64(pack number)  -> PackInfo
 //   "d" BE32(dictionary)   -> location of a dictionary record
+//   "c" BE64(change)       -> id                   (the change log: the index's persistent queue)
 //   "x" "stats"            -> VaultStats
 // Envelopes, the only values holding mail metadata, are sealed with the catalog key (AAD = the
 // RocksDB key), so no address is readable on disk.
@@ -70,6 +71,14 @@ struct VaultStats {
   uint64_t envelopes = 0;
   uint64_t duplicates = 0;     // captures of a message already stored
   uint64_t next_sequence = 1;
+  uint64_t next_change = 1;    // the change log's next number; the last change is next_change - 1
+};
+
+// One entry of the change log: a message was stored, or a capture added an envelope to it.
+// Everything derived from the vault (the full-text index) follows this log.
+struct Change {
+  uint64_t number = 0;
+  ObjectId id;
 };
 
 class Catalog {
@@ -86,6 +95,8 @@ class Catalog {
   Result<VaultStats> Stats() const;
   // Ids whose hex form starts with prefix (at most `limit` of them).
   Result<std::vector<ObjectId>> FindByPrefix(const std::string& hex_prefix, size_t limit) const;
+  // Up to `limit` changes numbered above `after`, in order.
+  Result<std::vector<Change>> ChangesAfter(uint64_t after, size_t limit) const;
   // Visits messages in capture order until fn returns false.
   Status ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const;
 
@@ -99,6 +110,7 @@ class Catalog {
     void PutPack(const PackInfo& info);
     void PutDictionary(uint32_t id, const RecordLocation& where);
     void PutStats(const VaultStats& stats);
+    void PutChange(uint64_t number, const ObjectId& id);
     size_t count() const;
     void Clear();
 

@@ -254,6 +254,7 @@ Result<std::unique_ptr<Vault>> Vault::Open(const std::string& dir, const KeySour
   MV_ASSIGN_OR_RETURN(v->catalog_, Catalog::Open(CatalogPath(dir), v->keys_.catalog, true));
   OpenReport local;
   MV_RETURN_IF_ERROR(v->Recover(report ? report : &local));
+  v->last_change_ = v->stats_.next_change - 1;
   v->committer_ = std::thread([p = v.get()] { p->CommitLoop(); });
   return v;
 }
@@ -418,6 +419,7 @@ Status Vault::ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batc
   meta.has_warning = !AnalysisWarning(d.raw).empty();
   meta.envelope_digests = {EnvelopeDigest(env)};
   batch->PutMessage(d.id, meta);
+  batch->PutChange(st->next_change++, d.id);
   (*fresh)[d.id] = meta;
   st->messages++;
   st->envelopes++;
@@ -456,6 +458,7 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
   meta->envelope_digests.push_back(EnvelopeDigest(env));
   batch->PutEnvelope(er.id, static_cast<uint32_t>(meta->envelope_digests.size() - 1), StoredEnvelope{env, loc});
   batch->PutMessage(er.id, *meta);
+  batch->PutChange(st->next_change++, er.id);
   (*fresh)[er.id] = *meta;
   st->envelopes++;
   st->duplicates++;
@@ -789,6 +792,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
       meta.has_warning = !p.warning.empty();
       meta.envelope_digests = {EnvelopeDigest(p.envelope)};
       batch.PutMessage(p.id, meta);
+      batch.PutChange(st.next_change++, p.id);
       fresh[p.id] = meta;
       st.messages++;
       st.envelopes++;
@@ -833,6 +837,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
       meta->envelope_digests.push_back(digest);
       batch.PutEnvelope(p.id, static_cast<uint32_t>(meta->envelope_digests.size() - 1), StoredEnvelope{p.envelope, loc});
       batch.PutMessage(p.id, *meta);
+      batch.PutChange(st.next_change++, p.id);
       fresh[p.id] = *meta;
       st.envelopes++;
       r.envelope_added = true;
@@ -865,6 +870,11 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     return;
   }
   stats_ = st;
+  {
+    std::lock_guard<std::mutex> l(change_mu_);
+    last_change_ = st.next_change - 1;
+  }
+  change_cv_.notify_all();
   for (size_t i = 0; i < group.size(); ++i) {
     if (group[i]->kind == Pending::kDictionary) {
       std::lock_guard<std::mutex> l(dict_mu_);
@@ -958,7 +968,7 @@ Result<MessageMeta> Vault::GetMeta(const ObjectId& id) const {
   return *m;
 }
 
-Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) {
+Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) const {
   // The first envelope travels inside the message record; later ones are in the catalog.
   MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
   MV_ASSIGN_OR_RETURN(DecodedMessage d, DecodeStored(id, meta));
@@ -984,6 +994,111 @@ Result<ObjectId> Vault::Resolve(const std::string& s) const {
 }
 
 Result<VaultStats> Vault::Stats() const { return catalog_->Stats(); }
+
+Result<std::vector<Change>> Vault::ChangesAfter(uint64_t after, size_t limit) const {
+  return catalog_->ChangesAfter(after, limit);
+}
+
+uint64_t Vault::last_change() const {
+  std::lock_guard<std::mutex> l(change_mu_);
+  return last_change_;
+}
+
+uint64_t Vault::WaitForChange(uint64_t after, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> l(change_mu_);
+  change_cv_.wait_for(l, timeout, [&] { return last_change_ > after; });
+  return last_change_;
+}
+
+Status Vault::ReadMany(const std::vector<ObjectId>& ids,
+                       const std::function<void(const ObjectId&, Result<StoredMessage>)>& fn) const {
+  // Group the wanted messages by compression block, so each block is read and decoded once
+  // (reading them one by one would decode a block's leading members again for each).
+  struct Wanted {
+    ObjectId id;
+    MessageMeta meta;
+  };
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<Wanted>> blocks;
+  for (const ObjectId& id : ids) {
+    Result<std::optional<MessageMeta>> m = catalog_->GetMessage(id);
+    if (!m.ok()) {
+      fn(id, m.error());
+    } else if (!*m) {
+      fn(id, NotFound("no message " + id.Hex() + " in the vault"));
+    } else {
+      blocks[{(*m)->where.pack, (*m)->block_start}].push_back(Wanted{id, **m});
+    }
+  }
+  for (auto& [key, members] : blocks) {
+    const uint64_t pack = key.first, block_start = key.second;
+    std::sort(members.begin(), members.end(), [](const Wanted& a, const Wanted& b) { return a.meta.where.offset < b.meta.where.offset; });
+    auto fail_rest = [&](size_t from, const Error& e) {
+      for (size_t k = from; k < members.size(); ++k) fn(members[k].id, e);
+    };
+    Result<int> fd = PackFd(pack);
+    if (!fd.ok()) {
+      fail_rest(0, fd.error());
+      continue;
+    }
+    const std::string path = PackPath(pack);
+    const MessageMeta& last = members.back().meta;
+    std::string bytes;
+    if (Status s = PreadAll(*fd, block_start, last.where.offset + last.where.length - block_start, &bytes, path); !s.ok()) {
+      fail_rest(0, s.error());
+      continue;
+    }
+    BlockCursor cursor(this);
+    RecordScanner scanner(bytes, block_start, block_start);
+    RawRecord rec;
+    size_t k = 0;
+    while (k < members.size() && scanner.Next(&rec)) {
+      if (rec.type != RecordType::kMessage) break;
+      Result<DecodedMessage> d = cursor.Next(rec);
+      if (!d.ok()) break;
+      if (rec.offset != members[k].meta.where.offset) continue;
+      StoredMessage out;
+      out.meta = members[k].meta;
+      Result<Envelope> first = Envelope::Decode(d->envelope);
+      if (!first.ok()) {
+        fn(members[k].id, first.error());
+        ++k;
+        continue;
+      }
+      out.envelopes.push_back(std::move(*first));
+      if (out.meta.envelope_digests.size() > 1) {
+        Result<std::vector<StoredEnvelope>> later = catalog_->GetEnvelopes(members[k].id);
+        if (!later.ok()) {
+          fn(members[k].id, later.error());
+          ++k;
+          continue;
+        }
+        for (StoredEnvelope& se : *later) out.envelopes.push_back(std::move(se.envelope));
+      }
+      out.raw = std::move(d->raw);
+      fn(members[k].id, std::move(out));
+      ++k;
+    }
+    // What the block walk did not reach: read each one alone, for its own precise error.
+    for (; k < members.size(); ++k) {
+      Result<DecodedMessage> d = DecodeStored(members[k].id, members[k].meta);
+      if (!d.ok()) {
+        fn(members[k].id, d.error());
+        continue;
+      }
+      Result<std::vector<StoredEnvelope>> all = GetEnvelopes(members[k].id);
+      if (!all.ok()) {
+        fn(members[k].id, all.error());
+        continue;
+      }
+      StoredMessage out;
+      out.meta = members[k].meta;
+      out.raw = std::move(d->raw);
+      for (StoredEnvelope& se : *all) out.envelopes.push_back(std::move(se.envelope));
+      fn(members[k].id, std::move(out));
+    }
+  }
+  return Status::Ok();
+}
 
 Status Vault::ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const {
   return catalog_->ForEachMessage(fn);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -59,6 +60,13 @@ struct IngestResult {
   std::string warning;          // stored, but MIME analysis stopped short (a named limit)
 };
 
+// A stored message with every capture's envelope, first capture first.
+struct StoredMessage {
+  MessageMeta meta;
+  std::string raw;
+  std::vector<Envelope> envelopes;
+};
+
 struct VerifyReport {
   uint64_t messages_checked = 0;
   uint64_t envelopes_checked = 0;
@@ -107,13 +115,24 @@ class Vault {
   Result<std::string> ReadMessage(const ObjectId& id);
   Result<MessageMeta> GetMeta(const ObjectId& id) const;
   // Every capture of the message, first one first.
-  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id);
+  Result<std::vector<StoredEnvelope>> GetEnvelopes(const ObjectId& id) const;
   // Why MIME analysis of a stored message stopped short ("" when it did not).
   Result<std::string> Warning(const ObjectId& id);
   // A full id or a unique prefix of at least 6 hex digits.
   Result<ObjectId> Resolve(const std::string& id_or_prefix) const;
   Result<VaultStats> Stats() const;
   Status ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const;
+  // Reads many messages, decoding each compression block once. fn is called once per id, in
+  // storage order (not the order asked), with the message or the reason it cannot be read.
+  Status ReadMany(const std::vector<ObjectId>& ids, const std::function<void(const ObjectId&, Result<StoredMessage>)>& fn) const;
+
+  // The change log (catalog.h): every stored message and every added envelope, numbered.
+  // The full-text index follows it, so nothing stored can stay invisible to search.
+  Result<std::vector<Change>> ChangesAfter(uint64_t after, size_t limit) const;
+  uint64_t last_change() const;
+  // Waits until a change numbered above `after` is durable, or the timeout passes; returns
+  // the last change number.
+  uint64_t WaitForChange(uint64_t after, std::chrono::milliseconds timeout) const;
 
   // Recomputes fingerprints and authenticates ciphertexts: all of them, or a random sample.
   Result<VerifyReport> Verify(double sample_percent = 100.0,
@@ -198,6 +217,10 @@ class Vault {
   std::unique_ptr<OpenPack> pack_;
   VaultStats stats_;
   std::atomic<uint64_t> commit_groups_{0};
+
+  mutable std::mutex change_mu_;
+  mutable std::condition_variable change_cv_;
+  uint64_t last_change_ = 0;  // REQUIRES: change_mu_
 };
 
 }  // namespace mailvault

@@ -1,0 +1,135 @@
+// The full-text index: a Xapian database under <vault>/index, derived from the vault
+// (BLUEPRINT decision 2) and kept level with it by following the vault's change log.
+//
+// Never invisible: the index records, in the same Xapian commit as the documents, the number
+// of the last change it has applied (metadata "mailvault.applied"). Catching up means applying
+// every change after it; applying one twice is harmless (documents are replaced by id). A crash
+// leaves the last commit, which is consistent, and the next catch-up redoes the rest.
+//
+// One writer at a time (Xapian's lock); any number of readers (Searcher), also while writing.
+#pragma once
+
+#include <xapian.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "indexer/document.h"
+#include "indexer/query.h"
+#include "vault/vault.h"
+
+namespace mailvault::index {
+
+std::string IndexDir(const std::string& vault_dir);
+constexpr size_t kMaxShards = 16;
+// A phrase's candidates (messages with all its words) are each confirmed against their word
+// streams; a phrase of such common words that more messages than this have them all is refused.
+constexpr size_t kMaxPhraseCandidates = 2000000;
+
+struct IndexOptions {
+  DocumentLimits limits;
+  // Documents per Xapian commit. Commits are what make documents visible to searchers and
+  // durable; each costs a few fsyncs. Chosen by measurement (docs/indexing.md).
+  size_t commit_every = 1000;
+  // Changes taken from the log at once (read, then built and written by every shard).
+  size_t chunk = 1024;
+  // Xapian databases the index is split into, each written by its own thread (documents go
+  // by the first byte of their id). Fixed when the index is created; 0: one per core.
+  size_t shards = 0;
+};
+
+struct CatchUpReport {
+  uint64_t applied = 0;      // changes applied
+  uint64_t documents = 0;    // documents written (a message changed twice in a chunk counts once)
+  uint64_t unreadable = 0;   // messages the vault could not read (indexed as is:unindexed)
+  uint64_t last_change = 0;  // the index is level with the vault up to this change
+};
+
+class IndexWriter {
+ public:
+  ~IndexWriter();
+  // Opens (creating if needed) the index of the vault at vault_dir.
+  static Result<std::unique_ptr<IndexWriter>> Open(const std::string& vault_dir, const IndexOptions& options = {});
+  // Deletes the index and creates an empty one (reindex).
+  static Result<std::unique_ptr<IndexWriter>> Recreate(const std::string& vault_dir, const IndexOptions& options = {});
+
+  // The last change whose documents are committed.
+  uint64_t applied_change() const { return committed_; }
+
+  // Applies every change in the vault's log after applied_change(), then commits. With `follow`,
+  // keeps waiting for new changes until *stop becomes true and the log is drained (the importer
+  // runs it beside the ingest). progress(applied_change, vault_last_change) after each chunk.
+  Result<CatchUpReport> CatchUp(const Vault& vault, const std::atomic<bool>* stop = nullptr,
+                                const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+  // Rewrites every shard compacted (about half the size after many commits). Worth it after
+  // indexing many messages at once: reindex, a large import.
+  Status Compact();
+  // Compacts when the last catch-up wrote at least half of the index's documents: then the
+  // part-full blocks it left are most of the index (docs/indexing.md, "Commit cadence").
+  Status CompactIfWorthIt(const CatchUpReport& last);
+  uint64_t documents() const;
+
+ private:
+  IndexWriter(std::string dir, IndexOptions options);
+  Status OpenShards(size_t n, int flags);
+  Status ForEachShard(const std::function<Status(size_t)>& fn);
+  Status Commit(uint64_t applied);
+
+  std::string dir_;
+  IndexOptions options_;
+  std::vector<std::unique_ptr<Xapian::WritableDatabase>> shards_;
+  uint64_t committed_ = 0;
+};
+
+enum class SortOrder { kDateNewestFirst, kDateOldestFirst, kRelevance };
+
+struct SearchRequest {
+  std::string query;
+  size_t offset = 0;
+  size_t limit = 50;  // 0: all
+  SortOrder sort = SortOrder::kDateNewestFirst;
+  int64_t now = 0;    // for relative dates; 0: the clock
+};
+
+struct SearchHit {
+  Summary summary;
+  double relevance = 0;  // Xapian's weight (0 when sorted by date)
+};
+
+struct SearchResult {
+  uint64_t total = 0;  // exact
+  std::vector<SearchHit> hits;
+};
+
+struct IndexInfo {
+  uint64_t documents = 0;
+  uint64_t applied_change = 0;
+};
+
+class Searcher {
+ public:
+  static Result<std::unique_ptr<Searcher>> Open(const std::string& vault_dir);
+  Result<SearchResult> Search(const SearchRequest& request);
+  Result<uint64_t> Count(const std::string& query, int64_t now = 0);
+  IndexInfo Info();
+  // Every indexed id (hex), for `mailvault check`.
+  Result<std::vector<std::string>> AllIds();
+  // The summary of one message, when indexed.
+  Result<std::optional<Summary>> Get(const ObjectId& id);
+
+ private:
+  Searcher() = default;
+  Result<Xapian::Query> ResolvePhrase(const Phrase& phrase);
+  Result<Xapian::Query> Parse(const std::string& query, int64_t now);
+  std::vector<Xapian::Database> shards_;
+  Xapian::Database db_;  // all shards as one
+};
+
+}  // namespace mailvault::index

@@ -1,0 +1,36 @@
+// The query language (docs/query-language.md) parsed into a Xapian query, with the fields of
+// schema.h. Errors name the 1-based character position and what was expected there.
+#pragma once
+
+#include <xapian.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/result.h"
+
+namespace mailvault::index {
+
+// Limits on a query: it comes from outside (a person, the REST API).
+constexpr size_t kMaxQueryBytes = 16 << 10;
+constexpr int kMaxQueryDepth = 64;           // nested parentheses and NOTs
+constexpr Xapian::termcount kMaxWildcardExpansion = 50000;
+
+// A phrase to be matched: its words next to each other in one part of any of these phrase
+// fields (schema.h, kPhraseFields).
+struct Phrase {
+  std::vector<std::string_view> fields;
+  std::vector<std::string> words;  // at least two
+};
+// Turns a phrase into a query for exactly the messages that contain it (the searcher confirms
+// candidates against their word streams).
+using PhraseResolver = std::function<Result<Xapian::Query>(const Phrase&)>;
+
+// `now` (seconds since the epoch) anchors relative dates such as date:30d.. Without a resolver,
+// a phrase stands for all of its words (what a phrase's candidates are): enough to check syntax.
+Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases = {});
+
+}  // namespace mailvault::index

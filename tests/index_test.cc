@@ -1,0 +1,259 @@
+// The full-text index: the query parser's errors and limits, and a small vault indexed and
+// searched field by field (the corpus-wide oracle comparison is tests/oracle/).
+#include "indexer/index.h"
+
+#include <gtest/gtest.h>
+
+#include "core/message.h"
+#include "indexer/query.h"
+#include "indexer/schema.h"
+#include "indexer/tokenizer.h"
+#include "tests/test_util.h"
+
+namespace mailvault::index {
+namespace {
+
+using testing::TempDir;
+
+std::string QueryError(const std::string& q) {
+  Result<Xapian::Query> r = ParseQuery(q, 1700000000);
+  return r.ok() ? std::string("(parsed)") : r.error().message();
+}
+
+TEST(QueryParserTest, ErrorsNameThePosition) {
+  EXPECT_EQ(QueryError("(a OR b"), "query error at 8: \")\" expected to close the \"(\" at 1");
+  EXPECT_EQ(QueryError("a OR"), "query error at 3: a term expected after OR");
+  EXPECT_EQ(QueryError("subject:\"open"), "query error at 9: the quote opened here is never closed");
+  EXPECT_EQ(QueryError("a )"), "query error at 3: \")\" without a matching \"(\"");
+  EXPECT_EQ(QueryError(""), "query error at 1: the query is empty (use * for every message)");
+  EXPECT_EQ(QueryError("date:2002-13-01"),
+            "query error at 6: a date expected: 2002-08-23, 2002-08, 2002, 2002-08-23T10:00, or 30d (also h, w, y)");
+  EXPECT_EQ(QueryError("size:12Q.."), "query error at 6: a size expected: 2048, 10K, 2M, 1G");
+  EXPECT_EQ(QueryError("is:starred"), "query error at 4: has:attachment, is:partial or is:unindexed expected");
+  EXPECT_EQ(QueryError("id:abc"), "query error at 4: id: takes 6 to 64 hex digits");
+  EXPECT_EQ(QueryError("x*"), "query error at 1: at least 2 characters before \"*\"");
+  EXPECT_NE(QueryError("frm:alice").find("query error at 1: unknown field \"frm\""), std::string::npos);
+}
+
+TEST(QueryParserTest, LimitsAreNamed) {
+  std::string word(kMaxWordBytes + 1, 'a');
+  EXPECT_EQ(QueryError("subject:" + word),
+            "query error at 9: a word of more than 64 bytes is never indexed (kMaxWordBytes); shorten it or use word*");
+  EXPECT_EQ(QueryError(std::string(kMaxWordBytes, 'a')), "(parsed)");
+  std::string big(kMaxQueryBytes + 1, 'a');
+  EXPECT_NE(QueryError(big).find("(kMaxQueryBytes)"), std::string::npos);
+  std::string deep(kMaxQueryDepth + 2, '(');
+  deep += "a" + std::string(kMaxQueryDepth + 2, ')');
+  EXPECT_NE(QueryError(deep).find("kMaxQueryDepth"), std::string::npos);
+  std::string ok_depth(kMaxQueryDepth, '(');
+  ok_depth += "a" + std::string(kMaxQueryDepth, ')');
+  EXPECT_EQ(QueryError(ok_depth), "(parsed)");
+}
+
+TEST(QueryParserTest, AcceptsTheDocumentedForms) {
+  for (const char* q : {"from:jm@jmason.org date:2002-08-01..2002-09-01", "subject:\"razor\" OR subject:spamassassin",
+                        "\"exmh\" -from:kre@munnari.oz.au", "(to:fork@xent.com OR cc:fork@xent.com) size:10K..",
+                        "has:attachment mime:image/*", "msgid:<20020823.134120@example.com>", "NOT spam", "*",
+                        "date:30d..", "date:..2002-09", "report* AND NOT body:\"unsubscribe here\"", "o'brien",
+                        "id:a263a79ec0cf", "is:partial OR is:unindexed", "rcpt:bob@example.com"}) {
+    EXPECT_EQ(QueryError(q), "(parsed)") << q;
+  }
+}
+
+TEST(TokenizerTest, LowerCasesAndSplitsOnNonWordCharacters) {
+  std::vector<std::string> words;
+  ForEachWord("Hello, WORLD! Grüße aus Köln: e-mail_2 " + std::string(70, 'x') + " end",
+              [&](std::string_view w) { words.emplace_back(w); });
+  EXPECT_EQ(words, (std::vector<std::string>{"hello", "world", "grüße", "aus", "köln", "e", "mail_2", "end"}));
+}
+
+TEST(SchemaTest, EveryFieldHasADistinctPrefix) {
+  std::set<std::string_view> seen;
+  for (const Field& f : kFields) {
+    if (f.kind == FieldKind::kDate || f.kind == FieldKind::kSize || f.name == "body") continue;
+    EXPECT_TRUE(seen.insert(f.prefix).second) << f.name;
+    if (!f.exact_prefix.empty()) {
+      EXPECT_TRUE(seen.insert(f.exact_prefix).second) << f.name;
+    }
+    EXPECT_EQ(FieldOf(f.name).name, f.name);
+  }
+}
+
+class IndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitMessageParsing();
+    keys_.key_file = tmp_ / "master.key";
+    options_.auto_train_messages = 0;
+    bool created = false;
+    ASSERT_TRUE(Vault::Init(dir(), keys_, options_, &created).ok());
+    Result<std::unique_ptr<Vault>> v = Vault::Open(dir(), keys_, options_);
+    ASSERT_TRUE(v.ok()) << v.error().ToString();
+    vault_ = std::move(*v);
+  }
+  std::string dir() const { return tmp_ / "vault"; }
+  ObjectId Store(const std::string& raw, std::vector<std::string> rcpts = {}, std::string custodian = "") {
+    Envelope e;
+    e.capture_time_us = 1700000000000000;
+    e.source = "test";
+    e.recipients = std::move(rcpts);
+    e.custodian = std::move(custodian);
+    Result<IngestResult> r = vault_->Ingest(raw, e);
+    EXPECT_TRUE(r.ok()) << r.error().ToString();
+    return r.ok() ? r->id : ObjectId();
+  }
+  CatchUpReport Index(IndexOptions o = {}) {
+    Result<std::unique_ptr<IndexWriter>> w = IndexWriter::Open(dir(), o);
+    EXPECT_TRUE(w.ok()) << w.error().ToString();
+    Result<CatchUpReport> r = (*w)->CatchUp(*vault_);
+    EXPECT_TRUE(r.ok()) << r.error().ToString();
+    return r.ok() ? *r : CatchUpReport{};
+  }
+  std::set<std::string> Ids(const std::string& q) {
+    Result<std::unique_ptr<Searcher>> s = Searcher::Open(dir());
+    EXPECT_TRUE(s.ok()) << s.error().ToString();
+    SearchRequest req;
+    req.query = q;
+    req.limit = 0;
+    Result<SearchResult> r = (*s)->Search(req);
+    EXPECT_TRUE(r.ok()) << q << ": " << r.error().ToString();
+    std::set<std::string> out;
+    if (!r.ok()) return out;
+    for (const SearchHit& h : r->hits) out.insert(h.summary.id);
+    EXPECT_EQ(r->total, out.size()) << q;
+    Result<uint64_t> n = (*s)->Count(q);
+    EXPECT_TRUE(n.ok() && *n == out.size()) << q;
+    return out;
+  }
+
+  TempDir tmp_;
+  KeySource keys_;
+  VaultOptions options_;
+  std::unique_ptr<Vault> vault_;
+};
+
+const char kHtmlWithAttachments[] =
+    "From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <Juergen@Example.COM>\r\n"
+    "To: Alice Smith <alice@corp.example>, bob@corp.example\r\n"
+    "Cc: legal@corp.example\r\n"
+    "Subject: =?UTF-8?B?UXVhcnRlcmx5IHJlcG9ydCDigJQgZmluYWw=?=\r\n"
+    "Date: Fri, 23 Aug 2002 10:15:00 +0200\r\n"
+    "Message-ID: <Q3.Final@Example.COM>\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=\"b1\"\r\n"
+    "\r\n"
+    "--b1\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "\r\n"
+    "<html><head><style>.hidden{}</style></head><body><p>Revenue grew&nbsp;sharply in the third quarter</p>"
+    "<script>var secretword=1;</script></body></html>\r\n"
+    "--b1\r\n"
+    "Content-Type: text/plain; name=\"minutes-2002.txt\"\r\n"
+    "Content-Disposition: attachment; filename=\"minutes-2002.txt\"\r\n"
+    "\r\n"
+    "The board approved the merger with Initech.\r\n"
+    "--b1\r\n"
+    "Content-Type: image/png; name=\"logo.png\"\r\n"
+    "Content-Transfer-Encoding: base64\r\n"
+    "Content-Disposition: attachment; filename=\"logo.png\"\r\n"
+    "\r\n"
+    "iVBORw0KGgo=\r\n"
+    "--b1--\r\n";
+
+TEST_F(IndexTest, EveryFieldIsSearchable) {
+  ObjectId a = Store(kHtmlWithAttachments, {"auditor@corp.example", "ceo@corp.example"}, "alice@corp.example");
+  ObjectId b = Store(testing::SimpleMessage("lunch on friday", "see you at noon, Alice", "<lunch@corp.example>"));
+  CatchUpReport r = Index();
+  EXPECT_EQ(r.documents, 2u);
+  const std::set<std::string> A{a.Hex()}, B{b.Hex()}, AB{a.Hex(), b.Hex()}, none;
+  EXPECT_EQ(Ids("from:juergen@example.com"), A);
+  EXPECT_EQ(Ids("from:jürgen"), A);
+  EXPECT_EQ(Ids("from:müller"), A);
+  EXPECT_EQ(Ids("to:alice@corp.example"), A);
+  EXPECT_EQ(Ids("to:smith"), A);
+  EXPECT_EQ(Ids("cc:legal@corp.example"), A);
+  EXPECT_EQ(Ids("envelope:ceo@corp.example"), A);
+  EXPECT_EQ(Ids("rcpt:auditor"), A);
+  EXPECT_EQ(Ids("custodian:alice@corp.example"), A);
+  EXPECT_EQ(Ids("subject:quarterly"), A);
+  EXPECT_EQ(Ids("subject:\"report final\""), A);
+  EXPECT_EQ(Ids("body:\"grew sharply\""), A);   // HTML as text; &nbsp; separates words
+  EXPECT_EQ(Ids("body:secretword"), none);       // script contents are not text
+  EXPECT_EQ(Ids("body:hidden"), none);           // nor are styles
+  EXPECT_EQ(Ids("attachment:minutes"), A);
+  EXPECT_EQ(Ids("attachment:logo.png"), A);
+  EXPECT_EQ(Ids("atext:\"approved the merger\""), A);
+  EXPECT_EQ(Ids("initech"), A);                  // attachment text is in the default fields
+  EXPECT_EQ(Ids("mime:image/png"), A);
+  EXPECT_EQ(Ids("mime:image/*"), A);
+  EXPECT_EQ(Ids("msgid:<q3.final@example.com>"), A);
+  EXPECT_EQ(Ids("msgid:Q3.Final@example.com"), A);
+  EXPECT_EQ(Ids("id:" + a.Hex().substr(0, 10)), A);
+  EXPECT_EQ(Ids("has:attachment"), A);
+  EXPECT_EQ(Ids("date:2002-08-23"), A);
+  EXPECT_EQ(Ids("date:2002-08-23T08:15..2002-08-23T08:15"), A);  // 10:15 +0200 is 08:15 UTC
+  EXPECT_EQ(Ids("date:2002-08-24.."), B);
+  EXPECT_EQ(Ids("size:..400"), B);
+  EXPECT_EQ(Ids("size:600.."), A);
+  EXPECT_EQ(Ids("alice"), AB);
+  EXPECT_EQ(Ids("alice -has:attachment"), B);
+  EXPECT_EQ(Ids("NOT alice"), none);
+  EXPECT_EQ(Ids("(friday OR quarterly) AND noon"), B);
+  EXPECT_EQ(Ids("quart*"), A);
+  EXPECT_EQ(Ids("*"), AB);
+}
+
+TEST_F(IndexTest, CatchUpFollowsEnvelopesAddedLater) {
+  const std::string msg = testing::SimpleMessage("journaled", "body", "<j@x.example>");
+  ObjectId id = Store(msg, {"first@x.example"});
+  Index();
+  EXPECT_EQ(Ids("rcpt:second@x.example"), std::set<std::string>{});
+  Store(msg, {"second@x.example"});  // a second journal copy of the same message
+  CatchUpReport r = Index();
+  EXPECT_EQ(r.applied, 1u);
+  EXPECT_EQ(Ids("rcpt:second@x.example"), std::set<std::string>{id.Hex()});
+  EXPECT_EQ(Ids("rcpt:first@x.example"), std::set<std::string>{id.Hex()});
+  EXPECT_EQ(Ids("*").size(), 1u);
+}
+
+TEST_F(IndexTest, CutTextIsFindableAsPartial) {
+  std::string body;
+  for (int i = 0; i < 2000; ++i) body += "filler ";
+  body += "needle";
+  ObjectId id = Store(testing::SimpleMessage("long", body, "<long@x.example>"));
+  IndexOptions o;
+  o.limits.max_part_text_bytes = 1000;
+  Index(o);
+  EXPECT_EQ(Ids("is:partial"), std::set<std::string>{id.Hex()});
+  EXPECT_EQ(Ids("needle"), std::set<std::string>{});
+  Result<std::unique_ptr<Searcher>> s = Searcher::Open(dir());
+  ASSERT_TRUE(s.ok());
+  Result<std::optional<Summary>> sum = (*s)->Get(id);
+  ASSERT_TRUE(sum.ok() && *sum);
+  ASSERT_EQ((*sum)->notes.size(), 1u);
+  EXPECT_NE((*sum)->notes[0].find("max_part_text_bytes"), std::string::npos);
+}
+
+TEST_F(IndexTest, MessageOverAMimeLimitKeepsItsHeadersSearchable) {
+  std::string msg = "From: a@x.example\r\nSubject: deep nesting\r\nMessage-ID: <deep@x.example>\r\n";
+  std::string body;
+  const int depth = options_.limits.max_mime_depth + 5;
+  for (int i = 0; i < depth; ++i) body += "Content-Type: multipart/mixed; boundary=\"b" + std::to_string(i) + "\"\r\n\r\n--b" + std::to_string(i) + "\r\n";
+  msg += body + "Content-Type: text/plain\r\n\r\nhidden text\r\n";
+  ObjectId id = Store(msg);
+  Index();
+  EXPECT_EQ(Ids("is:unindexed"), std::set<std::string>{id.Hex()});
+  EXPECT_EQ(Ids("subject:nesting"), std::set<std::string>{id.Hex()});
+}
+
+TEST_F(IndexTest, ReopeningCatchesUpOnlyWhatIsNew) {
+  Store(testing::SimpleMessage("one", "first", "<1@x.example>"));
+  EXPECT_EQ(Index().applied, 1u);
+  EXPECT_EQ(Index().applied, 0u);
+  Store(testing::SimpleMessage("two", "second", "<2@x.example>"));
+  EXPECT_EQ(Index().applied, 1u);
+  EXPECT_EQ(Ids("*").size(), 2u);
+}
+
+}  // namespace
+}  // namespace mailvault::index
