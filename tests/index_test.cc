@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "core/message.h"
 #include "indexer/query.h"
 #include "indexer/schema.h"
@@ -253,6 +255,62 @@ TEST_F(IndexTest, ReopeningCatchesUpOnlyWhatIsNew) {
   Store(testing::SimpleMessage("two", "second", "<2@x.example>"));
   EXPECT_EQ(Index().applied, 1u);
   EXPECT_EQ(Ids("*").size(), 2u);
+}
+
+}  // namespace
+}  // namespace mailvault::index
+
+namespace mailvault::index {
+namespace {
+
+// The index is the one place mail words are kept in plain text (docs/indexing.md): the packs
+// and the catalog must still hold none, with the index built beside them.
+TEST_F(IndexTest, OnlyTheIndexHoldsPlaintext) {
+  const std::string canary = "canary7f3a9dplaintext";
+  Store("From: " + canary + "@example.com\nSubject: " + canary + "\nMessage-ID: <c@x>\n\n" + canary + " body\n",
+        {canary + "@rcpt.example"});
+  Index();
+  EXPECT_EQ(Ids("subject:" + canary).size(), 1u);
+  size_t outside = 0, inside = 0;
+  for (auto& entry : std::filesystem::recursive_directory_iterator(dir())) {
+    if (!entry.is_regular_file()) continue;
+    std::string bytes = testing::ReadFile(entry.path());
+    bool in_index = entry.path().string().find("/index/") != std::string::npos;
+    if (bytes.find(canary) != std::string::npos) (in_index ? inside : outside)++;
+  }
+  EXPECT_EQ(outside, 0u) << "plaintext outside index/";
+  EXPECT_GT(inside, 0u);
+}
+
+// docs/formats.md ("index", document data): a checked-in document data value, decoded.
+TEST(IndexFormatTest, DocumentDataFixtureDecodes) {
+  const std::string data = testing::ReadFile(std::string(MAILVAULT_FIXTURES) + "/format/index-docdata.bin");
+  Result<Summary> s = DecodeSummary(data);
+  ASSERT_TRUE(s.ok()) << s.error().ToString();
+  EXPECT_EQ(s->id, "a263a79ec0cf0000000000000000000000000000000000000000000000000001");
+  EXPECT_EQ(s->message_id, "<fixture@example.com>");
+  EXPECT_EQ(s->date, 1030000000);
+  EXPECT_EQ(s->utc_offset_minutes, 120);
+  EXPECT_TRUE(s->date_from_header);
+  EXPECT_EQ(s->from, "Ann <ann@example.com>");
+  EXPECT_EQ(s->subject, "Fixture subject");
+  EXPECT_EQ(s->size, 1234u);
+  EXPECT_EQ(s->notes, std::vector<std::string>{"attachment \"a.pdf\": PDF text cut"});
+  Result<WordStreams> w = DecodeWordStreams(data);
+  ASSERT_TRUE(w.ok()) << w.error().ToString();
+  EXPECT_EQ(w->parts[0], std::vector<std::string>{"fixture subject"});
+  EXPECT_EQ(w->parts[1], (std::vector<std::string>{"hello world", "second part"}));
+  EXPECT_TRUE(w->parts[2].empty());
+  EXPECT_TRUE(w->HasPhrase(1, {"hello", "world"}));
+  EXPECT_FALSE(w->HasPhrase(1, {"world", "second"}));  // never across two parts
+  EXPECT_FALSE(w->HasPhrase(1, {"ello", "world"}));    // whole words only
+  // The layout byte for byte up to the compressed streams: string(summary) first.
+  ASSERT_GT(data.size(), 180u);
+  EXPECT_EQ(static_cast<unsigned char>(data[0]), 0xabu);  // varint length of the summary: 171
+  EXPECT_EQ(static_cast<unsigned char>(data[1]), 0x01u);
+  EXPECT_EQ(static_cast<unsigned char>(data[2]), 0x01u);  // summary version 1
+  EXPECT_EQ(data.substr(4, 64), "a263a79ec0cf0000000000000000000000000000000000000000000000000001");
+  EXPECT_FALSE(DecodeSummary(data.substr(0, 40)).ok());
 }
 
 }  // namespace
