@@ -16,6 +16,7 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
-void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // search, count
+void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // index, reindex, check
 
 }  // namespace mailvault::cli

@@ -1,4 +1,5 @@
-// mailvault: the administrative command. One subcommand per job; see `mailvault --help`.
+// mailvault-admin: every subcommand of `mailvault` (see `mailvault --help`). The `mailvault`
+// front (main_front.cc) answers search and count itself and runs this for everything else.
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   AddStatsCommand(app, g, &exit_code);
   AddRebuildCommand(app, g, &exit_code);
   AddSearchCommands(app, g, &exit_code);
+  AddIndexCommands(app, g, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,7 +1,5 @@
 #include "indexer/document.h"
 
-#include <zstd.h>
-
 #include <algorithm>
 #include <set>
 
@@ -14,10 +12,6 @@
 namespace mailvault::index {
 namespace {
 
-constexpr uint8_t kSummaryVersion = 1;
-constexpr uint8_t kStreamsVersion = 1;
-// Word streams larger than this (decompressed) are refused as damaged.
-constexpr size_t kMaxStreamBytes = 64u << 20;
 // Xapian refuses terms over 245 bytes; exact values longer than this are not indexed whole.
 constexpr size_t kMaxTermBytes = 240;
 
@@ -77,118 +71,6 @@ std::string FormatAddress(const std::string& name, const std::string& address) {
 
 }  // namespace
 
-namespace {
-std::string EncodeSummary(const Summary& s) {
-  ByteWriter w;
-  w.PutU8(kSummaryVersion);
-  w.PutString(s.id);
-  w.PutString(s.message_id);
-  w.PutVarint(static_cast<uint64_t>(s.date));
-  w.PutVarint(static_cast<uint64_t>(static_cast<int64_t>(s.utc_offset_minutes) + 100000));
-  w.PutU8(s.date_from_header ? 1 : 0);
-  w.PutString(s.from);
-  w.PutString(s.subject);
-  w.PutVarint(s.size);
-  w.PutVarint(s.notes.size());
-  for (const std::string& n : s.notes) w.PutString(n);
-  return w.Take();
-}
-}  // namespace
-
-bool WordStreams::HasPhrase(size_t field, const std::vector<std::string>& words) const {
-  if (field >= parts.size() || words.empty()) return false;
-  std::string needle;
-  for (const std::string& w : words) {
-    if (!needle.empty()) needle.push_back(' ');
-    needle += w;
-  }
-  for (const std::string& part : parts[field]) {
-    // Whole words only: the match must start and end at a space or an end of the part.
-    for (size_t at = part.find(needle); at != std::string::npos; at = part.find(needle, at + 1)) {
-      bool starts = at == 0 || part[at - 1] == ' ';
-      size_t end = at + needle.size();
-      bool ends = end == part.size() || part[end] == ' ';
-      if (starts && ends) return true;
-    }
-  }
-  return false;
-}
-
-std::string EncodeDocumentData(const Summary& s, const WordStreams& w) {
-  ByteWriter streams;
-  streams.PutU8(kStreamsVersion);
-  for (const auto& field : w.parts) {
-    streams.PutVarint(field.size());
-    for (const std::string& part : field) streams.PutString(part);
-  }
-  std::string plain = streams.Take();
-  std::string packed(ZSTD_compressBound(plain.size()), '\0');
-  size_t n = ZSTD_compress(packed.data(), packed.size(), plain.data(), plain.size(), 3);
-  packed.resize(ZSTD_isError(n) ? 0 : n);
-  ByteWriter out;
-  out.PutString(EncodeSummary(s));
-  out.PutString(packed);
-  return out.Take();
-}
-
-Result<WordStreams> DecodeWordStreams(std::string_view data) {
-  ByteReader outer(data);
-  std::string_view summary, packed;
-  if (!outer.GetString(&summary, 1 << 24) || !outer.GetString(&packed, 1 << 28)) {
-    return Corruption("an index entry's data is damaged; run `mailvault reindex`");
-  }
-  unsigned long long size = ZSTD_getFrameContentSize(packed.data(), packed.size());
-  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > kMaxStreamBytes) {
-    return Corruption("an index entry's word streams are damaged; run `mailvault reindex`");
-  }
-  std::string plain(size, '\0');
-  size_t n = ZSTD_decompress(plain.data(), plain.size(), packed.data(), packed.size());
-  if (ZSTD_isError(n) || n != size) return Corruption("an index entry's word streams are damaged; run `mailvault reindex`");
-  ByteReader r(plain);
-  uint8_t version;
-  WordStreams w;
-  if (!r.GetU8(&version) || version != kStreamsVersion) return Corruption("an index entry's word streams are damaged");
-  for (auto& field : w.parts) {
-    uint64_t count;
-    if (!r.GetVarint(&count) || count > r.remaining()) return Corruption("an index entry's word streams are damaged");
-    for (uint64_t i = 0; i < count; ++i) {
-      std::string_view part;
-      if (!r.GetString(&part, kMaxStreamBytes)) return Corruption("an index entry's word streams are damaged");
-      field.emplace_back(part);
-    }
-  }
-  return w;
-}
-
-Result<Summary> DecodeSummary(std::string_view data) {
-  ByteReader outer(data);
-  std::string_view inner;
-  if (!outer.GetString(&inner, 1 << 24)) return Corruption("an index entry's summary is damaged; run `mailvault reindex`");
-  ByteReader r(inner);
-  Summary s;
-  uint8_t version, from_header;
-  uint64_t date, offset, notes;
-  std::string_view id, mid, from, subject;
-  if (!r.GetU8(&version) || version != kSummaryVersion || !r.GetString(&id, 128) || !r.GetString(&mid, 4096) ||
-      !r.GetVarint(&date) || !r.GetVarint(&offset) || !r.GetU8(&from_header) || !r.GetString(&from, 1 << 16) ||
-      !r.GetString(&subject, 1 << 20) || !r.GetVarint(&s.size) || !r.GetVarint(&notes) || notes > 1000) {
-    return Corruption("an index entry's summary is damaged; run `mailvault reindex`");
-  }
-  s.id = id;
-  s.message_id = mid;
-  s.date = static_cast<int64_t>(date);
-  s.utc_offset_minutes = static_cast<int>(static_cast<int64_t>(offset) - 100000);
-  s.date_from_header = from_header != 0;
-  s.from = from;
-  s.subject = subject;
-  for (uint64_t i = 0; i < notes; ++i) {
-    std::string_view n;
-    if (!r.GetString(&n, 1 << 16)) return Corruption("an index entry's summary is damaged; run `mailvault reindex`");
-    s.notes.emplace_back(n);
-  }
-  return s;
-}
-
 BuiltDocument BuildUnreadableDocument(const ObjectId& id, const Error& why) {
   BuiltDocument out;
   out.id_term = "Q" + id.Hex();
@@ -196,7 +78,7 @@ BuiltDocument BuildUnreadableDocument(const ObjectId& id, const Error& why) {
   AddFlag(&out.doc, kFlagUnindexed);
   out.summary.id = id.Hex();
   out.summary.notes.push_back("the vault could not read the message: " + why.message());
-  out.doc.set_data(EncodeDocumentData(out.summary, WordStreams{}));
+  out.doc.set_data(EncodeSummary(out.summary));
   return out;
 }
 
@@ -257,7 +139,8 @@ BuiltDocument BuildDocument(const ObjectId& id, const StoredMessage& m, const Do
 
   if (!parsed.ok()) {
     if (!ms.from.empty()) b.Addresses(FieldOf("from"), {Address{ms.from_name, ms.from}});
-    doc.set_data(EncodeDocumentData(sum, streams));
+    doc.set_data(EncodeSummary(sum));
+    doc.add_value(kSlotWords, EncodeWordStreams(id.bytes(), streams));
     return out;
   }
   const ParsedMessage& pm = *parsed;
@@ -327,7 +210,8 @@ BuiltDocument BuildDocument(const ObjectId& id, const StoredMessage& m, const Do
   if (!pm.shape.truncation.empty()) sum.notes.push_back("the message looks cut short: " + pm.shape.truncation);
   if (partial) AddFlag(&doc, kFlagPartial);
   if (unindexed) AddFlag(&doc, kFlagUnindexed);
-  doc.set_data(EncodeDocumentData(sum, streams));
+  doc.set_data(EncodeSummary(sum));
+  doc.add_value(kSlotWords, EncodeWordStreams(id.bytes(), streams));
   return out;
 }
 

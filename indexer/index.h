@@ -1,4 +1,4 @@
-// The full-text index: a Xapian database under <vault>/index, derived from the vault
+// The full-text index's writer: Xapian shards under <vault>/index, derived from the vault
 // (BLUEPRINT decision 2) and kept level with it by following the vault's change log.
 //
 // Never invisible: the index records, in the same Xapian commit as the documents, the number
@@ -21,16 +21,11 @@
 
 #include "core/result.h"
 #include "indexer/document.h"
-#include "indexer/query.h"
+#include "indexer/layout.h"
 #include "vault/vault.h"
 
 namespace mailvault::index {
 
-std::string IndexDir(const std::string& vault_dir);
-constexpr size_t kMaxShards = 16;
-// A phrase's candidates (messages with all its words) are each confirmed against their word
-// streams; a phrase of such common words that more messages than this have them all is refused.
-constexpr size_t kMaxPhraseCandidates = 2000000;
 
 struct IndexOptions {
   DocumentLimits limits;
@@ -86,50 +81,6 @@ class IndexWriter {
   IndexOptions options_;
   std::vector<std::unique_ptr<Xapian::WritableDatabase>> shards_;
   uint64_t committed_ = 0;
-};
-
-enum class SortOrder { kDateNewestFirst, kDateOldestFirst, kRelevance };
-
-struct SearchRequest {
-  std::string query;
-  size_t offset = 0;
-  size_t limit = 50;  // 0: all
-  SortOrder sort = SortOrder::kDateNewestFirst;
-  int64_t now = 0;    // for relative dates; 0: the clock
-};
-
-struct SearchHit {
-  Summary summary;
-  double relevance = 0;  // Xapian's weight (0 when sorted by date)
-};
-
-struct SearchResult {
-  uint64_t total = 0;  // exact
-  std::vector<SearchHit> hits;
-};
-
-struct IndexInfo {
-  uint64_t documents = 0;
-  uint64_t applied_change = 0;
-};
-
-class Searcher {
- public:
-  static Result<std::unique_ptr<Searcher>> Open(const std::string& vault_dir);
-  Result<SearchResult> Search(const SearchRequest& request);
-  Result<uint64_t> Count(const std::string& query, int64_t now = 0);
-  IndexInfo Info();
-  // Every indexed id (hex), for `mailvault check`.
-  Result<std::vector<std::string>> AllIds();
-  // The summary of one message, when indexed.
-  Result<std::optional<Summary>> Get(const ObjectId& id);
-
- private:
-  Searcher() = default;
-  Result<Xapian::Query> ResolvePhrase(const Phrase& phrase);
-  Result<Xapian::Query> Parse(const std::string& query, int64_t now);
-  std::vector<Xapian::Database> shards_;
-  Xapian::Database db_;  // all shards as one
 };
 
 }  // namespace mailvault::index

@@ -1,6 +1,7 @@
 // The full-text index: the query parser's errors and limits, and a small vault indexed and
 // searched field by field (the corpus-wide oracle comparison is tests/oracle/).
 #include "indexer/index.h"
+#include "indexer/searcher.h"
 
 #include <gtest/gtest.h>
 
@@ -230,7 +231,7 @@ TEST_F(IndexTest, CutTextIsFindableAsPartial) {
   EXPECT_EQ(Ids("needle"), std::set<std::string>{});
   Result<std::unique_ptr<Searcher>> s = Searcher::Open(dir());
   ASSERT_TRUE(s.ok());
-  Result<std::optional<Summary>> sum = (*s)->Get(id);
+  Result<std::optional<Summary>> sum = (*s)->Get(id.Hex());
   ASSERT_TRUE(sum.ok() && *sum);
   ASSERT_EQ((*sum)->notes.size(), 1u);
   EXPECT_NE((*sum)->notes[0].find("max_part_text_bytes"), std::string::npos);
@@ -282,9 +283,10 @@ TEST_F(IndexTest, OnlyTheIndexHoldsPlaintext) {
   EXPECT_GT(inside, 0u);
 }
 
-// docs/formats.md ("index", document data): a checked-in document data value, decoded.
-TEST(IndexFormatTest, DocumentDataFixtureDecodes) {
-  const std::string data = testing::ReadFile(std::string(MAILVAULT_FIXTURES) + "/format/index-docdata.bin");
+// docs/formats.md ("index"): checked-in document data (the summary) and word-stream value,
+// decoded, and the summary's layout byte for byte.
+TEST(IndexFormatTest, SummaryAndWordStreamFixturesDecode) {
+  const std::string data = testing::ReadFile(std::string(MAILVAULT_FIXTURES) + "/format/index-summary.bin");
   Result<Summary> s = DecodeSummary(data);
   ASSERT_TRUE(s.ok()) << s.error().ToString();
   EXPECT_EQ(s->id, "a263a79ec0cf0000000000000000000000000000000000000000000000000001");
@@ -296,7 +298,18 @@ TEST(IndexFormatTest, DocumentDataFixtureDecodes) {
   EXPECT_EQ(s->subject, "Fixture subject");
   EXPECT_EQ(s->size, 1234u);
   EXPECT_EQ(s->notes, std::vector<std::string>{"attachment \"a.pdf\": PDF text cut"});
-  Result<WordStreams> w = DecodeWordStreams(data);
+  EXPECT_EQ(EncodeSummary(*s), data);
+  ASSERT_EQ(data.size(), 171u);
+  EXPECT_EQ(static_cast<unsigned char>(data[0]), 0x01u);  // version 1
+  EXPECT_EQ(static_cast<unsigned char>(data[1]), 64u);    // string: the hex id
+  EXPECT_EQ(data.substr(2, 64), s->id);
+  EXPECT_FALSE(DecodeSummary(data.substr(0, 40)).ok());
+
+  const std::string value = testing::ReadFile(std::string(MAILVAULT_FIXTURES) + "/format/index-words.bin");
+  Result<std::string> id = WordStreamsId(value);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(*id, "a2" + std::string(60, '0') + "01");
+  Result<WordStreams> w = DecodeWordStreams(value);
   ASSERT_TRUE(w.ok()) << w.error().ToString();
   EXPECT_EQ(w->parts[0], std::vector<std::string>{"fixture subject"});
   EXPECT_EQ(w->parts[1], (std::vector<std::string>{"hello world", "second part"}));
@@ -304,13 +317,10 @@ TEST(IndexFormatTest, DocumentDataFixtureDecodes) {
   EXPECT_TRUE(w->HasPhrase(1, {"hello", "world"}));
   EXPECT_FALSE(w->HasPhrase(1, {"world", "second"}));  // never across two parts
   EXPECT_FALSE(w->HasPhrase(1, {"ello", "world"}));    // whole words only
-  // The layout byte for byte up to the compressed streams: string(summary) first.
-  ASSERT_GT(data.size(), 180u);
-  EXPECT_EQ(static_cast<unsigned char>(data[0]), 0xabu);  // varint length of the summary: 171
-  EXPECT_EQ(static_cast<unsigned char>(data[1]), 0x01u);
-  EXPECT_EQ(static_cast<unsigned char>(data[2]), 0x01u);  // summary version 1
-  EXPECT_EQ(data.substr(4, 64), "a263a79ec0cf0000000000000000000000000000000000000000000000000001");
-  EXPECT_FALSE(DecodeSummary(data.substr(0, 40)).ok());
+  EXPECT_EQ(value.substr(32, 4), std::string("\x28\xb5\x2f\xfd"));  // a zstd frame after the 32-byte id
+  std::string damaged = value;
+  damaged[40] ^= 0x55;
+  EXPECT_FALSE(DecodeWordStreams(damaged).ok());  // the frame's checksum catches it
 }
 
 }  // namespace

@@ -1,0 +1,211 @@
+// index status|run, reindex, check: keeping the full-text index level with the vault.
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cli/commands.h"
+#include "indexer/index.h"
+#include "indexer/searcher.h"
+
+namespace mailvault::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
+
+bool Resolve(GlobalOptions& g, int* exit_code) {
+  if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
+    *exit_code = Fail(s.error());
+    return false;
+  }
+  return true;
+}
+
+// Applies what the vault holds and the index does not yet, with a progress line on a terminal.
+Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& writer, bool quiet) {
+  bool tty = StderrIsTerminal() && !quiet;
+  auto last = std::chrono::steady_clock::now();
+  auto r = writer.CatchUp(vault, nullptr, [&](uint64_t done, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    if (tty && now - last > std::chrono::milliseconds(200)) {
+      last = now;
+      std::fprintf(stderr, "\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(total));
+    }
+  });
+  if (tty) std::cerr << "\r\033[K";
+  return r;
+}
+
+}  // namespace
+
+void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  // ---- index status | run ----
+  auto* idx = app.add_subcommand("index", "the full-text index: status, or bring it level with the vault");
+  idx->require_subcommand(1);
+  auto* status = idx->add_subcommand("status", "how far the index lags behind the vault");
+  static bool status_json = false;
+  status->add_flag("--json", status_json, "print JSON");
+  status->callback([&g, exit_code] {
+    if (!Resolve(g, exit_code)) return;
+    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    if (!v.ok()) {
+      *exit_code = Fail(v.error());
+      return;
+    }
+    uint64_t last = (*v)->last_change();
+    index::IndexInfo info;
+    Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
+    if (s.ok()) info = (*s)->Info();
+    uint64_t lag = last > info.applied_change ? last - info.applied_change : 0;
+    std::string oldest_id, oldest_time;
+    if (lag) {
+      Result<std::vector<Change>> next = (*v)->ChangesAfter(info.applied_change, 1);
+      if (next.ok() && !next->empty()) {
+        oldest_id = next->front().id.Hex();
+        Result<std::vector<StoredEnvelope>> envs = (*v)->GetEnvelopes(next->front().id);
+        if (envs.ok() && !envs->empty()) oldest_time = FormatDate(envs->back().envelope.capture_time_us / 1000000);
+      }
+    }
+    if (status_json) {
+      json j{{"vault_changes", last}, {"indexed_changes", info.applied_change}, {"lag", lag}, {"documents", info.documents}};
+      if (lag) j["oldest_unindexed"] = json{{"id", oldest_id}, {"captured", oldest_time}};
+      std::cout << Dump(j) << "\n";
+      return;
+    }
+    std::cout << "documents:       " << info.documents << "\n"
+              << "vault changes:   " << last << "\n"
+              << "indexed changes: " << info.applied_change << "\n"
+              << "lag:             " << lag << (lag ? " changes not yet searchable (run `mailvault index run`)" : "") << "\n";
+    if (lag) std::cout << "oldest unindexed: " << oldest_id << " captured " << oldest_time << "\n";
+  });
+  auto* run = idx->add_subcommand("run", "index what the vault holds and the index does not yet");
+  static bool run_quiet = false;
+  run->add_flag("--quiet,-q", run_quiet, "no progress line");
+  run->callback([&g, exit_code] {
+    if (!Resolve(g, exit_code)) return;
+    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    if (!v.ok()) {
+      *exit_code = Fail(v.error());
+      return;
+    }
+    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
+    if (!w.ok()) {
+      *exit_code = Fail(w.error());
+      return;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Result<index::CatchUpReport> r = CatchUpNow(**v, **w, run_quiet);
+    if (!r.ok()) {
+      *exit_code = Fail(r.error());
+      return;
+    }
+    if (Status c = (*w)->CompactIfWorthIt(*r); !c.ok()) {
+      *exit_code = Fail(c.error());
+      return;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << "indexed " << r->documents << " messages (" << r->applied << " changes) in " << secs
+              << " s; the index is level with the vault at change " << r->last_change << "\n";
+    if (r->unreadable) std::cout << r->unreadable << " messages could not be read from the vault (is:unindexed; run `mailvault verify`)\n";
+  });
+
+  // ---- reindex ----
+  auto* reindex = app.add_subcommand("reindex", "rebuild the full-text index from the vault");
+  static bool reindex_quiet = false;
+  static index::IndexOptions reindex_options;
+  reindex->add_flag("--quiet,-q", reindex_quiet, "no progress line");
+  reindex->add_option("--commit-every", reindex_options.commit_every, "documents per index commit (tuning; docs/indexing.md)")
+      ->capture_default_str();
+  reindex->add_option("--shards", reindex_options.shards, "Xapian shards, written in parallel (0: one per core)")
+      ->capture_default_str();
+  reindex->callback([&g, exit_code] {
+    if (!Resolve(g, exit_code)) return;
+    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    if (!v.ok()) {
+      *exit_code = Fail(v.error());
+      return;
+    }
+    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Recreate(g.vault_dir, reindex_options);
+    if (!w.ok()) {
+      *exit_code = Fail(w.error());
+      return;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Result<index::CatchUpReport> r = CatchUpNow(**v, **w, reindex_quiet);
+    if (!r.ok()) {
+      *exit_code = Fail(r.error());
+      return;
+    }
+    if (Status c = (*w)->Compact(); !c.ok()) {
+      *exit_code = Fail(c.error());
+      return;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << "reindexed " << r->documents << " messages in " << secs << " s\n";
+  });
+
+  // ---- check ----
+  auto* check = app.add_subcommand("check", "compare the vault with the index and list every difference");
+  check->callback([&g, exit_code] {
+    if (!Resolve(g, exit_code)) return;
+    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    if (!v.ok()) {
+      *exit_code = Fail(v.error());
+      return;
+    }
+    // No index at all is a difference like any other: every message is missing from it.
+    Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
+    if (!s.ok() && s.error().code() != ErrorCode::kNotFound) {
+      *exit_code = Fail(s.error());
+      return;
+    }
+    std::set<std::string> in_index, in_vault;
+    if (s.ok()) {
+      Result<std::vector<std::string>> indexed = (*s)->AllIds();
+      if (!indexed.ok()) {
+        *exit_code = Fail(indexed.error());
+        return;
+      }
+      in_index.insert(indexed->begin(), indexed->end());
+    } else {
+      std::cout << "no full-text index yet\n";
+    }
+    Status st = (*v)->ForEachMessage([&](const ObjectId& id, const MessageMeta&) {
+      in_vault.insert(id.Hex());
+      return true;
+    });
+    if (!st.ok()) {
+      *exit_code = Fail(st.error());
+      return;
+    }
+    uint64_t problems = 0;
+    for (const std::string& id : in_vault) {
+      if (!in_index.count(id)) {
+        std::cout << "not indexed: " << id << "\n";
+        ++problems;
+      }
+    }
+    for (const std::string& id : in_index) {
+      if (!in_vault.count(id)) {
+        std::cout << "indexed but not in the vault: " << id << "\n";
+        ++problems;
+      }
+    }
+    index::IndexInfo info = s.ok() ? (*s)->Info() : index::IndexInfo{};
+    uint64_t last = (*v)->last_change();
+    if (info.applied_change < last) {
+      std::cout << "the index lags the vault by " << last - info.applied_change << " changes (run `mailvault index run`)\n";
+    }
+    std::cout << (problems ? "differences: " + std::to_string(problems) : std::string("ok")) << ": " << in_vault.size()
+              << " messages in the vault, " << in_index.size() << " in the index\n";
+    if (problems) {
+      std::cout << "fix: `mailvault index run` indexes what is missing; `mailvault reindex` rebuilds the index\n";
+      *exit_code = 1;
+    }
+  });
+}
+
+}  // namespace mailvault::cli
