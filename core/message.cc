@@ -422,7 +422,7 @@ struct Walker {
       GString_ text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj)));
       std::string utf8 = ToValidUtf8(text ? std::string_view(text.get()) : std::string_view());
       p.decoded_size = utf8.size();
-      p.content_hash = HexEncode(Sha256Of(NormalizeTextForHash(utf8)));
+      if (options.content_hashes) p.content_hash = HexEncode(Sha256Of(NormalizeTextForHash(utf8)));
       if (options.collect_text) {
         msg->text.push_back(std::move(utf8));
         msg->text_part.push_back(msg->parts.size());
@@ -430,7 +430,7 @@ struct Walker {
     } else {
       std::string bytes = DecodedContent(part);
       p.decoded_size = bytes.size();
-      p.content_hash = HexEncode(Sha256Of(bytes));
+      if (options.content_hashes) p.content_hash = HexEncode(Sha256Of(bytes));
       if (p.is_attachment && options.collect_attachments_up_to) {
         ParsedMessage::AttachmentBytes a;
         a.part = msg->parts.size();

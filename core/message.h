@@ -84,6 +84,9 @@ struct ParsedMessage {
 
 struct ParseOptions {
   bool collect_text = false;  // fill ParsedMessage::text
+  // Fill MimePart::content_hash (BLUEPRINT decision 10: restore dedup). The indexer does not
+  // need them and skips the hashing.
+  bool content_hashes = true;
   // Fill ParsedMessage::attachments with attachments of at most this many decoded bytes
   // (0: none). message/rfc822 parts are walked into, not collected.
   uint64_t collect_attachments_up_to = 0;
