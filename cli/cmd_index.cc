@@ -43,7 +43,7 @@ Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& 
 
 void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- index status | run ----
-  auto* idx = app.add_subcommand("index", "the full-text index: status, or bring it level with the vault");
+  auto* idx = app.add_subcommand("index", "the full-text index: status, run (bring it level with the vault), compact");
   idx->require_subcommand(1);
   auto* status = idx->add_subcommand("status", "how far the index lags behind the vault");
   static bool status_json = false;
@@ -110,6 +110,23 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     std::cout << "indexed " << r->documents << " messages (" << r->applied << " changes) in " << secs
               << " s; the index is level with the vault at change " << r->last_change << "\n";
     if (r->unreadable) std::cout << r->unreadable << " messages could not be read from the vault (is:unindexed; run `mailvault verify`)\n";
+  });
+
+  auto* compact = idx->add_subcommand("compact", "rewrite the index compacted (about half the size after many small imports)");
+  compact->callback([&g, exit_code] {
+    if (!Resolve(g, exit_code)) return;
+    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
+    if (!w.ok()) {
+      *exit_code = Fail(w.error());
+      return;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    if (Status c = (*w)->Compact(); !c.ok()) {
+      *exit_code = Fail(c.error());
+      return;
+    }
+    std::cout << "compacted " << (*w)->documents() << " documents in "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
   });
 
   // ---- reindex ----

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 
+#include "core/bytes.h"
 #include "core/message.h"
 #include "indexer/query.h"
 #include "indexer/schema.h"
@@ -321,6 +322,52 @@ TEST(IndexFormatTest, SummaryAndWordStreamFixturesDecode) {
   std::string damaged = value;
   damaged[40] ^= 0x55;
   EXPECT_FALSE(DecodeWordStreams(damaged).ok());  // the frame's checksum catches it
+}
+
+}  // namespace
+}  // namespace mailvault::index
+
+namespace mailvault::index {
+namespace {
+
+std::string WithAttachment(const std::string& subject, const std::string& filename, const std::string& type,
+                           const std::string& bytes) {
+  return "From: a@x.example\r\nSubject: " + subject + "\r\nMessage-ID: <" + subject +
+         "@x.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n"
+         "Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: " + type + "; name=\"" + filename +
+         "\"\r\nContent-Disposition: attachment; filename=\"" + filename +
+         "\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + Base64Encode(bytes) + "\r\n--b--\r\n";
+}
+
+// Attachments through the real extractors (the PDF helper process included): text that can be
+// read is searchable; an attachment that cannot be read leaves the message stored, indexed as
+// far as possible, and findable as is:unindexed with the reason.
+TEST_F(IndexTest, AttachmentTextAndUnreadableAttachments) {
+  SetPdfHelperPath(MAILVAULT_PDF_HELPER);
+  const std::string fixtures = std::string(MAILVAULT_FIXTURES) + "/../extract/fixtures/";
+  ObjectId pdf = Store(WithAttachment("goodpdf", "report.pdf", "application/pdf", testing::ReadFile(fixtures + "sample.pdf")));
+  ObjectId docx = Store(WithAttachment("gooddocx", "memo.docx",
+                                       "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                                       testing::ReadFile(fixtures + "sample.docx")));
+  ObjectId bad = Store(WithAttachment("badpdf", "broken.pdf", "application/pdf", testing::ReadFile(fixtures + "garbage.pdf")));
+  Index();
+  SetPdfHelperPath("");
+  EXPECT_EQ(Ids("mime:application/pdf"), (std::set<std::string>{pdf.Hex(), bad.Hex()}));
+  EXPECT_EQ(Ids("is:unindexed"), std::set<std::string>{bad.Hex()});
+  EXPECT_EQ(Ids("subject:badpdf"), std::set<std::string>{bad.Hex()});  // still indexed as far as possible
+  EXPECT_EQ(Ids("body:attached"), (std::set<std::string>{pdf.Hex(), docx.Hex(), bad.Hex()}));
+  Result<std::unique_ptr<Searcher>> s = Searcher::Open(dir());
+  ASSERT_TRUE(s.ok());
+  Result<std::optional<Summary>> sum = (*s)->Get(bad.Hex());
+  ASSERT_TRUE(sum.ok() && *sum);
+  ASSERT_EQ((*sum)->notes.size(), 1u);
+  EXPECT_NE((*sum)->notes[0].find("attachment \"broken.pdf\""), std::string::npos) << (*sum)->notes[0];
+  // The extracted text of the good attachments is searchable, by word and by phrase.
+  EXPECT_EQ(Ids("atext:\"hello pdf world\""), std::set<std::string>{pdf.Hex()});
+  EXPECT_EQ(Ids("atext:café"), (std::set<std::string>{pdf.Hex(), docx.Hex()}));  // both say café
+  EXPECT_EQ(Ids("atext:\"second page\""), std::set<std::string>{pdf.Hex()});
+  EXPECT_EQ(Ids("\"quarterly report\""), std::set<std::string>{docx.Hex()});
+  EXPECT_EQ(Ids("atext:kept"), std::set<std::string>{docx.Hex()});
 }
 
 }  // namespace
