@@ -18,7 +18,8 @@
 #   TMPDIR            where the working copies go (needs ~4x the corpus size free)
 #
 # For each run, every tool gets its own fresh copy of the Maildir, then:
-#   mailvault  mailvault --vault V --key-file K init && mailvault --vault V --key-file K import COPY
+#   mailvault  mailvault --vault V --key-file K init && mailvault --vault V --key-file K import --no-index COPY
+#              (storing only: the index has its own benchmark, bench/index_bench.sh)
 #   mu         mu init --maildir=COPY --muhome=H && mu index --muhome=H
 #   notmuch    notmuch new, with NOTMUCH_CONFIG pointing at a private config whose
 #              database.path is COPY (no hooks, no new.tags, no maildir flag sync)
@@ -115,51 +116,11 @@ n_input=$(list_messages "$maildir" -printf '.' | wc -c)
 raw_bytes=$(list_messages "$maildir" -printf '%s\n' | awk '{ s += $1 } END { printf "%d", s }')
 ((n_input > 0)) || die "no messages in $maildir"
 
-# ---- scratch space --------------------------------------------------------------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/mailvault-bench.XXXXXX")
-cleanup() { # shellcheck disable=SC2317  # called by the EXIT trap
-  if ((keep)); then log "kept working directory $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# fresh copy of the corpus Maildir at $1 (not timed)
-fresh_copy() { rm -rf "$1"; cp -a "$maildir" "$1"; }
-
-# timed NAME LOG CMD...: runs CMD under /usr/bin/time, output to LOG; sets t_sec and t_rss_kb
-timed() {
-  local name=$1 logf=$2; shift 2
-  local tf="$logf.time" rc=0
-  "$TIME" -f '%e %M' -o "$tf" "$@" >"$logf" 2>&1 || rc=$?
-  if ((rc)); then
-    printf 'import_bench: error: %s failed (exit %d); last lines of %s:\n' "$name" "$rc" "$logf" >&2
-    tail -n 20 "$logf" >&2
-    ((keep)) || log "(rerun with --keep to inspect $work)"
-    exit 2
-  fi
-  read -r t_sec t_rss_kb < <(tail -n 1 "$tf")
-  [[ $t_sec =~ ^[0-9.]+$ && $t_rss_kb =~ ^[0-9]+$ ]] || die "cannot parse $TIME output in $tf"
-}
-
-# best-of bookkeeping: sec[tool] = lowest seconds, rss[tool] = highest peak RSS (KiB)
-declare -A sec=() rss=()
-record() {
-  local k=$1
-  if [[ -z ${sec[$k]:-} ]] || awk -v a="$t_sec" -v b="${sec[$k]}" 'BEGIN { exit !(a < b) }'; then
-    sec[$k]=$t_sec
-  fi
-  if [[ -z ${rss[$k]:-} ]] || ((t_rss_kb > rss[$k])); then rss[$k]=$t_rss_kb; fi
-}
-
-du_b() { du -sb "$1" | cut -f1; }
-
-json_get() { # json_get FILE KEY -> number, or empty if absent
-  if command -v jq >/dev/null; then
-    jq -r --arg k "$2" 'if (.[$k] | type) == "number" then .[$k] else empty end' "$1"
-  else
-    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print(v if isinstance(v,(int,float)) and not isinstance(v,bool) else "")' "$1" "$2"
-  fi
-}
+# ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
+bench_name=import_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
+bench_scratch mailvault-bench
 
 # ---- the runs -------------------------------------------------------------------------------
 unset NOTMUCH_DATABASE NOTMUCH_PROFILE
@@ -177,7 +138,7 @@ for ((r = 1; r <= runs; r++)); do
     # `init` creates a fresh key file (mode 0600) when none exists
     # shellcheck disable=SC2016  # $1.. expand in the inner bash
     timed "mailvault init + import" "$work/mailvault-import.log" bash -c \
-      '"$1" --vault "$2" --key-file "$3" init && "$1" --vault "$2" --key-file "$3" import "$4"' \
+      '"$1" --vault "$2" --key-file "$3" init && "$1" --vault "$2" --key-file "$3" import --no-index "$4"' \
       _ "$mv_bin" "$vault" "$key" "$work/mv-maildir"
     record mailvault
     log "  ${t_sec}s, ${t_rss_kb} KiB"

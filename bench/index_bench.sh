@@ -170,47 +170,11 @@ n_input=$(list_messages "$maildir" -printf '.' | wc -c)
 raw_bytes=$(sum_sizes "$maildir")
 ((n_input > 0)) || die "no messages in $maildir"
 
-# ---- scratch space --------------------------------------------------------------------------
-work=$(mktemp -d "${TMPDIR:-/tmp}/mailvault-index-bench.XXXXXX")
-cleanup() { # shellcheck disable=SC2317  # called by the EXIT trap
-  if ((keep)); then log "kept working directory $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# fresh copy of the corpus Maildir at $1 (not timed)
-fresh_copy() { rm -rf "$1"; cp -a "$maildir" "$1"; }
-
-# timed NAME LOG CMD...: runs CMD under /usr/bin/time, output to LOG; sets t_sec and t_rss_kb
-timed() {
-  local name=$1 logf=$2; shift 2
-  local tf="$logf.time" rc=0
-  "$TIME" -f '%e %M' -o "$tf" "$@" >"$logf" 2>&1 || rc=$?
-  if ((rc)); then
-    printf 'index_bench: error: %s failed (exit %d); last lines of %s:\n' "$name" "$rc" "$logf" >&2
-    tail -n 20 "$logf" >&2
-    ((keep)) || log "(rerun with --keep to inspect $work)"
-    exit 2
-  fi
-  read -r t_sec t_rss_kb < <(tail -n 1 "$tf")
-  [[ $t_sec =~ ^[0-9.]+$ && $t_rss_kb =~ ^[0-9]+$ ]] || die "cannot parse $TIME output in $tf"
-}
-
-# best-of bookkeeping: sec[tool] = lowest seconds, rss[tool] = highest peak RSS (KiB)
-declare -A sec=() rss=()
-record() {
-  local k=$1
-  if [[ -z ${sec[$k]:-} ]] || awk -v a="$t_sec" -v b="${sec[$k]}" 'BEGIN { exit !(a < b) }'; then
-    sec[$k]=$t_sec
-  fi
-  if [[ -z ${rss[$k]:-} ]] || ((t_rss_kb > rss[$k])); then rss[$k]=$t_rss_kb; fi
-}
-
-du_b() { du -sb "$1" | cut -f1; }
-
-json_get() { # json_get FILE KEY -> number, or empty if absent
-  python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print(v if isinstance(v,(int,float)) and not isinstance(v,bool) else "")' "$1" "$2"
-}
+# ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
+bench_name=index_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
+bench_scratch mailvault-index-bench
 
 mvc() { "$mv_bin" --vault "$1" --key-file "$key" "${@:2}"; }
 # mv_indexed VAULT: the number of messages the index holds (`count -- '*'`), or empty

@@ -15,14 +15,6 @@ using nlohmann::json;
 
 std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
 
-bool Resolve(GlobalOptions& g, int* exit_code) {
-  if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
-    *exit_code = Fail(s.error());
-    return false;
-  }
-  return true;
-}
-
 // Applies what the vault holds and the index does not yet, with a progress line on a terminal.
 Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& writer, bool quiet) {
   bool tty = StderrIsTerminal() && !quiet;
@@ -49,7 +41,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static bool status_json = false;
   status->add_flag("--json", status_json, "print JSON");
   status->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
@@ -85,7 +77,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static bool run_quiet = false;
   run->add_flag("--quiet,-q", run_quiet, "no progress line");
   run->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
@@ -114,7 +106,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   auto* compact = idx->add_subcommand("compact", "rewrite the index compacted (about half the size after many small imports)");
   compact->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
     if (!w.ok()) {
       *exit_code = Fail(w.error());
@@ -139,7 +131,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   reindex->add_option("--shards", reindex_options.shards, "Xapian shards, written in parallel (0: one per core)")
       ->capture_default_str();
   reindex->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
@@ -167,7 +159,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- check ----
   auto* check = app.add_subcommand("check", "compare the vault with the index and list every difference");
   check->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());

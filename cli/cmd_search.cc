@@ -13,14 +13,6 @@ using nlohmann::json;
 
 std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
 
-bool Resolve(GlobalOptions& g, int* exit_code) {
-  if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
-    *exit_code = Fail(s.error());
-    return false;
-  }
-  return true;
-}
-
 json HitJson(const index::SearchHit& h) {
   const index::Summary& s = h.summary;
   json j{{"id", s.id},
@@ -51,7 +43,7 @@ void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->capture_default_str();
   search->add_flag("--json", as_json, "print a JSON object: query, total (exact), offset, results");
   search->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
     if (!s.ok()) {
       *exit_code = Fail(s.error());
@@ -90,7 +82,7 @@ void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string count_query;
   count->add_option("QUERY", count_query, "the query")->required();
   count->callback([&g, exit_code] {
-    if (!Resolve(g, exit_code)) return;
+    if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
     if (!s.ok()) {
       *exit_code = Fail(s.error());

@@ -20,6 +20,8 @@ struct GlobalOptions {
 
 // Fills what flags left empty from the environment, then the config file, then the defaults.
 Status ResolveGlobalOptions(GlobalOptions* g);
+// The same, reporting a failure (and setting *exit_code); false when the command cannot go on.
+bool ResolveOrFail(GlobalOptions& g, int* exit_code);
 KeySource KeySourceFrom(const GlobalOptions& g);
 Result<std::unique_ptr<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report = nullptr);
 

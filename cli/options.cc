@@ -92,6 +92,14 @@ Status ResolveGlobalOptions(GlobalOptions* g) {
   return Status::Ok();
 }
 
+bool ResolveOrFail(GlobalOptions& g, int* exit_code) {
+  if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
+    *exit_code = Fail(s.error());
+    return false;
+  }
+  return true;
+}
+
 int Fail(const Error& e) {
   std::cerr << "mailvault: " << e.ToString() << "\n";
   return e.code() == ErrorCode::kInvalidArgument ? 2 : 1;
