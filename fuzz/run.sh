@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang and runs each for SECONDS (default 30) on its seeds,
-# with the message dictionary. Findings land in build/fuzz/findings/.
+# with its dictionary. Findings land in build/fuzz/findings/. SECONDS=0 only replays the seeds
+# (what scripts/test.sh does, so the targets keep building and the seeds keep passing).
 #   fuzz/run.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,14 @@ for t in message mbox pack extract query; do
   [[ -f fuzz/$t.dict ]] && dict=fuzz/$t.dict
   work=build/fuzz/corpus-$t
   mkdir -p "$work"
+  if [[ $secs == 0 ]]; then
+    echo "== fuzz_$t: replaying its seeds"
+    if ! "build/fuzz/fuzz/fuzz_$t" -runs=0 "fuzz/seeds/$t" >"build/fuzz/replay-$t.log" 2>&1; then
+      cat "build/fuzz/replay-$t.log"; echo "fuzz_$t fails on its own seeds"; exit 1
+    fi
+    grep -E "^Done" "build/fuzz/replay-$t.log"
+    continue
+  fi
   echo "== fuzz_$t for ${secs}s"
   "build/fuzz/fuzz/fuzz_$t" "$work" "fuzz/seeds/$t" -dict="$dict" -max_total_time="$secs" \
     -rss_limit_mb=2048 -timeout=10 -max_len=262144 -artifact_prefix=build/fuzz/findings/ -print_final_stats=1 2>&1 |

@@ -19,4 +19,7 @@ echo "== ASan/UBSan build and tests"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build/asan --output-on-failure -j "$jobs"
+
+echo "== libFuzzer targets (clang): build, replay the seeds"
+fuzz/run.sh 0
 echo "all tests passed"

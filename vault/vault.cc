@@ -1029,8 +1029,10 @@ Status Vault::ReadMany(const std::vector<ObjectId>& ids,
       blocks[{(*m)->where.pack, (*m)->block_start}].push_back(Wanted{id, **m});
     }
   }
-  for (auto& [key, members] : blocks) {
-    const uint64_t pack = key.first, block_start = key.second;
+  for (auto& entry : blocks) {
+    // Named, not a structured binding: the lambda below captures them (clang 14 cannot).
+    const uint64_t pack = entry.first.first, block_start = entry.first.second;
+    std::vector<Wanted>& members = entry.second;
     std::sort(members.begin(), members.end(), [](const Wanted& a, const Wanted& b) { return a.meta.where.offset < b.meta.where.offset; });
     auto fail_rest = [&](size_t from, const Error& e) {
       for (size_t k = from; k < members.size(); ++k) fn(members[k].id, e);
