@@ -229,9 +229,12 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
   };
   while (true) {
     if (!pending.valid()) {
+      // Read the stop flag before looking at the log: the caller sets it only after its last
+      // change is durable, so a log found empty after seeing it set really is drained.
+      const bool stopping = !stop || stop->load();
       MV_RETURN_IF_ERROR(prefetch());
       if (!pending.valid()) {
-        if (!stop || stop->load()) break;
+        if (stopping) break;
         vault.WaitForChange(fetched_to, std::chrono::milliseconds(100));
         continue;
       }

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "core/bytes.h"
 #include "core/message.h"
@@ -368,6 +370,31 @@ TEST_F(IndexTest, AttachmentTextAndUnreadableAttachments) {
   EXPECT_EQ(Ids("atext:\"second page\""), std::set<std::string>{pdf.Hex()});
   EXPECT_EQ(Ids("\"quarterly report\""), std::set<std::string>{docx.Hex()});
   EXPECT_EQ(Ids("atext:kept"), std::set<std::string>{docx.Hex()});
+}
+
+}  // namespace
+}  // namespace mailvault::index
+
+namespace mailvault::index {
+namespace {
+
+// The importer's mode: the indexer follows the change log while messages are still arriving,
+// and once told the last one is durable, drains the log and stops with nothing left behind.
+TEST_F(IndexTest, FollowingTheLogWhileIngestingMissesNothing) {
+  Result<std::unique_ptr<IndexWriter>> w = IndexWriter::Open(dir());
+  ASSERT_TRUE(w.ok());
+  std::atomic<bool> done{false};
+  Result<CatchUpReport> report = CatchUpReport{};
+  std::thread follower([&] { report = (*w)->CatchUp(*vault_, &done); });
+  constexpr int kMessages = 300;
+  for (int i = 0; i < kMessages; ++i) {
+    Store(testing::SimpleMessage("follow " + std::to_string(i), "body", "<f" + std::to_string(i) + "@x.example>"));
+  }
+  done = true;
+  follower.join();
+  ASSERT_TRUE(report.ok()) << report.error().ToString();
+  EXPECT_EQ(report->last_change, vault_->last_change());
+  EXPECT_EQ(Ids("subject:follow").size(), static_cast<size_t>(kMessages));
 }
 
 }  // namespace
