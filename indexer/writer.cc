@@ -76,7 +76,7 @@ Status IndexWriter::OpenShards(size_t n, int flags) {
     std::filesystem::remove_all(dir + ".old", ec);
     try {
       shards_.push_back(std::make_unique<Xapian::WritableDatabase>(ShardDir(dir_, k), flags | Xapian::DB_BACKEND_GLASS));
-      // Shards commit one after another: after a crash between two, the index is level with
+      // Shards commit separately: after a crash between two commits, the index is level with
       // the vault up to the lowest of their marks, and the catch-up redoes the rest.
       applied = std::min(applied, ParseApplied(shards_.back()->get_metadata(kAppliedKey)));
     } catch (const Xapian::Error& e) {
