@@ -119,6 +119,7 @@ raw_bytes=$(list_messages "$maildir" -printf '%s\n' | awk '{ s += $1 } END { pri
 # ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
 bench_name=import_bench
 # shellcheck source=bench/lib.sh
+label_width=38
 source "$script_dir/lib.sh"
 bench_scratch mailvault-bench
 
@@ -214,25 +215,8 @@ if has mailvault; then
 fi
 
 # ---- report ---------------------------------------------------------------------------------
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 rate() { calc '%.1f' "$n_input / (${sec[$1]} > 0 ? ${sec[$1]} : 0.005)"; }  # %e has 10 ms resolution
-mib() { calc '%.1f' "$1 / 1024"; }
 
-failed=0
-# target LABEL VALUE OP LIMIT [UNIT]; VALUE empty => SKIP
-target() {
-  local label=$1 value=$2 op=$3 limit=$4 unit=${5:-} verdict
-  if [[ -z $value ]]; then
-    verdict=SKIP value=n/a
-  elif awk -v v="$value" -v l="$limit" -v op="$op" \
-      'BEGIN { exit !((op == ">=" && v >= l) || (op == "<=" && v <= l)) }'; then
-    verdict=PASS
-  else
-    verdict=FAIL failed=1
-  fi
-  printf '| %-38s | %12s | %-14s | %-4s |\n' "$label" "$value$unit" "$op $limit$unit" "$verdict"
-}
-info() { printf '| %-38s | %12s | %-14s | %-4s |\n' "$1" "${2:-n/a}" '' ''; }
 
 echo
 echo "## Import benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -173,6 +173,7 @@ raw_bytes=$(sum_sizes "$maildir")
 # ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
 bench_name=index_bench
 # shellcheck source=bench/lib.sh
+label_width=48
 source "$script_dir/lib.sh"
 bench_scratch mailvault-index-bench
 
@@ -450,27 +451,10 @@ if ((scale)); then
 fi
 
 # ---- report ---------------------------------------------------------------------------------
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 nz() { printf '(%s > 0 ? %s : 0.005)' "$1" "$1"; }  # %e has 10 ms resolution
 rate() { calc '%.1f' "$n_input / $(nz "${sec[$1]}")"; }
-mib() { calc '%.1f' "$1 / 1024"; }
 num() { [[ $1 =~ ^[0-9.]+$ ]]; }
 
-failed=0
-# target LABEL VALUE OP LIMIT [UNIT]; VALUE empty => SKIP
-target() {
-  local label=$1 value=$2 op=$3 limit=$4 unit=${5:-} verdict
-  if [[ -z $value ]]; then
-    verdict=SKIP value=n/a
-  elif awk -v v="$value" -v l="$limit" -v op="$op" \
-      'BEGIN { exit !((op == ">=" && v >= l) || (op == "<=" && v <= l)) }'; then
-    verdict=PASS
-  else
-    verdict=FAIL failed=1
-  fi
-  printf '| %-48s | %12s | %-14s | %-4s |\n' "$label" "$value$unit" "$op $limit$unit" "$verdict"
-}
-info() { printf '| %-48s | %12s | %-14s | %-4s |\n' "$1" "${2:-n/a}" '' ''; }
 
 echo
 echo "## Index benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"

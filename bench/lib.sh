@@ -45,3 +45,25 @@ du_b() { du -sb "$1" | cut -f1; }
 json_get() { # json_get FILE KEY -> number, or empty if absent
   python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print(v if isinstance(v,(int,float)) and not isinstance(v,bool) else "")' "$1" "$2"
 }
+
+# ---- report helpers ----
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+mib() { calc '%.1f' "$1 / 1024"; }
+
+# target LABEL VALUE OP LIMIT [UNIT]: a PASS/FAIL/SKIP row of the targets table (VALUE empty:
+# SKIP); a FAIL sets failed=1. The label column is $label_width wide.
+failed=0
+label_width=${label_width:-48}
+target() {
+  local label=$1 value=$2 op=$3 limit=$4 unit=${5:-} verdict
+  if [[ -z $value ]]; then
+    verdict=SKIP value=n/a
+  elif awk -v v="$value" -v l="$limit" -v op="$op" \
+      'BEGIN { exit !((op == ">=" && v >= l) || (op == "<=" && v <= l)) }'; then
+    verdict=PASS
+  else
+    verdict=FAIL failed=1
+  fi
+  printf "| %-${label_width}s | %12s | %-14s | %-4s |\n" "$label" "$value$unit" "$op $limit$unit" "$verdict"
+}
+info() { printf "| %-${label_width}s | %12s | %-14s | %-4s |\n" "$1" "${2:-n/a}" '' ''; }
