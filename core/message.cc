@@ -36,6 +36,12 @@ std::string Lower(std::string_view s) {
   return r;
 }
 
+std::string_view TrimView(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() &&
          std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -444,6 +450,44 @@ struct Walker {
   }
 };
 
+// The most common mail of all, a single text/plain part of 7-bit text, needs no MIME parser:
+// its body is its text, byte for byte, whatever any decoder would make of it. Fills msg as the
+// GMime walk would (without content hashes, which only restore dedup needs) and returns true;
+// returns false for everything else.
+bool PlainAsciiBody(const std::vector<Header>& headers, std::string_view body, ParsedMessage* msg) {
+  std::string charset;
+  for (const Header& h : headers) {
+    if (IEquals(h.name, "content-disposition")) return false;
+    if (IEquals(h.name, "content-transfer-encoding")) {
+      std::string cte = Lower(TrimView(h.value));
+      if (cte != "7bit" && cte != "8bit") return false;
+    } else if (IEquals(h.name, "content-type")) {
+      std::string v = Lower(h.value);
+      std::string_view type = TrimView(std::string_view(v).substr(0, v.find(';')));
+      if (type != "text/plain") return false;
+      size_t at = v.find("charset=");
+      if (at != std::string::npos) {
+        std::string_view cs = std::string_view(v).substr(at + 8);
+        cs = cs.substr(0, cs.find_first_of("; \t\r\n"));
+        if (!cs.empty() && cs.front() == '"') cs = cs.substr(1, cs.find('"', 1) == std::string_view::npos ? cs.size() - 1 : cs.find('"', 1) - 1);
+        charset = std::string(cs);
+        if (charset != "us-ascii" && charset != "utf-8" && charset != "iso-8859-1") return false;
+      }
+    }
+  }
+  for (unsigned char c : body) {
+    if (c >= 0x80 || c == 0) return false;
+  }
+  MimePart p;
+  p.content_type = "text/plain";
+  p.charset = charset;
+  p.decoded_size = body.size();
+  msg->parts.push_back(std::move(p));
+  msg->text.emplace_back(body);
+  msg->text_part.push_back(0);
+  return true;
+}
+
 }  // namespace
 
 void InitMessageParsing() {
@@ -506,6 +550,7 @@ Result<ParsedMessage> ParseMessage(std::string_view raw, const MessageLimits& li
   uint64_t bytes = 0;
   MV_RETURN_IF_ERROR(ReadHeaderBlock(raw, &pos, limits.max_header_bytes, &headers, &bytes));
   FillSummaryFromHeaders(headers, raw, &msg.summary, &msg);
+  if (!options.content_hashes && options.collect_text && PlainAsciiBody(headers, raw.substr(pos), &msg)) return msg;
 
   GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(raw.data(), raw.size()));
   GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));

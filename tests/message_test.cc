@@ -211,3 +211,41 @@ TEST_F(MessageTest, AttachedMessagesCountTowardDepth) {
 
 }  // namespace
 }  // namespace mailvault
+
+namespace mailvault {
+namespace {
+
+// The plain-text fast path (no MIME parser for a single 7-bit text/plain part) must give the
+// indexer exactly what GMime gives, on every message of the real corpus where it applies.
+TEST(MessageFastPathTest, AgreesWithGMimeOnTheCorpus) {
+  InitMessageParsing();
+  MessageLimits limits;
+  ParseOptions fast, full;
+  fast.collect_text = full.collect_text = true;
+  fast.content_hashes = false;  // allows the fast path
+  full.content_hashes = true;   // always the GMime walk
+  size_t compared = 0, plain = 0;
+  for (const std::string& path : testing::CorpusFiles()) {
+    const std::string raw = testing::ReadFile(path);
+    Result<ParsedMessage> a = ParseMessage(raw, limits, fast), b = ParseMessage(raw, limits, full);
+    ASSERT_EQ(a.ok(), b.ok()) << path;
+    if (!a.ok()) continue;
+    ++compared;
+    if (a->parts.size() == 1 && a->parts[0].content_hash.empty() && !b->parts[0].content_hash.empty()) ++plain;
+    ASSERT_EQ(a->text.size(), b->text.size()) << path;
+    for (size_t i = 0; i < a->text.size(); ++i) EXPECT_EQ(a->text[i], b->text[i]) << path;
+    EXPECT_EQ(a->text_part, b->text_part) << path;
+    ASSERT_EQ(a->parts.size(), b->parts.size()) << path;
+    for (size_t i = 0; i < a->parts.size(); ++i) {
+      EXPECT_EQ(a->parts[i].content_type, b->parts[i].content_type) << path;
+      EXPECT_EQ(a->parts[i].decoded_size, b->parts[i].decoded_size) << path;
+      EXPECT_EQ(a->parts[i].is_attachment, b->parts[i].is_attachment) << path;
+    }
+    EXPECT_EQ(a->summary.has_attachments, b->summary.has_attachments) << path;
+  }
+  EXPECT_EQ(compared, testing::CorpusFiles().size());
+  EXPECT_GT(plain, 1000u);  // the path is really taken: most ham is plain ASCII text
+}
+
+}  // namespace
+}  // namespace mailvault
