@@ -18,5 +18,6 @@ void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // search, count
 void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // index, reindex, check
+void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // serve, status, hash-password
 
 }  // namespace mailvault::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   AddRebuildCommand(app, g, &exit_code);
   AddSearchCommands(app, g, &exit_code);
   AddIndexCommands(app, g, &exit_code);
+  AddServeCommands(app, g, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

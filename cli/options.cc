@@ -31,6 +31,7 @@ Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
   size_t pos = 0;
   int lineno = 0;
+  bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h)
   while (pos < text.size()) {
     size_t eol = text.find('\n', pos);
     std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
@@ -38,6 +39,14 @@ Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
     ++lineno;
     line = Trim(line.substr(0, line.find('#')));
     if (line.empty()) continue;
+    if (line.front() == '[') {
+      if (line != "[capture]") {
+        return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown section " + line + " (sections: [capture])");
+      }
+      in_section = true;
+      continue;
+    }
+    if (in_section) continue;
     size_t eq = line.find('=');
     if (eq == std::string::npos) {
       return InvalidArgument(path + ":" + std::to_string(lineno) + ": expected \"key = value\"");

@@ -6,7 +6,7 @@
 namespace mailvault {
 namespace {
 // Optional fields are tagged, so later versions can add some without breaking old readers.
-enum Tag : uint8_t { kCustodian = 1, kSender = 2 };
+enum Tag : uint8_t { kCustodian = 1, kSender = 2, kJournalReport = 3, kNote = 4 };
 constexpr uint8_t kEnvelopeVersion = 1;
 constexpr size_t kMaxRecipients = 100000;
 }  // namespace
@@ -25,6 +25,14 @@ std::string Envelope::Encode() const {
   if (!sender.empty()) {
     w.PutU8(kSender);
     w.PutString(sender);
+  }
+  if (!journal_report.empty()) {
+    w.PutU8(kJournalReport);
+    w.PutString(journal_report);
+  }
+  if (!note.empty()) {
+    w.PutU8(kNote);
+    w.PutString(note);
   }
   return w.Take();
 }
@@ -51,6 +59,8 @@ Result<Envelope> Envelope::Decode(std::string_view bytes) {
     if (!r.GetU8(&tag) || !r.GetString(&s)) return Corruption("envelope field is truncated");
     if (tag == kCustodian) e.custodian = std::string(s);
     else if (tag == kSender) e.sender = std::string(s);
+    else if (tag == kJournalReport) e.journal_report = std::string(s);
+    else if (tag == kNote) e.note = std::string(s);
     // Unknown tags come from a newer writer; skipping them keeps the rest readable.
   }
   return e;

@@ -17,6 +17,12 @@ struct Envelope {
   std::vector<std::string> recipients;  // envelope recipients (journal report or RCPT TO)
   std::string custodian;                // whose mailbox this copy belongs to, when known
   std::string sender;                   // envelope sender (MAIL FROM), when known
+  // Provenance of a journal capture: the journal report itself (its headers and text part,
+  // without the original it carried), kept as the mail server sent it.
+  std::string journal_report;
+  // Why the capture is not what it seemed, e.g. a journal report that could not be unwrapped
+  // and was stored as-is. Empty when nothing went wrong.
+  std::string note;
 
   bool operator==(const Envelope&) const = default;
 

@@ -12,6 +12,7 @@
 #include <xapian.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,8 @@ struct IndexOptions {
   // Documents per Xapian commit. Commits are what make documents visible to searchers and
   // durable; each costs a few fsyncs. Chosen by measurement (docs/indexing.md).
   size_t commit_every = 1000;
+  // While following a live vault, documents wait at most this long to become searchable.
+  std::chrono::milliseconds max_commit_delay{1000};
   // Changes taken from the log at once (read, then built and written by every shard).
   size_t chunk = 1024;
   // Xapian databases the index is split into, each written by its own thread (documents go
@@ -55,7 +58,8 @@ class IndexWriter {
   static Result<std::unique_ptr<IndexWriter>> Recreate(const std::string& vault_dir, const IndexOptions& options = {});
 
   // The last change whose documents are committed.
-  uint64_t applied_change() const { return committed_; }
+  // Safe to call from any thread while CatchUp runs.
+  uint64_t applied_change() const { return committed_.load(); }
 
   // Applies every change in the vault's log after applied_change(), then commits. With `follow`,
   // keeps waiting for new changes until *stop becomes true and the log is drained (the importer
@@ -80,7 +84,7 @@ class IndexWriter {
   std::string dir_;
   IndexOptions options_;
   std::vector<std::unique_ptr<Xapian::WritableDatabase>> shards_;
-  uint64_t committed_ = 0;
+  std::atomic<uint64_t> committed_{0};
 };
 
 }  // namespace mailvault::index

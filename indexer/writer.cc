@@ -160,6 +160,7 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
   CatchUpReport report;
   uint64_t applied = committed_;
   size_t since_commit = 0;
+  auto last_commit = std::chrono::steady_clock::now();
 
   // Reads one chunk of changes from the vault (each message once, with its latest change).
   auto read = [&vault](std::vector<Change> changes) -> Result<std::vector<Item>> {
@@ -235,6 +236,13 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
       MV_RETURN_IF_ERROR(prefetch());
       if (!pending.valid()) {
         if (stopping) break;
+        // Following a live vault: what is written becomes searchable within max_commit_delay,
+        // not when the next thousand messages arrive.
+        if (applied != committed_ && std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay) {
+          MV_RETURN_IF_ERROR(Commit(applied));
+          since_commit = 0;
+          last_commit = std::chrono::steady_clock::now();
+        }
         vault.WaitForChange(fetched_to, std::chrono::milliseconds(100));
         continue;
       }
@@ -249,9 +257,11 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
     report.applied += chunk_end - applied;
     applied = chunk_end;
     since_commit += items->size();
-    if (since_commit >= options_.commit_every) {
+    if (since_commit >= options_.commit_every ||
+        (stop && since_commit && std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay)) {
       MV_RETURN_IF_ERROR(Commit(applied));
       since_commit = 0;
+      last_commit = std::chrono::steady_clock::now();
     }
     if (progress) progress(applied, vault.last_change());
   }

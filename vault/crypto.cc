@@ -94,6 +94,28 @@ SecretKey DeriveKey(const SecretKey& master, std::string_view salt, std::string_
   return k;
 }
 
+std::string HashPassword(std::string_view password, const ScryptParams& params) {
+  std::string salt = RandomBytes(16);
+  Result<SecretKey> k = ScryptDerive(password, salt, params);
+  if (!k.ok()) std::abort();  // the default parameters are valid; only a bug gets here
+  int ln = 0;
+  while ((1ull << ln) < params.n) ++ln;
+  return "$scrypt$ln=" + std::to_string(ln) + ",r=" + std::to_string(params.r) + ",p=" + std::to_string(params.p) + "$" +
+         Base64Encode(salt) + "$" + Base64Encode(k->view());
+}
+
+bool VerifyPassword(std::string_view password, std::string_view hash) {
+  unsigned ln = 0, r = 0, p = 0;
+  char salt64[128], hash64[128];
+  std::string h(hash);
+  if (std::sscanf(h.c_str(), "$scrypt$ln=%u,r=%u,p=%u$%127[^$]$%127s", &ln, &r, &p, salt64, hash64) != 5) return false;
+  if (ln < 1 || ln > 22 || r < 1 || r > 32 || p < 1 || p > 16) return false;
+  std::string salt, expected;
+  if (!Base64Decode(salt64, &salt) || !Base64Decode(hash64, &expected) || expected.size() != kKeySize) return false;
+  Result<SecretKey> k = ScryptDerive(password, salt, ScryptParams{1ull << ln, r, p});
+  return k.ok() && CRYPTO_memcmp(k->data(), expected.data(), kKeySize) == 0;
+}
+
 Result<SecretKey> ScryptDerive(std::string_view passphrase, std::string_view salt, const ScryptParams& p) {
   unsigned char out[kKeySize];
   if (EVP_PBE_scrypt(passphrase.data(), passphrase.size(), U8(salt), salt.size(), p.n, p.r, p.p,

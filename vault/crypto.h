@@ -58,6 +58,12 @@ struct ScryptParams {
 };
 Result<SecretKey> ScryptDerive(std::string_view passphrase, std::string_view salt, const ScryptParams& params);
 
+// Password storage for people and services that log in (SMTP AUTH, the API):
+// "$scrypt$ln=15,r=8,p=1$<salt base64>$<hash base64>", a fresh 16-byte salt each time.
+std::string HashPassword(std::string_view password, const ScryptParams& params = {});
+// Constant-time comparison; false for a malformed hash.
+bool VerifyPassword(std::string_view password, std::string_view hash);
+
 // The keys a vault works with, all derived from the master key.
 struct VaultKeys {
   SecretKey master;

@@ -126,7 +126,8 @@ struct Vault::Pending {
   uint32_t dictionary_id = 0;
   std::string dictionary_body;                   // kDictionary: the encoded record body
   std::shared_ptr<const Dictionary> dictionary;  // kDictionary: activated once durable
-  std::promise<Result<IngestResult>> promise;
+  // Called once, by the committer, when the message is durable (or could not be stored).
+  std::function<void(Result<IngestResult>)> done;
 };
 
 // Decodes a pack's message records in order, block by block. Damage inside a block makes the
@@ -621,22 +622,32 @@ Result<IngestResult> Vault::Ingest(std::string_view raw, const Envelope& envelop
 }
 
 std::future<Result<IngestResult>> Vault::IngestAsync(std::string_view raw, const Envelope& envelope) {
+  auto promise = std::make_shared<std::promise<Result<IngestResult>>>();
+  std::future<Result<IngestResult>> f = promise->get_future();
+  IngestAsync(raw, envelope, [promise](Result<IngestResult> r) { promise->set_value(std::move(r)); });
+  return f;
+}
+
+void Vault::IngestAsync(std::string_view raw, const Envelope& envelope, std::function<void(Result<IngestResult>)> done) {
   Result<std::shared_ptr<Pending>> p = Prepare(raw, envelope);
   if (!p.ok()) {
-    std::promise<Result<IngestResult>> failed;
-    failed.set_value(p.error());
-    return failed.get_future();
+    done(p.error());
+    return;
   }
-  std::future<Result<IngestResult>> f = (*p)->promise.get_future();
+  (*p)->done = std::move(done);
   Submit(std::move(*p));
-  return f;
+}
+
+size_t Vault::queued() const {
+  std::lock_guard<std::mutex> l(queue_mu_);
+  return queue_.size();
 }
 
 void Vault::Submit(std::shared_ptr<Pending> p) {
   {
     std::lock_guard<std::mutex> l(queue_mu_);
     if (stopping_) {
-      p->promise.set_value(Error(ErrorCode::kBusy, "the vault is closing"));
+      p->done(Error(ErrorCode::kBusy, "the vault is closing"));
       return;
     }
     queue_.push_back(std::move(p));
@@ -704,7 +715,7 @@ Vault::EncodedBlock Vault::EncodeBlock(const std::vector<std::shared_ptr<Pending
 
 void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   auto fail_all = [&](const Error& e) {
-    for (auto& p : group) p->promise.set_value(e);
+    for (auto& p : group) p->done(e);
   };
   if (!pack_) {
     fail_all(IoError("the vault has no writable pack (an earlier error); reopen the vault"));
@@ -881,7 +892,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
       dictionaries_[group[i]->dictionary_id] = group[i]->dictionary;
       current_dictionary_ = std::max(current_dictionary_, group[i]->dictionary_id);
     }
-    group[i]->promise.set_value(std::move(*results[i]));
+    group[i]->done(std::move(*results[i]));
   }
   if (pack.size >= options_.seal_bytes) {
     Status seal = SealCurrentPack();
@@ -924,7 +935,9 @@ Status Vault::TrainDictionary(const std::vector<std::string_view>& samples) {
   DictionaryRecord dr{id, ""};
   Seal(keys_.dictionary, DictionaryAad(id), bytes, &dr.box);
   p->dictionary_body = EncodeDictionaryBody(dr);
-  std::future<Result<IngestResult>> f = p->promise.get_future();
+  std::promise<Result<IngestResult>> promise;
+  std::future<Result<IngestResult>> f = promise.get_future();
+  p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
   Submit(p);
   return f.get().status();
 }

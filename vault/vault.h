@@ -103,6 +103,12 @@ class Vault {
   // The same, without waiting: the future resolves once the message is durable. Lets one
   // thread keep many messages in flight (the importer).
   std::future<Result<IngestResult>> IngestAsync(std::string_view raw, const Envelope& envelope);
+  // The same, calling done once the message is durable or refused. done runs on the committer
+  // thread (or, for a refusal at preparation, on the caller's): it must be quick and must not
+  // call back into Ingest. Lets a network server hold thousands of messages in flight.
+  void IngestAsync(std::string_view raw, const Envelope& envelope, std::function<void(Result<IngestResult>)> done);
+  // Messages prepared and waiting for the committer.
+  size_t queued() const;
 
   // Trains a dictionary from samples (each made by TrainingSample) and makes it the one new
   // messages use.
@@ -209,7 +215,7 @@ class Vault {
   mutable std::map<uint64_t, int> read_fds_;
 
   // Committer state. REQUIRES: queue_mu_ for the queue; the rest is the committer's own.
-  std::mutex queue_mu_;
+  mutable std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::vector<std::shared_ptr<Pending>> queue_;
   bool stopping_ = false;

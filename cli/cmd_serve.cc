@@ -1,0 +1,321 @@
+// serve: the appliance's long-running process (journal capture over SMTP/LMTP, and the
+// indexer following the vault); status: what a running serve is doing; hash-password.
+//
+// serve publishes its state once a second to <vault>/run/serve.json (written atomically), so
+// `status` needs no connection to it and works while serve holds the vault's lock.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "capture/config.h"
+#include "capture/server.h"
+#include "cli/commands.h"
+#include "core/file_util.h"
+#include "indexer/index.h"
+#include "vault/crypto.h"
+
+namespace mailvault::cli {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string StatusPath(const std::string& vault_dir) { return vault_dir + "/run/serve.json"; }
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "%s mailvault serve: %s\n", FormatDate(NowSeconds()).c_str(), line.c_str());
+  std::fflush(stderr);
+}
+
+// The capture configuration: defaults, then the [capture] section of the config file, then
+// the --smtp / --lmtp flags.
+Result<capture::CaptureConfig> LoadCaptureConfig(const GlobalOptions& g, const std::vector<std::string>& smtp,
+                                                 const std::vector<std::string>& lmtp) {
+  capture::CaptureConfig c = capture::DefaultCaptureConfig();
+  if (!g.config_file.empty()) MV_RETURN_IF_ERROR(capture::ApplyCaptureConfigFile(g.config_file, &c));
+  if (!smtp.empty() || !lmtp.empty()) c.listen.clear();
+  for (const std::string& a : smtp) {
+    MV_ASSIGN_OR_RETURN(capture::ListenAddress la, capture::ParseListenAddress(a, capture::Protocol::kSmtp));
+    c.listen.push_back(la);
+  }
+  for (const std::string& a : lmtp) {
+    MV_ASSIGN_OR_RETURN(capture::ListenAddress la, capture::ParseListenAddress(a, capture::Protocol::kLmtp));
+    c.listen.push_back(la);
+  }
+  c.settings.limits.max_message_bytes = g.vault_options.limits.max_message_bytes;
+  return c;
+}
+
+// The indexer thread: follows the vault's change log until stopped; retries after errors.
+class IndexFollower {
+ public:
+  IndexFollower(const Vault* vault, std::string vault_dir) : vault_(vault), dir_(std::move(vault_dir)) {}
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+  // Stops once everything stored so far is indexed (the vault must take no more messages).
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // The last change the index has committed (searchable).
+  uint64_t applied() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return writer_ ? writer_->applied_change() : applied_.load();
+  }
+  std::string last_error() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return error_;
+  }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(dir_);
+      if (w.ok()) {
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          writer_ = w->get();
+        }
+        Result<index::CatchUpReport> r = (*w)->CatchUp(*vault_, &stop_);
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          applied_ = (*w)->applied_change();
+          writer_ = nullptr;
+        }
+        if (r.ok()) return;
+        SetError(r.error().ToString());
+      } else {
+        SetError(w.error().ToString());
+      }
+      Log("indexer: " + last_error() + "; retrying in 5 s");
+      for (int i = 0; i < 50 && !stop_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  void SetError(std::string e) {
+    std::lock_guard<std::mutex> l(mu_);
+    error_ = std::move(e);
+  }
+
+  const Vault* vault_;
+  std::string dir_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> applied_{0};
+  mutable std::mutex mu_;
+  const index::IndexWriter* writer_ = nullptr;  // REQUIRES: mu_
+  std::string error_;
+  std::thread thread_;
+};
+
+json StatusJson(const Vault& vault, const capture::CaptureServer& server, const IndexFollower* indexer,
+                const std::vector<capture::ListenAddress>& bound, int64_t started, double rate) {
+  capture::CaptureStats s = server.stats();
+  json listen = json::array();
+  for (const auto& a : bound) listen.push_back(a.ToString());
+  uint64_t last = vault.last_change();
+  json j{{"pid", ::getpid()},
+         {"started", FormatDate(started)},
+         {"updated", NowSeconds()},
+         {"listen", listen},
+         {"sessions", s.sessions},
+         {"connections", s.connections},
+         {"refused_connections", s.refused_connections},
+         {"messages", s.messages},
+         {"duplicates", s.duplicates},
+         {"journal_reports", s.journal_reports},
+         {"stored_as_received", s.stored_as_received},
+         {"bytes", s.bytes},
+         {"temporary_failures", s.temporary_failures},
+         {"permanent_failures", s.permanent_failures},
+         {"messages_per_second", rate},
+         {"queues", json{{"in_flight", s.in_flight}, {"vault_commit", vault.queued()}}},
+         {"vault_changes", last}};
+  if (indexer) {
+    uint64_t applied = indexer->applied();
+    uint64_t lag = last > applied ? last - applied : 0;
+    j["index"] = json{{"indexed_changes", applied}, {"lag", lag}};
+    if (lag) {
+      Result<std::vector<Change>> next = vault.ChangesAfter(applied, 1);
+      if (next.ok() && !next->empty()) {
+        Result<std::vector<StoredEnvelope>> envs = vault.GetEnvelopes(next->front().id);
+        if (envs.ok() && !envs->empty()) {
+          int64_t t = envs->back().envelope.capture_time_us / 1000000;
+          j["index"]["oldest_unindexed"] = json{{"id", next->front().id.Hex()}, {"captured", FormatDate(t)},
+                                                {"age_seconds", std::max<int64_t>(0, NowSeconds() - t)}};
+        }
+      }
+    }
+    if (std::string e = indexer->last_error(); !e.empty()) j["index"]["last_error"] = e;
+  } else {
+    j["index"] = json{{"disabled", true}};
+  }
+  return j;
+}
+
+void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::vector<std::string>& lmtp, bool no_index,
+           int* exit_code) {
+  if (!ResolveOrFail(g, exit_code)) return;
+  Result<capture::CaptureConfig> config = LoadCaptureConfig(g, smtp, lmtp);
+  if (!config.ok()) {
+    *exit_code = Fail(config.error());
+    return;
+  }
+  // Signals are taken synchronously by this thread (sigtimedwait); every thread started from
+  // here on inherits the mask. SIGCHLD stays default: the PDF extractor waits for its child.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  OpenReport report;
+  Result<std::unique_ptr<Vault>> vault = OpenVault(g, &report);
+  if (!vault.ok()) {
+    *exit_code = Fail(vault.error());
+    return;
+  }
+  for (const std::string& w : report.warnings) Log("vault: " + w);
+  Result<std::unique_ptr<capture::CaptureServer>> server = capture::CaptureServer::Create(vault->get(), *config);
+  if (!server.ok()) {
+    *exit_code = Fail(server.error());
+    return;
+  }
+  if (Status s = (*server)->Start(); !s.ok()) {
+    *exit_code = Fail(s.error());
+    return;
+  }
+  std::unique_ptr<IndexFollower> indexer;
+  if (!no_index) {
+    indexer = std::make_unique<IndexFollower>(vault->get(), g.vault_dir);
+    indexer->Start();
+  }
+  std::vector<capture::ListenAddress> bound = (*server)->bound();
+  for (const auto& a : bound) Log("listening on " + a.ToString());
+  ::mkdir((g.vault_dir + "/run").c_str(), 0700);
+  const int64_t started = NowSeconds();
+  std::deque<std::pair<Clock::time_point, uint64_t>> samples;  // for messages/s over 10 s
+
+  for (;;) {
+    struct timespec one_second = {1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &one_second);
+    if (sig == SIGTERM || sig == SIGINT) {
+      Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining sessions");
+      break;
+    }
+    if (sig == SIGHUP) {
+      Result<capture::CaptureConfig> fresh = LoadCaptureConfig(g, smtp, lmtp);
+      Status s = fresh.ok() ? (*server)->Reload(fresh->settings) : Status(fresh.error());
+      Log(s.ok() ? "SIGHUP: settings reloaded (listen addresses and the vault need a restart)"
+                 : "SIGHUP: reload refused, old settings kept: " + s.error().ToString());
+    }
+    uint64_t messages = (*server)->stats().messages;
+    samples.emplace_back(Clock::now(), messages);
+    while (samples.size() > 11) samples.pop_front();
+    double secs = std::chrono::duration<double>(samples.back().first - samples.front().first).count();
+    double rate = secs > 0 ? (samples.back().second - samples.front().second) / secs : 0;
+    json j = StatusJson(**vault, **server, indexer.get(), bound, started, rate);
+    if (Status s = ReplaceFileDurably(StatusPath(g.vault_dir), j.dump(2) + "\n", 0600); !s.ok()) {
+      Log("cannot write status: " + s.error().ToString());
+    }
+  }
+  (*server)->Stop(std::chrono::seconds(30));
+  capture::CaptureStats st = (*server)->stats();
+  Log("capture stopped: " + std::to_string(st.messages) + " messages stored this run");
+  if (indexer) {
+    indexer->Stop();
+    Log("indexer stopped at change " + std::to_string(indexer->applied()));
+  }
+  ::unlink(StatusPath(g.vault_dir).c_str());
+  server->reset();
+  vault->reset();
+  Log("stopped cleanly");
+}
+
+}  // namespace
+
+void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  auto* serve = app.add_subcommand("serve", "run journal capture (SMTP/LMTP) and the indexer until SIGTERM");
+  static std::vector<std::string> smtp, lmtp;
+  static bool no_index = false;
+  serve->add_option("--smtp", smtp, "listen for SMTP on ADDR:PORT (repeatable; replaces smtp-listen/lmtp-listen from the config)");
+  serve->add_option("--lmtp", lmtp, "listen for LMTP on ADDR:PORT (repeatable)");
+  serve->add_flag("--no-index", no_index, "do not run the indexer (`mailvault index run` catches up later)");
+  serve->callback([&g, exit_code] { Serve(g, smtp, lmtp, no_index, exit_code); });
+
+  auto* status = app.add_subcommand("status", "what a running `mailvault serve` is doing: sessions, rate, queues, index lag");
+  static bool as_json = false;
+  status->add_flag("--json", as_json, "print JSON");
+  status->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<std::string> text = ReadSmallFile(StatusPath(g.vault_dir), 1 << 20);
+    json j;
+    std::string why;
+    if (!text.ok()) {
+      why = "mailvault serve is not running on this vault (no " + StatusPath(g.vault_dir) + ")";
+    } else {
+      j = json::parse(*text, nullptr, false);
+      if (j.is_discarded() || !j.contains("pid")) {
+        why = "cannot read " + StatusPath(g.vault_dir);
+      } else if (::kill(j["pid"].get<int>(), 0) != 0) {
+        why = "mailvault serve (pid " + std::to_string(j["pid"].get<int>()) + ") is not running; it did not stop cleanly";
+      } else if (NowSeconds() - j.value("updated", int64_t{0}) > 10) {
+        why = "mailvault serve (pid " + std::to_string(j["pid"].get<int>()) + ") has not updated its status for over 10 s";
+      }
+    }
+    if (!why.empty()) {
+      if (as_json) std::cout << json{{"running", false}, {"reason", why}}.dump(2) << "\n";
+      else std::cerr << "mailvault: " << why << "\n";
+      *exit_code = 3;
+      return;
+    }
+    j["running"] = true;
+    if (as_json) {
+      std::cout << j.dump(2) << "\n";
+      return;
+    }
+    std::cout << "running:        pid " << j["pid"] << " since " << j["started"].get<std::string>() << "\n";
+    for (const auto& a : j["listen"]) std::cout << "listening:      " << a.get<std::string>() << "\n";
+    std::cout << "sessions:       " << j["sessions"] << " open, " << j["connections"] << " since start ("
+              << j["refused_connections"] << " refused)\n"
+              << "messages:       " << j["messages"] << " stored (" << j["duplicates"] << " already archived, "
+              << j["journal_reports"] << " from journal reports), " << FormatBytes(j["bytes"].get<uint64_t>()) << "\n"
+              << "rate:           " << j["messages_per_second"].get<double>() << " messages/s (last 10 s)\n"
+              << "failures:       " << j["temporary_failures"] << " temporary, " << j["permanent_failures"] << " permanent\n"
+              << "queues:         " << j["queues"]["in_flight"] << " being stored, " << j["queues"]["vault_commit"]
+              << " waiting for the committer\n";
+    const json& ix = j["index"];
+    if (ix.contains("disabled")) {
+      std::cout << "index:          not run by this serve (--no-index)\n";
+    } else {
+      std::cout << "index lag:      " << ix["lag"] << " changes";
+      if (ix.contains("oldest_unindexed")) {
+        std::cout << "; oldest unindexed captured " << ix["oldest_unindexed"]["captured"].get<std::string>() << " ("
+                  << ix["oldest_unindexed"]["age_seconds"] << " s ago)";
+      }
+      std::cout << "\n";
+      if (ix.contains("last_error")) std::cout << "index error:    " << ix["last_error"].get<std::string>() << "\n";
+    }
+  });
+
+  auto* hash = app.add_subcommand("hash-password", "read a password from stdin, print its scrypt hash (for auth-users files)");
+  hash->callback([exit_code] {
+    std::string password;
+    if (!std::getline(std::cin, password) || password.empty()) {
+      *exit_code = Fail("hash-password reads the password from the first line of stdin; it was empty");
+      return;
+    }
+    std::cout << HashPassword(password) << "\n";
+  });
+}
+
+}  // namespace mailvault::cli
