@@ -528,8 +528,9 @@ bool SmtpSession::OnDataBytes() {
       if (data_line_start_ && p[0] == '.' && avail < 3) return false;
       size_t take = p[avail - 1] == '\r' ? avail - 1 : avail;
       if (take == 0) return false;
-      if (data_line_start_ && p[0] == '.' && !(p[1] == '\r' || p[1] == '\n')) {
-        ++p, --take, ++pos_;  // a stuffed dot
+      if (data_line_start_ && p[0] == '.') {
+        // With no line end in sight this cannot be the lone "." line: the dot is stuffing.
+        ++p, --take, ++pos_;
       }
       append(p, take);
       pos_ += take;
