@@ -3,6 +3,8 @@
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -236,6 +238,7 @@ class CaptureServer::Impl {
   asio::thread_pool ingest_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<ListenAddress> bound_;
+  std::vector<std::string> warnings_;
   std::vector<std::thread> threads_;
   std::map<std::string, size_t> per_ip_;          // REQUIRES: mu_
   std::set<std::shared_ptr<Connection>> live_connections_;  // REQUIRES: mu_
@@ -243,7 +246,7 @@ class CaptureServer::Impl {
   bool stopping_ = false;  // REQUIRES: mu_
 
   std::atomic<uint64_t> connections_{0}, refused_{0}, messages_{0}, duplicates_{0}, reports_{0}, as_received_{0}, bytes_{0},
-      temp_failures_{0}, perm_failures_{0}, in_flight_{0};
+      temp_failures_{0}, perm_failures_{0}, in_flight_{0}, accept_stalls_{0};
 };
 
 // One client connection: the socket, the TLS layer once started, the protocol session.
@@ -500,6 +503,14 @@ void CaptureServer::Impl::Accept(size_t i) {
   Protocol protocol = bound_[i].protocol;
   acceptor.async_accept(asio::make_strand(io_), [this, i, protocol](boost::system::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted) return;
+    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
+      // Out of file descriptors: accepting again at once would spin. The waiting clients stay
+      // in the listen backlog until a session ends; try again shortly.
+      ++accept_stalls_;
+      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      timer->async_wait([this, i, timer](boost::system::error_code) { Accept(i); });
+      return;
+    }
     if (!ec) {
       boost::system::error_code pe;
       tcp::endpoint remote = socket.remote_endpoint(pe);
@@ -528,7 +539,7 @@ void CaptureServer::Impl::Accept(size_t i) {
           asio::post(asio::bind_executor(conn->get_executor_for_post(), [conn] { conn->Start(); }));
         } else {
           ++refused_;
-          // Not counted as a session: refused connections take no slot.
+          // Tracked like a session until its one reply is written (so Stop can close it).
           std::lock_guard<std::mutex> l(mu_);
           ++per_ip_[ip];
           live_connections_.insert(conn);
@@ -541,6 +552,19 @@ void CaptureServer::Impl::Accept(size_t i) {
 }
 
 Status CaptureServer::Impl::Start() {
+  // Each session is a descriptor; services often start with a soft limit of 1024. Take what
+  // the hard limit allows, and say so when max-connections cannot fit.
+  struct rlimit nofile;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+      nofile.rlim_cur < live()->settings.max_connections + 64) {
+    warnings_.push_back("the open-file limit (" + std::to_string(nofile.rlim_cur) + ") is below max-connections (" +
+                        std::to_string(live()->settings.max_connections) +
+                        ") plus what the vault needs; raise LimitNOFILE or lower max-connections");
+  }
   for (const ListenAddress& a : config_.listen) {
     boost::system::error_code ec;
     tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
@@ -636,9 +660,11 @@ CaptureStats CaptureServer::stats() const {
   s.temporary_failures = impl_->temp_failures_;
   s.permanent_failures = impl_->perm_failures_;
   s.in_flight = impl_->in_flight_;
+  s.accept_stalls = impl_->accept_stalls_;
   return s;
 }
 
 std::vector<ListenAddress> CaptureServer::bound() const { return impl_->bound_; }
+std::vector<std::string> CaptureServer::warnings() const { return impl_->warnings_; }
 
 }  // namespace mailvault::capture

@@ -82,6 +82,7 @@ struct CaptureStats {
   uint64_t temporary_failures = 0;  // 4xx after DATA
   uint64_t permanent_failures = 0;  // 5xx after DATA
   uint64_t in_flight = 0;         // messages being stored now
+  uint64_t accept_stalls = 0;     // accepts deferred for want of file descriptors
 };
 
 class CaptureServer {
@@ -102,6 +103,8 @@ class CaptureServer {
   CaptureStats stats() const;
   // The bound addresses (port 0 in the config gives a free port).
   std::vector<ListenAddress> bound() const;
+  // What Start found worth telling the operator (e.g. a low open-file limit).
+  std::vector<std::string> warnings() const;
 
   class Impl;
 

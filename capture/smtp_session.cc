@@ -313,7 +313,8 @@ SmtpSession::Next SmtpSession::OnCommand(std::string_view line) {
     if (!arg.empty()) {
       Error("501 5.5.4 DATA takes no argument");
     } else if (state_ == State::kMail) {
-      Error("554 5.5.1 no valid recipients");
+      // RFC 2033 4.2 asks LMTP for 503 here; SMTP servers answer 554 (RFC 5321 3.3).
+      Error(lmtp ? "503 5.5.1 no valid recipients" : "554 5.5.1 no valid recipients");
     } else if (state_ != State::kRcpt) {
       Error(state_ == State::kStart ? "503 5.5.1 send EHLO first" : "503 5.5.1 need MAIL and RCPT first");
     } else {

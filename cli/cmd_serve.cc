@@ -137,6 +137,7 @@ json StatusJson(const Vault& vault, const capture::CaptureServer& server, const 
          {"bytes", s.bytes},
          {"temporary_failures", s.temporary_failures},
          {"permanent_failures", s.permanent_failures},
+         {"accept_stalls", s.accept_stalls},
          {"messages_per_second", rate},
          {"queues", json{{"in_flight", s.in_flight}, {"vault_commit", vault.queued()}}},
          {"vault_changes", last}};
@@ -201,13 +202,15 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
   }
   std::vector<capture::ListenAddress> bound = (*server)->bound();
   for (const auto& a : bound) Log("listening on " + a.ToString());
+  for (const std::string& w : (*server)->warnings()) Log("warning: " + w);
   ::mkdir((g.vault_dir + "/run").c_str(), 0700);
   const int64_t started = NowSeconds();
   std::deque<std::pair<Clock::time_point, uint64_t>> samples;  // for messages/s over 10 s
 
-  for (;;) {
+  for (bool first = true;; first = false) {
     struct timespec one_second = {1, 0};
-    int sig = sigtimedwait(&signals, nullptr, &one_second);
+    // The status file is written at once, then every second.
+    int sig = first ? 0 : sigtimedwait(&signals, nullptr, &one_second);
     if (sig == SIGTERM || sig == SIGINT) {
       Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining sessions");
       break;
