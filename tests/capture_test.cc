@@ -161,11 +161,13 @@ TEST(SmtpSession, NulAndInvalidUtf8InCommandsAreRefused) {
 TEST(SmtpSession, DataKeepsNulAndBareLfAndIsNotSmuggled) {
   Driver d;
   d.output.clear();
-  std::string data = std::string("Subject: x\r\n\r\nnul\0byte\r\nbare\nlf\n.\nMAIL FROM:<evil@x>\r\n..dot\r\n.\r\n", 69);
+  static const char kData[] = "Subject: x\r\n\r\nnul\0byte\r\nbare\nlf\n.\nMAIL FROM:<evil@x>\r\n..dot\r\n.\r\n";
+  std::string data(kData, sizeof kData - 1);
   std::string out = d.Send("EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<r@b.c>\r\nDATA\r\n" + data);
   EXPECT_EQ(Codes(out), (std::vector<int>{250, 250, 250, 354, 250}));
   ASSERT_EQ(d.delivered.size(), 1u);  // "\n.\n" did not end the message: one message, not two
-  EXPECT_EQ(d.delivered[0].data, std::string("Subject: x\n\nnul\0byte\nbare\nlf\n.\nMAIL FROM:<evil@x>\n.dot\n", 55));
+  static const char kStored[] = "Subject: x\n\nnul\0byte\nbare\nlf\n.\nMAIL FROM:<evil@x>\n.dot\n";
+  EXPECT_EQ(d.delivered[0].data, std::string(kStored, sizeof kStored - 1));
 }
 
 TEST(SmtpSession, MessageOverTheLimitIsReadToItsEndAndRefused) {
