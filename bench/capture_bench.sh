@@ -16,7 +16,9 @@
 #   --rate N          capture rate to hold for the index lag part, messages/s (default 500)
 #   --duration SECS   how long to hold it (default 30)
 #   --connections N   concurrent connections for the memory part (default 1000)
-#   --parts LIST      comma-separated subset of throughput,lag,rss (default: all three)
+#   --parts LIST      comma-separated subset of throughput,lag,rss,kill (default: all four);
+#                     kill: tests/capture/kill_loop.sh, 50 kill -9 cycles under load, counting
+#                     what the clients were told (MAILVAULT_KILL_CYCLES overrides the 50)
 #   --keep            keep the temporary directory (vaults, mail, server logs)
 #
 # Environment:
@@ -72,7 +74,7 @@ repo_root=$(cd "$script_dir/.." && pwd -P)
 export LC_ALL=C  # '.' as the decimal point in $EPOCHREALTIME and awk
 
 messages=20000 runs=3 sessions=20 size=5120 rate=500 duration=30 connections=1000
-parts='throughput,lag,rss' keep=0
+parts='throughput,lag,rss,kill' keep=0 kill_cycles=50
 while (($#)); do
   case $1 in
     --messages|--runs|--sessions|--size|--rate|--duration|--connections|--parts)
@@ -94,9 +96,9 @@ declare -A want=()
 IFS=',' read -r -a part_list <<<"$parts"
 for p in "${part_list[@]}"; do
   case $p in
-    throughput|lag|rss) want[$p]=1 ;;
+    throughput|lag|rss|kill) want[$p]=1 ;;
     '') ;;
-    *) die "unknown part '$p' in --parts (choose from throughput,lag,rss)" ;;
+    *) die "unknown part '$p' in --parts (choose from throughput,lag,rss,kill)" ;;
   esac
 done
 ((${#want[@]})) || die "--parts selects nothing"
@@ -591,6 +593,21 @@ EOF
   ((keep)) || rm -rf "$vault"
 fi
 
+# ---- kill -9 cycles -------------------------------------------------------------------------
+declare -A killr=()
+if has kill; then
+  kill_cycles=${MAILVAULT_KILL_CYCLES:-$kill_cycles}
+  log "kill -9 loop: $kill_cycles cycles"
+  if "$repo_root/tests/capture/kill_loop.sh" "$mv_bin" "$kill_cycles" >"$work/kill-loop.log" 2>&1; then
+    killr[ok]=1
+  else
+    killr[ok]=0
+  fi
+  # "acknowledged N, missing M, verify clean"
+  read -r killr[acked] killr[missing] < <(sed -n 's/.*acknowledged \([0-9]*\), missing \([0-9]*\).*/\1 \2/p' "$work/kill-loop.log" | tail -n 1)
+  ((killr[ok])) || { echo "kill loop failed; last lines:" >>"$odd_log"; tail -n 5 "$work/kill-loop.log" >>"$odd_log"; }
+fi
+
 # ---- report ---------------------------------------------------------------------------------
 echo
 echo "## Capture benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -652,6 +669,12 @@ if has rss; then
     "transactions completed with 250" "${rssr[completed]}" \
     "seconds to open them all" "${rssr[open_s]}"
 fi
+if has kill; then
+  echo
+  echo "### kill -9 under load ($kill_cycles cycles, tests/capture/kill_loop.sh)"
+  echo
+  echo "$(tail -n 1 "$work/kill-loop.log")"
+fi
 echo
 echo "### Targets"
 echo
@@ -682,6 +705,9 @@ target "lag run: messages failed" "${lagr[errors]:-}" '<=' 0
 target "max index lag at $rate msgs/s (s)" "${lagr[max_lag_s]:-}" '<=' 5
 target "connections held at once" "${rssr[opened]:-}" '>=' "$connections"
 target "transactions completed on them" "${rssr[completed]:-}" '>=' "$connections"
+kill_missing=''
+if has kill; then kill_missing=${killr[missing]:-}; ((killr[ok])) || kill_missing=${kill_missing:-1}; fi
+target "acknowledged messages lost over $kill_cycles kill -9 cycles" "$kill_missing" '<=' 0
 hwm_mib='' held_mib=''
 if has rss; then hwm_mib=$(mib "${rssr[hwm]}") held_mib=$(mib "${rssr[held_rss]}"); fi
 target "peak RSS, $connections connections (MiB)" "$hwm_mib" '<=' 500
@@ -704,6 +730,7 @@ kv() { printf ' %s=%s' "$1" "${2:-n/a}"; }
   kv lag_rate_target "$(has lag && echo "$rate")"; kv lag_rate_achieved "${lagr[achieved]:-}"
   kv lag_max_s "${lagr[max_lag_s]:-}"; kv lag_drain_s "${lagr[drain]:-}"
   kv connections "${rssr[opened]:-}"; kv rss_held_mib "$held_mib"; kv rss_peak_mib "$hwm_mib"
+  kv kill_cycles "$(has kill && echo "$kill_cycles")"; kv kill_acknowledged "${killr[acked]:-}"; kv kill_missing "$kill_missing"
   kv odd_log_lines "$n_odd"; kv failed "$failed"
   echo
 }
