@@ -9,8 +9,8 @@
 #   4. a real Postfix journaling into mailvault with always_bcc, and with recipient_bcc_maps
 #      (archive+user=domain@ sub-addresses), envelopes checked per message;
 #   5. SIGHUP reload (allow list), status while running, SIGTERM drain;
-#   6. hostile clients (hostile_smtp.py) and a kill -9 loop counting acknowledgements
-#      (kill_loop.sh).
+#   6. hostile clients (hostile_smtp.py); a vault on a nearly full tmpfs (452 4.3.1, nothing
+#      acknowledged is lost); a kill -9 loop counting acknowledgements (kill_loop.sh).
 # Needs root (Postfix) and the packages scripts/install-deps.sh installs; a missing tool is a
 # failure, not a skip: the README's test command installs them.
 #   tests/capture/capture_test.sh path/to/mailvault [KILL_CYCLES]
@@ -35,6 +35,7 @@ serve_pid=""
 pf_dirs=()
 cleanup() {
   [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
+  mountpoint -q "$work/low" 2>/dev/null && { kill -9 "${low_pid:-0}" 2>/dev/null; sleep 0.2; umount "$work/low"; }
   for d in "${pf_dirs[@]}"; do postfix_stop "$d" >/dev/null 2>&1; done
   if ((failures)); then echo "kept $work for inspection"; else rm -rf "$work"; fi
 }
@@ -266,7 +267,49 @@ if [[ -f $work/hostile.state ]]; then
 fi
 check "verify is clean" mvault verify >"$work/verify.log" 2>&1
 
-# ---- 6. kill -9 loop ----
+# ---- 6. a nearly full disk: 452 (try later), nothing lost ----
+lowdir=$work/low
+mkdir -p "$lowdir"
+if mount -t tmpfs -o size=72m tmpfs "$lowdir"; then
+  "$mv_bin" --vault "$lowdir/v" --key-file "$work/low.key" init >/dev/null
+  low_port=$(free_port)
+  "$mv_bin" --vault "$lowdir/v" --key-file "$work/low.key" serve --no-index --smtp "127.0.0.1:$low_port" 2>"$work/low.log" &
+  low_pid=$!
+  wait_port "$low_port" 10
+  # 900 KB messages until the vault keeps its 64 MiB reserve: the answer must turn 452 4.3.1.
+  python3 - "$low_port" <<'EOF' >"$work/low-client.log" 2>&1
+import smtplib, sys
+port = int(sys.argv[1])
+import base64, os
+# Random text: it must not compress away, or the disk would never fill.
+raw = base64.b64encode(os.urandom(640 * 1024)).decode()
+body = "".join(raw[i:i + 76] + "\r\n" for i in range(0, len(raw), 76))
+accepted, refused = [], None
+with smtplib.SMTP("127.0.0.1", port) as s:
+    for n in range(40):
+        msg = "Subject: disk-low-%d\r\nMessage-ID: <disk-low-%d@test>\r\n\r\n%s" % (n, n, body)
+        try:
+            s.sendmail("a@example.test", ["b@example.test"], msg)
+            accepted.append(n)
+        except smtplib.SMTPDataError as e:
+            refused = (e.smtp_code, e.smtp_error.decode())
+            break
+print("accepted", len(accepted), "refused", refused)
+sys.exit(0 if refused and refused[0] == 452 and refused[1].startswith("4.3.1") and accepted else 1)
+EOF
+  rc=$?
+  check "nearly full disk: $(tail -n 1 "$work/low-client.log")" test $rc -eq 0
+  kill -TERM "$low_pid"; wait "$low_pid"
+  n_low=$("$mv_bin" --vault "$lowdir/v" --key-file "$work/low.key" stats --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
+  want_low=$(sed -n 's/^accepted \([0-9]*\).*/\1/p' "$work/low-client.log")
+  check "  ... every acknowledged message is stored ($n_low of $want_low), verify clean" \
+    bash -c "[[ '$n_low' == '$want_low' ]] && '$mv_bin' --vault '$lowdir/v' --key-file '$work/low.key' verify >/dev/null"
+  umount "$lowdir"
+else
+  fail "cannot mount a tmpfs for the disk-full case (needs root)"
+fi
+
+# ---- 7. kill -9 loop ----
 if [[ -f $here/kill_loop.sh ]] && ((kill_cycles > 0)); then
   "$here/kill_loop.sh" "$mv_bin" "$kill_cycles" >"$work/kill-loop.log" 2>&1
   rc=$?
