@@ -146,6 +146,11 @@ Status ApplyCaptureConfigFile(const std::string& path, CaptureConfig* c) {
     } else if (key == "subaddress-separator") {
       if (value.size() != 1) return InvalidArgument(where + "subaddress-separator must be one character");
       s.subaddress_separator = value[0];
+    } else if (key == "journal-reports") {
+      if (value != "unwrap" && value != "keep") return InvalidArgument(where + "journal-reports must be unwrap or keep");
+      s.unwrap_journal_reports = value == "unwrap";
+    } else if (key == "max-transit-bytes") {
+      MV_RETURN_IF_ERROR(number(&s.max_transit_bytes, 1ull << 20, 1ull << 40));
     } else if (key == "io-threads") {
       MV_RETURN_IF_ERROR(number(&c->io_threads, 0, 256));
     } else if (key == "ingest-threads") {

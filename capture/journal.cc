@@ -282,7 +282,9 @@ UnwrappedMessage UnwrapJournalReport(std::string_view message, const JournalLimi
   u.is_report = Find(top, "X-MS-Journal-Report") != nullptr;
   auto as_received = [&](std::string why) {
     u.message = std::string(message);
+    std::string earlier = std::move(u.note);
     u.note = "journal report stored as received: " + why;
+    if (!earlier.empty()) u.note += "; " + earlier;
     u.report.clear();
     return u;
   };
@@ -292,8 +294,8 @@ UnwrappedMessage UnwrapJournalReport(std::string_view message, const JournalLimi
   }
   std::string boundary;
   std::string type = ContentType(top, &boundary);
-  if (type.rfind("multipart/", 0) != 0 || boundary.empty()) {
-    return as_received("it is " + type + ", not multipart, so it carries no original");
+  if (type != "multipart/mixed" || boundary.empty()) {
+    return as_received("it is " + type + ", not multipart/mixed, so it carries no original");
   }
   bool closed = false;
   std::vector<Part> parts = SplitMultipart(message, top.body, boundary, limits.max_parts, &closed);
@@ -303,6 +305,7 @@ UnwrappedMessage UnwrapJournalReport(std::string_view message, const JournalLimi
   const Part* original = nullptr;
   std::string original_cte;
   size_t original_body = 0;
+  std::string unexpected;  // a part a journal report does not have
   for (const Part& p : parts) {
     std::string_view bytes = message.substr(p.begin, p.end - p.begin);
     Headers ph = ParseHeaders(bytes);
@@ -313,6 +316,8 @@ UnwrappedMessage UnwrapJournalReport(std::string_view message, const JournalLimi
       original = &p;
       original_cte = TransferEncoding(ph);
       original_body = p.begin + ph.body;
+    } else if (unexpected.empty()) {
+      unexpected = pt == "message/rfc822" ? "a second message/rfc822 part" : "a " + pt + " part";
     }
   }
   if (have_text) {
@@ -322,21 +327,40 @@ UnwrappedMessage UnwrapJournalReport(std::string_view message, const JournalLimi
     if (f.truncated) u.note = "the report names more than " + std::to_string(limits.max_recipients) + " recipients; the rest are not in the envelope";
   }
   if (!original) return as_received("it has no message/rfc822 part (the original is missing)");
+  // Only the report text and one original: anything else would be lost by unwrapping (a
+  // message merely dressed up as a report, e.g. from outside through BCC journaling).
+  if (!unexpected.empty()) return as_received("it carries " + unexpected + " besides the report text and the original");
   if (!closed) return as_received("its multipart body has no closing boundary (it may be truncated)");
   std::string decoded;
   if (!DecodeBody(message.substr(original_body, original->end - original_body), original_cte, &decoded)) {
     return as_received("the attached original's " + original_cte + " encoding is broken");
+  }
+  if (original_cte == "base64" || original_cte == "quoted-printable") {
+    // Decoded, it has the sender's CRLF line ends; the vault keeps mail with LF (as it stores
+    // whatever arrives in DATA), so one message has one identity whichever way it came.
+    std::string lf;
+    lf.reserve(decoded.size());
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      if (decoded[i] == '\r' && i + 1 < decoded.size() && decoded[i + 1] == '\n') continue;
+      lf.push_back(decoded[i]);
+    }
+    decoded.swap(lf);
   }
   if (Status s = CheckLooksLikeMail(decoded); !s.ok()) {
     return as_received("the attached original is not a message: " + s.error().message());
   }
   if (!have_text) u.note = "the report has no text part naming its recipients; the envelope comes from RCPT TO";
   else if (u.recipients.empty()) u.note = "the report names no recipients; the envelope comes from RCPT TO";
+  // Provenance: the report as sent, minus the original it carried. Report and original
+  // together are every byte received; a report too big to keep whole is stored as received.
+  size_t report_size = original_body + (message.size() - original->end);
+  if (report_size > limits.max_report_bytes) {
+    return as_received("the report without its original is " + std::to_string(report_size) + " bytes, over the " +
+                       std::to_string(limits.max_report_bytes) + " kept as provenance");
+  }
   u.message = std::move(decoded);
-  // Provenance: the report as sent, minus the original it carried.
   u.report.assign(message.substr(0, original_body));
   u.report.append(message.substr(original->end));
-  if (u.report.size() > limits.max_report_bytes) u.report.resize(limits.max_report_bytes);
   return u;
 }
 

@@ -209,13 +209,30 @@ class Connection;
 class CaptureServer::Impl {
  public:
   Impl(Vault* vault, CaptureConfig config, std::shared_ptr<const LiveSettings> live)
-      : vault_(vault), config_(std::move(config)), live_(std::move(live)), io_(), ingest_(PoolSize(config_.ingest_threads)) {}
+      : vault_(vault),
+        config_(std::move(config)),
+        live_(std::move(live)),
+        io_(),
+        accept_strand_(asio::make_strand(io_)),
+        ingest_(PoolSize(config_.ingest_threads)) {}
+
+  // The transit budget (SessionSettings::reserve/release), shared by every session.
+  bool Reserve(size_t n) {
+    const uint64_t budget = live()->settings.max_transit_bytes;
+    if (transit_bytes_.fetch_add(n) + n > budget) {
+      transit_bytes_.fetch_sub(n);
+      return false;
+    }
+    return true;
+  }
+  void ReleaseTransit(size_t n) { transit_bytes_.fetch_sub(n); }
 
   static size_t PoolSize(size_t n) { return n ? n : std::max(2u, std::thread::hardware_concurrency()); }
 
   Status Start();
   void Stop(std::chrono::milliseconds drain);
   void Accept(size_t i);
+  void Admitted(tcp::socket socket, Protocol protocol);
 
   std::shared_ptr<const LiveSettings> live() const {
     std::lock_guard<std::mutex> l(mu_);
@@ -226,15 +243,21 @@ class CaptureServer::Impl {
     live_ = std::move(s);
   }
 
-  // Connection accounting; false when a limit refuses the connection.
-  bool Admit(const std::string& ip, const CaptureSettings& s, std::string* refusal);
+  // Connection accounting: checks the limits and, in the same critical section, counts the
+  // connection (refused ones too, until their one reply is written). False when refused.
+  bool Admit(const std::shared_ptr<Connection>& c, const std::string& ip, const CaptureSettings& s, bool allowed,
+             std::string* refusal);
   void Release(const std::string& ip, Connection* c);
 
+  // First, so it outlives everything that releases into it (sessions die with io_).
+  std::atomic<uint64_t> transit_bytes_{0};
   Vault* vault_;
   CaptureConfig config_;
   mutable std::mutex mu_;
   std::shared_ptr<const LiveSettings> live_;  // REQUIRES: mu_
   asio::io_context io_;
+  asio::strand<asio::io_context::executor_type> accept_strand_;  // every acceptor operation
+  std::atomic<bool> accept_stopping_{false};
   asio::thread_pool ingest_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<ListenAddress> bound_;
@@ -265,6 +288,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Refuses the connection with one reply line, then closes.
   void Refuse(std::string line) {
+    refused_ = true;
     auto self = shared_from_this();
     auto text = std::make_shared<std::string>(line + "\r\n");
     asio::async_write(socket_, asio::buffer(*text), asio::bind_executor(strand_, [this, self, text](auto, auto) {
@@ -282,7 +306,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Called (on the strand) when the server stops.
   void Shutdown() {
-    if (closed_) return;
+    if (closed_ || refused_) return;  // a refusal is being written; it closes by itself
     if (session_.Shutdown() && !writing_ && !delivering_) Act(SmtpSession::Next::kClose);
   }
   void ForceClose() { Close(); }
@@ -298,6 +322,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     s.tls_available = live_->tls != nullptr;
     s.require_tls = live_->settings.require_tls;
     s.require_auth = live_->settings.require_auth;
+    CaptureServer::Impl* server = server_;
+    s.reserve = [server](size_t n) { return server->Reserve(n); };
+    s.release = [server](size_t n) { server->ReleaseTransit(n); };
     if (!live_->users.empty()) {
       std::shared_ptr<const LiveSettings> live = live_;
       s.check_password = [live](std::string_view user, std::string_view password) {
@@ -310,7 +337,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void ArmTimer() {
     const CaptureSettings& s = live_->settings;
-    Clock::time_point deadline = std::min(last_activity_ + s.idle_timeout, started_ + s.session_timeout);
+    ArmTimerAt(std::min(last_activity_ + s.idle_timeout, started_ + s.session_timeout));
+  }
+
+  void ArmTimerAt(Clock::time_point deadline) {
     auto self = shared_from_this();
     timer_.expires_at(deadline);
     timer_.async_wait(asio::bind_executor(strand_, [this, self](boost::system::error_code ec) {
@@ -319,8 +349,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       Clock::time_point now = Clock::now();
       bool idle = now >= last_activity_ + st.idle_timeout;
       bool too_long = now >= started_ + st.session_timeout;
-      if (delivering_ || (!idle && !too_long)) {
-        if (delivering_) last_activity_ = now;  // the vault is slow, not the client
+      if (delivering_) {
+        // The vault is slow, not the client; look again later (the session limit, already
+        // past perhaps, must not make this fire at once over and over).
+        last_activity_ = now;
+        ArmTimerAt(now + st.idle_timeout);
+        return;
+      }
+      if (!idle && !too_long) {
         ArmTimer();
         return;
       }
@@ -354,6 +390,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Then(SmtpSession::Next next) {
     if (closed_) return;
+    if (session_.closed()) return Close();  // e.g. shut down while a reply was being written
     switch (next) {
       case SmtpSession::Next::kRead:
         return Read();
@@ -400,13 +437,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto txn = std::make_shared<Transaction>(session_.TakeTransaction());
     auto store = [this, self, txn] {
       const CaptureSettings& s = live_->settings;
-      UnwrappedMessage u = UnwrapJournalReport(txn->data, s.journal);
+      UnwrappedMessage u;
+      if (s.unwrap_journal_reports && IsJournalReport(txn->data)) {
+        u = UnwrapJournalReport(txn->data, s.journal);
+      } else {
+        u.message = std::move(txn->data);  // most mail: no copy
+      }
       std::string().swap(txn->data);
       int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
       Envelope env = MakeEnvelope(*txn, u, peer_, protocol_, s.subaddress_separator, now_us);
       bool report = u.is_report, as_received = u.is_report && !u.note.empty() && u.report.empty();
       uint64_t size = u.message.size();
-      server_->vault_->IngestAsync(u.message, env, [this, self, report, as_received, size](Result<IngestResult> r) {
+      size_t reserved = txn->reserved;
+      server_->vault_->IngestAsync(u.message, env, [this, self, report, as_received, size, reserved](Result<IngestResult> r) {
+        server_->ReleaseTransit(reserved);
         // On the committer's thread: count, then hand the reply to the session's strand.
         std::string reply = DeliveryReply(r);
         --server_->in_flight_;
@@ -466,24 +510,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool writing_ = false;
   bool delivering_ = false;
   bool closed_ = false;
+  bool refused_ = false;
   Clock::time_point started_, last_activity_;
 };
 
-bool CaptureServer::Impl::Admit(const std::string& ip, const CaptureSettings& s, std::string* refusal) {
+bool CaptureServer::Impl::Admit(const std::shared_ptr<Connection>& c, const std::string& ip, const CaptureSettings& s,
+                               bool allowed, std::string* refusal) {
   std::lock_guard<std::mutex> l(mu_);
-  if (stopping_) {
+  if (!allowed) {
+    *refusal = "554 5.7.1 " + ip + " is not allowed to connect to this archive";
+  } else if (stopping_) {
     *refusal = "421 4.3.2 the archive is shutting down; try again later";
-    return false;
-  }
-  if (live_connections_.size() >= s.max_connections) {
+  } else if (live_connections_.size() >= s.max_connections) {
     *refusal = "421 4.7.0 too many connections; try again later";
-    return false;
-  }
-  if (per_ip_[ip] >= s.max_connections_per_ip) {
+  } else if (per_ip_[ip] >= s.max_connections_per_ip) {
     *refusal = "421 4.7.0 too many connections from " + ip + "; try again later";
-    return false;
   }
-  return true;
+  live_connections_.insert(c);
+  ++per_ip_[ip];
+  return refusal->empty();
 }
 
 void CaptureServer::Impl::Release(const std::string& ip, Connection* c) {
@@ -501,54 +546,46 @@ void CaptureServer::Impl::Release(const std::string& ip, Connection* c) {
 void CaptureServer::Impl::Accept(size_t i) {
   tcp::acceptor& acceptor = *acceptors_[i];
   Protocol protocol = bound_[i].protocol;
-  acceptor.async_accept(asio::make_strand(io_), [this, i, protocol](boost::system::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) return;
-    if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space || ec == asio::error::no_memory) {
-      // Out of file descriptors: accepting again at once would spin. The waiting clients stay
-      // in the listen backlog until a session ends; try again shortly.
+  auto handler = [this, i, protocol](boost::system::error_code ec, tcp::socket socket) {
+    if (accept_stopping_ || ec == asio::error::operation_aborted) return;
+    if (ec && ec != asio::error::connection_aborted) {
+      // Out of descriptors (or another lasting error): accepting again at once would spin.
+      // Waiting clients stay in the listen backlog; try again shortly.
       ++accept_stalls_;
-      auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
-      timer->async_wait([this, i, timer](boost::system::error_code) { Accept(i); });
+      auto timer = std::make_shared<asio::steady_timer>(accept_strand_, std::chrono::milliseconds(100));
+      timer->async_wait([this, i, timer](boost::system::error_code) {
+        if (!accept_stopping_) Accept(i);
+      });
       return;
     }
-    if (!ec) {
-      boost::system::error_code pe;
-      tcp::endpoint remote = socket.remote_endpoint(pe);
-      if (!pe) {
-        socket.set_option(tcp::no_delay(true), pe);
-        std::shared_ptr<const LiveSettings> live = this->live();
-        const CaptureSettings& s = live->settings;
-        std::vector<uint8_t> bytes = AddressBytes(remote.address());
-        std::string ip = remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()
-                             ? asio::ip::make_address_v4(asio::ip::v4_mapped, remote.address().to_v6()).to_string()
-                             : remote.address().to_string();
-        auto conn = std::make_shared<Connection>(this, std::move(socket), protocol, live, "[" + ip + "]");
-        conn->ip_ = ip;
-        bool allowed = std::any_of(s.allow.begin(), s.allow.end(), [&](const Network& n) { return NetworkContains(n, bytes); });
-        std::string refusal;
-        ++connections_;
-        if (!allowed) {
-          refusal = "554 5.7.1 " + ip + " is not allowed to connect to this archive";
-        }
-        if (allowed && Admit(ip, s, &refusal)) {
-          {
-            std::lock_guard<std::mutex> l(mu_);
-            live_connections_.insert(conn);
-            ++per_ip_[ip];
-          }
-          asio::post(asio::bind_executor(conn->get_executor_for_post(), [conn] { conn->Start(); }));
-        } else {
-          ++refused_;
-          // Tracked like a session until its one reply is written (so Stop can close it).
-          std::lock_guard<std::mutex> l(mu_);
-          ++per_ip_[ip];
-          live_connections_.insert(conn);
-          asio::post(asio::bind_executor(conn->get_executor_for_post(), [conn, refusal] { conn->Refuse(refusal); }));
-        }
-      }
-    }
+    if (!ec) Admitted(std::move(socket), protocol);
     Accept(i);
-  });
+  };
+  acceptor.async_accept(asio::make_strand(io_), asio::bind_executor(accept_strand_, std::move(handler)));
+}
+
+void CaptureServer::Impl::Admitted(tcp::socket socket, Protocol protocol) {
+  boost::system::error_code pe;
+  tcp::endpoint remote = socket.remote_endpoint(pe);
+  if (pe) return;  // the client is already gone
+  socket.set_option(tcp::no_delay(true), pe);
+  std::shared_ptr<const LiveSettings> live = this->live();
+  const CaptureSettings& s = live->settings;
+  std::vector<uint8_t> bytes = AddressBytes(remote.address());
+  std::string ip = remote.address().is_v6() && remote.address().to_v6().is_v4_mapped()
+                       ? asio::ip::make_address_v4(asio::ip::v4_mapped, remote.address().to_v6()).to_string()
+                       : remote.address().to_string();
+  auto conn = std::make_shared<Connection>(this, std::move(socket), protocol, live, "[" + ip + "]");
+  conn->ip_ = ip;
+  bool allowed = std::any_of(s.allow.begin(), s.allow.end(), [&](const Network& n) { return NetworkContains(n, bytes); });
+  ++connections_;
+  std::string refusal;
+  if (Admit(conn, ip, s, allowed, &refusal)) {
+    asio::post(conn->get_executor_for_post(), [conn] { conn->Start(); });
+  } else {
+    ++refused_;
+    asio::post(conn->get_executor_for_post(), [conn, refusal] { conn->Refuse(refusal); });
+  }
 }
 
 Status CaptureServer::Impl::Start() {
@@ -593,7 +630,8 @@ void CaptureServer::Impl::Stop(std::chrono::milliseconds drain) {
     stopping_ = true;
     conns.assign(live_connections_.begin(), live_connections_.end());
   }
-  asio::post(io_, [this] {
+  accept_stopping_ = true;
+  asio::post(accept_strand_, [this] {
     for (auto& a : acceptors_) {
       boost::system::error_code ignored;
       a->close(ignored);
@@ -612,9 +650,9 @@ void CaptureServer::Impl::Stop(std::chrono::milliseconds drain) {
     std::unique_lock<std::mutex> l(mu_);
     drained_.wait_for(l, std::chrono::seconds(30), [this] { return live_connections_.empty(); });
   }
-  // Deliveries still in the vault call back into this object: wait for them (they finish
-  // at the vault's next group commit).
-  for (int i = 0; i < 3000 && in_flight_.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Deliveries still in the vault call back into this object: wait for every one (each ends
+  // at a group commit, or with an error; the vault always answers).
+  while (in_flight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   io_.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();

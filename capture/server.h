@@ -60,7 +60,12 @@ struct CaptureSettings {
   bool require_auth = false;
   std::string auth_users_file;  // lines "LOGIN $scrypt$..." (mailvault hash-password)
   char subaddress_separator = '+';
+  // Unwrap envelope journal reports (else store them as received). Turn off where mail from
+  // outside can reach the journal address (BCC journaling), as it may be dressed as a report.
+  bool unwrap_journal_reports = true;
   JournalLimits journal;
+  // Message bytes all sessions together may hold in transit; beyond it, 452 4.3.1.
+  uint64_t max_transit_bytes = 1ull << 30;
 };
 
 struct CaptureConfig {

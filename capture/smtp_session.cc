@@ -59,7 +59,8 @@ bool ValidUtf8(std::string_view s) {
   return true;
 }
 
-constexpr size_t kMaxPath = 256;  // RFC 5321 4.5.3.1.3, with the angle brackets
+constexpr size_t kMaxPath = 256;
+constexpr size_t kMaxAuthFailures = 3;  // RFC 5321 4.5.3.1.3, with the angle brackets
 
 // Parses "<path>" (or a bare path, as lenient servers accept) at the start of s. On success
 // *address is the path without brackets or source route and *rest what follows.
@@ -133,6 +134,13 @@ std::string DecodeSubaddress(std::string_view address, char separator) {
 SmtpSession::SmtpSession(SessionSettings settings, std::string peer)
     : settings_(std::move(settings)), peer_(std::move(peer)) {}
 
+SmtpSession::~SmtpSession() { ReleaseReserved(); }
+
+void SmtpSession::ReleaseReserved() {
+  if (reserved_ && settings_.release) settings_.release(reserved_);
+  reserved_ = 0;
+}
+
 void SmtpSession::Greet() {
   Reply("220 " + settings_.hostname + (settings_.protocol == Protocol::kLmtp ? " LMTP" : " ESMTP") + " mailvault ready");
 }
@@ -160,8 +168,10 @@ std::string SmtpSession::TakeOutput() {
 }
 
 void SmtpSession::ResetTransaction() {
+  ReleaseReserved();
   txn_ = Transaction();
   data_too_big_ = false;
+  data_deferred_ = false;
   data_bytes_ = 0;
 }
 
@@ -169,6 +179,8 @@ Transaction SmtpSession::TakeTransaction() {
   txn_.helo = helo_;
   txn_.auth_user = auth_user_;
   txn_.tls = tls_active_;
+  txn_.reserved = reserved_;
+  reserved_ = 0;
   Transaction t = std::move(txn_);
   txn_ = Transaction();
   txn_.recipients.resize(t.recipients.size());  // LMTP answers once per recipient
@@ -237,6 +249,15 @@ SmtpSession::Next SmtpSession::Run() {
           for (size_t i = 0; i < replies; ++i) {
             Reply("552 5.3.4 message exceeds the size limit of " + std::to_string(settings_.limits.max_message_bytes) +
                   " bytes; not stored");
+          }
+          ResetTransaction();
+          state_ = State::kReady;
+          continue;
+        }
+        if (data_deferred_) {
+          size_t replies = settings_.protocol == Protocol::kLmtp ? txn_.recipients.size() : 1;
+          for (size_t i = 0; i < replies; ++i) {
+            Reply("452 4.3.1 the archive holds too many messages in transit; try again later");
           }
           ResetTransaction();
           state_ = State::kReady;
@@ -318,7 +339,7 @@ SmtpSession::Next SmtpSession::OnCommand(std::string_view line) {
     } else if (state_ != State::kRcpt) {
       Error(state_ == State::kStart ? "503 5.5.1 send EHLO first" : "503 5.5.1 need MAIL and RCPT first");
     } else {
-      Reply("354 3.0.0 end data with <CR><LF>.<CR><LF>");
+      Reply("354 end data with <CR><LF>.<CR><LF>");  // no enhanced code: RFC 3463 has no class 3
       state_ = State::kData;
       data_line_start_ = true;
       data_after_crlf_ = true;
@@ -505,6 +526,11 @@ void SmtpSession::AuthResponse(std::string_view line) {
 
 void SmtpSession::FinishAuth(std::string_view user, std::string_view password) {
   if (user.empty() || !settings_.check_password(user, password)) {
+    // Each guess costs the server a scrypt; three per session is plenty for a real client.
+    if (++auth_failures_ >= kMaxAuthFailures) {
+      Reply("535 5.7.8 authentication credentials invalid");
+      return Abort("4.7.0 too many failed authentications; closing");
+    }
     return Error("535 5.7.8 authentication credentials invalid");
   }
   auth_user_ = std::string(user);
@@ -519,13 +545,18 @@ bool SmtpSession::OnDataBytes() {
     const char* nl = static_cast<const char*>(std::memchr(p, '\n', avail));
     auto append = [&](const char* s, size_t n) {
       data_bytes_ += n;
-      if (data_too_big_) return;
+      if (data_too_big_ || data_deferred_) return;
       if (txn_.data.size() + n > settings_.limits.max_message_bytes) {
         data_too_big_ = true;  // read on to the end, keep nothing
-        std::string().swap(txn_.data);
+      } else if (settings_.reserve && !settings_.reserve(n)) {
+        data_deferred_ = true;
+      } else {
+        reserved_ += settings_.reserve ? n : 0;
+        txn_.data.append(s, n);
         return;
       }
-      txn_.data.append(s, n);
+      ReleaseReserved();
+      std::string().swap(txn_.data);
     };
     if (!nl) {
       // A partial line. A '.' at a line start may be the terminator or a stuffed dot, and a

@@ -45,6 +45,11 @@ struct SessionSettings {
   bool require_auth = false;   // MAIL is refused until AUTH
   // Checks a user name and password (AUTH PLAIN/LOGIN); null: AUTH is not offered.
   std::function<bool(std::string_view user, std::string_view password)> check_password;
+  // A memory budget shared by all sessions for message bytes in transit: reserve(n) is asked
+  // before n more bytes are held (false: over budget: the message is read to its end and
+  // answered 452 4.3.1, nothing kept); release(n) gives bytes back. Null: no budget.
+  std::function<bool(size_t)> reserve;
+  std::function<void(size_t)> release;
 };
 
 // A complete message and its envelope, as the client gave them.
@@ -55,6 +60,7 @@ struct Transaction {
   std::string helo;                     // what the client called itself
   std::string auth_user;                // who authenticated, if anyone
   bool tls = false;
+  size_t reserved = 0;  // bytes of the transit budget this message holds; the taker releases them
 };
 
 class SmtpSession {
@@ -68,6 +74,9 @@ class SmtpSession {
   };
 
   SmtpSession(SessionSettings settings, std::string peer);
+  ~SmtpSession();
+  SmtpSession(const SmtpSession&) = delete;
+  SmtpSession& operator=(const SmtpSession&) = delete;
 
   // The 220 banner (written first, before any input).
   void Greet();
@@ -90,6 +99,7 @@ class SmtpSession {
   void Abort(std::string_view code_and_text);
 
   bool in_data() const { return state_ == State::kData; }
+  bool closed() const { return state_ == State::kClosed; }
   bool busy() const { return state_ == State::kData || state_ == State::kDelivering || state_ == State::kRcpt; }
   uint64_t messages() const { return messages_; }
   bool tls_active() const { return tls_active_; }
@@ -109,6 +119,7 @@ class SmtpSession {
   void Auth(std::string_view arg);
   void AuthResponse(std::string_view line);
   void FinishAuth(std::string_view user, std::string_view password);
+  void ReleaseReserved();
 
   SessionSettings settings_;
   std::string peer_;
@@ -129,6 +140,9 @@ class SmtpSession {
   bool data_line_start_ = true;  // the next DATA byte starts a line
   bool data_after_crlf_ = true;  // ... and that line follows a CRLF (or the DATA command)
   bool data_too_big_ = false;
+  bool data_deferred_ = false;   // over the transit budget: read on, answer 452
+  size_t reserved_ = 0;          // transit budget held by txn_.data
+  size_t auth_failures_ = 0;
   uint64_t data_bytes_ = 0;      // as received, for the size limit
 };
 

@@ -33,8 +33,10 @@ struct IndexOptions {
   // Documents per Xapian commit. Commits are what make documents visible to searchers and
   // durable; each costs a few fsyncs. Chosen by measurement (docs/indexing.md).
   size_t commit_every = 1000;
-  // While following a live vault, documents wait at most this long to become searchable.
-  std::chrono::milliseconds max_commit_delay{1000};
+  // While following a live vault (CatchUp with a stop flag), documents wait at most this long
+  // to become searchable; 0 commits only every commit_every documents and at the end (an
+  // import, which wants few commits). `serve` sets it.
+  std::chrono::milliseconds max_commit_delay{0};
   // Changes taken from the log at once (read, then built and written by every shard).
   size_t chunk = 1024;
   // Xapian databases the index is split into, each written by its own thread (documents go

@@ -238,7 +238,8 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
         if (stopping) break;
         // Following a live vault: what is written becomes searchable within max_commit_delay,
         // not when the next thousand messages arrive.
-        if (applied != committed_ && std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay) {
+        if (options_.max_commit_delay.count() > 0 && applied != committed_ &&
+            std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay) {
           MV_RETURN_IF_ERROR(Commit(applied));
           since_commit = 0;
           last_commit = std::chrono::steady_clock::now();
@@ -258,7 +259,8 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
     applied = chunk_end;
     since_commit += items->size();
     if (since_commit >= options_.commit_every ||
-        (stop && since_commit && std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay)) {
+        (stop && since_commit && options_.max_commit_delay.count() > 0 &&
+         std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay)) {
       MV_RETURN_IF_ERROR(Commit(applied));
       since_commit = 0;
       last_commit = std::chrono::steady_clock::now();

@@ -242,6 +242,47 @@ TEST(SmtpSession, StartTlsDiscardsInjectedPlaintextAndAuthNeedsTls) {
   EXPECT_TRUE(d.delivered[0].tls);
 }
 
+TEST(SmtpSession, TransitBudgetDefersWithA452AndReleasesEverything) {
+  size_t held = 0, budget = 300;
+  SessionSettings s;
+  s.reserve = [&](size_t n) {
+    if (held + n > budget) return false;
+    held += n;
+    return true;
+  };
+  s.release = [&](size_t n) { held -= n; };
+  {
+    Driver d(s);
+    d.output.clear();
+    std::string small = "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@b.c>\r\nDATA\r\n" + std::string(100, 's') + "\r\n.\r\n";
+    EXPECT_EQ(Codes(d.Send("EHLO x\r\n" + small)), (std::vector<int>{250, 250, 250, 354, 250}));
+    ASSERT_EQ(d.delivered.size(), 1u);
+    EXPECT_EQ(d.delivered[0].reserved, 101u);  // the taker (the server) releases it after storing
+    held -= d.delivered[0].reserved;
+    std::string big = "MAIL FROM:<a@b.c>\r\nRCPT TO:<r@b.c>\r\nDATA\r\n" + std::string(200, 'b') + "\r\n" +
+                      std::string(200, 'b') + "\r\n.\r\n";
+    EXPECT_EQ(Codes(d.Send(big)), (std::vector<int>{250, 250, 354, 452}));
+    EXPECT_EQ(held, 0u);
+    d.Send("MAIL FROM:<a@b.c>\r\nRCPT TO:<r@b.c>\r\nDATA\r\nhalf a message\r\n");
+    EXPECT_GT(held, 0u);
+  }
+  EXPECT_EQ(held, 0u);  // a session that goes away mid-DATA gives its bytes back
+}
+
+TEST(SmtpSession, ThreeFailedAuthenticationsCloseTheSession) {
+  SessionSettings s;
+  s.tls_available = true;
+  s.check_password = [](std::string_view, std::string_view) { return false; };
+  Driver d(s);
+  d.Send("STARTTLS\r\n");
+  d.Send("EHLO x\r\nSTARTTLS\r\n");
+  ASSERT_TRUE(d.starttls);
+  d.Send("EHLO x\r\n");
+  std::string bad = "AUTH PLAIN " + Base64Encode(std::string("\0u\0p", 4)) + "\r\n";
+  EXPECT_EQ(Codes(d.Send(bad + bad + bad)), (std::vector<int>{535, 535, 535, 421}));
+  EXPECT_TRUE(d.closed);
+}
+
 TEST(SmtpSession, RequireAuthRefusesMail) {
   SessionSettings s;
   s.require_auth = true;
@@ -414,6 +455,26 @@ TEST(JournalReport, PlainMessagesAreNotReports) {
   EXPECT_FALSE(u.is_report);
   EXPECT_EQ(u.message, m);
   EXPECT_TRUE(u.note.empty());
+}
+
+// A report must be exactly the report text and one original; anything more would be lost by
+// unwrapping, so such a message is stored as received.
+TEST(JournalReport, ExtraPartsMeanStoredAsReceived) {
+  std::string report =
+      "X-MS-Journal-Report:\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
+      "Sender: a@x.test\nRecipient: ceo@x.test\n--b\nContent-Type: message/rfc822\n\nSubject: fake\n\nfake\n"
+      "--b\nContent-Type: application/pdf\n\n%PDF-1.4 the real attachment\n--b--\n";
+  UnwrappedMessage u = UnwrapJournalReport(report);
+  EXPECT_TRUE(u.is_report);
+  EXPECT_EQ(u.message, report);
+  EXPECT_NE(u.note.find("application/pdf"), std::string::npos) << u.note;
+  JournalLimits small;
+  small.max_report_bytes = 64;
+  std::string ok = report.substr(0, report.find("--b\nContent-Type: application/pdf")) + "--b--\n";
+  UnwrappedMessage v = UnwrapJournalReport(ok, small);
+  EXPECT_EQ(v.message, ok);  // the report part is over the provenance limit: nothing is cut
+  EXPECT_NE(v.note.find("provenance"), std::string::npos) << v.note;
+  EXPECT_EQ(UnwrapJournalReport(ok).message, "Subject: fake\n\nfake");  // its last line break belongs to the delimiter
 }
 
 TEST(JournalReport, RecipientLineGrammar) {
