@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "core/file_util.h"
+#include "core/text.h"
 
 namespace mailvault::capture {
 namespace {
@@ -61,21 +62,15 @@ Status ApplyCaptureConfigFile(const std::string& path, CaptureConfig* c) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
   CaptureSettings& s = c->settings;
   bool in_section = false, listen_set = false, allow_set = false;
-  size_t pos = 0;
-  int lineno = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-    pos = eol == std::string::npos ? text.size() : eol + 1;
-    ++lineno;
-    line = Trim(line.substr(0, line.find('#')));
-    if (line.empty()) continue;
+  return ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
+    std::string line = Trim(raw.substr(0, raw.find('#')));
+    if (line.empty()) return Status::Ok();
     const std::string where = path + ":" + std::to_string(lineno) + ": ";
     if (line.front() == '[') {
       in_section = line == "[capture]";
-      continue;
+      return Status::Ok();
     }
-    if (!in_section) continue;
+    if (!in_section) return Status::Ok();
     size_t eq = line.find('=');
     if (eq == std::string::npos) return InvalidArgument(where + "expected \"key = value\"");
     std::string key = Trim(line.substr(0, eq)), value = Trim(line.substr(eq + 1));
@@ -158,8 +153,8 @@ Status ApplyCaptureConfigFile(const std::string& path, CaptureConfig* c) {
     } else {
       return InvalidArgument(where + "unknown capture setting \"" + key + "\" (see docs/config.md)");
     }
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 }  // namespace mailvault::capture

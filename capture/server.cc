@@ -181,21 +181,16 @@ Result<std::shared_ptr<const LiveSettings>> Build(const CaptureSettings& s) {
   if (s.require_tls && !live->tls) return InvalidArgument("require-tls needs tls-certificate and tls-key");
   if (!s.auth_users_file.empty()) {
     MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(s.auth_users_file, 4 << 20));
-    size_t pos = 0;
-    int lineno = 0;
-    while (pos < text.size()) {
-      size_t eol = text.find('\n', pos);
-      std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-      pos = eol == std::string::npos ? text.size() : eol + 1;
-      ++lineno;
-      if (line.empty() || line[0] == '#') continue;
+    MV_RETURN_IF_ERROR(ForEachLine(text, [&](int lineno, std::string_view line) -> Status {
+      if (line.empty() || line[0] == '#') return Status::Ok();
       size_t sp = line.find(' ');
-      if (sp == std::string::npos || line.compare(sp + 1, 8, "$scrypt$") != 0) {
+      if (sp == std::string_view::npos || line.compare(sp + 1, 8, "$scrypt$") != 0) {
         return InvalidArgument(s.auth_users_file + ":" + std::to_string(lineno) +
                                ": expected \"LOGIN HASH\" with a hash from `mailvault hash-password`");
       }
-      live->users[line.substr(0, sp)] = line.substr(sp + 1);
-    }
+      live->users[std::string(line.substr(0, sp))] = std::string(line.substr(sp + 1));
+      return Status::Ok();
+    }));
     if (!live->tls) return InvalidArgument("SMTP AUTH needs TLS (passwords are never taken in the clear): set tls-certificate and tls-key");
   }
   if (s.require_auth && live->users.empty()) return InvalidArgument("require-auth needs an auth-users file with at least one user");

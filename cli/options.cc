@@ -11,6 +11,7 @@
 
 #include "core/file_util.h"
 #include "core/limits.h"
+#include "core/text.h"
 
 namespace mailvault::cli {
 namespace {
@@ -29,24 +30,18 @@ std::string Trim(const std::string& s) {
 // The config file: "key = value" lines, '#' comments. Keys are documented in docs/config.md.
 Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
-  size_t pos = 0;
-  int lineno = 0;
   bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h)
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
-    pos = eol == std::string::npos ? text.size() : eol + 1;
-    ++lineno;
-    line = Trim(line.substr(0, line.find('#')));
-    if (line.empty()) continue;
+  return ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
+    std::string line = Trim(std::string(raw.substr(0, raw.find('#'))));
+    if (line.empty()) return Status::Ok();
     if (line.front() == '[') {
       if (line != "[capture]") {
         return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown section " + line + " (sections: [capture])");
       }
       in_section = true;
-      continue;
+      return Status::Ok();
     }
-    if (in_section) continue;
+    if (in_section) return Status::Ok();
     size_t eq = line.find('=');
     if (eq == std::string::npos) {
       return InvalidArgument(path + ":" + std::to_string(lineno) + ": expected \"key = value\"");
@@ -84,8 +79,8 @@ Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
     } else {
       return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown setting \"" + key + "\" (see docs/config.md)");
     }
-  }
-  return Status::Ok();
+    return Status::Ok();
+  });
 }
 
 }  // namespace

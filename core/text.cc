@@ -47,4 +47,16 @@ std::string NormalizeAddress(std::string_view addr) {
   return s;
 }
 
+Status ForEachLine(std::string_view text, const std::function<Status(int, std::string_view)>& fn) {
+  size_t pos = 0;
+  int lineno = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    std::string_view line = text.substr(pos, (eol == std::string_view::npos ? text.size() : eol) - pos);
+    pos = eol == std::string_view::npos ? text.size() : eol + 1;
+    MV_RETURN_IF_ERROR(fn(++lineno, line));
+  }
+  return Status::Ok();
+}
+
 }  // namespace mailvault

@@ -1,8 +1,11 @@
 // Small text helpers shared by every module that shows or matches mail text.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
+
+#include "core/result.h"
 
 namespace mailvault {
 
@@ -13,5 +16,10 @@ std::string ToValidUtf8(std::string_view in);
 // An addr-spec as mailvault compares it: trimmed and lower-cased (local parts are case-sensitive
 // in theory and never in practice; custodian matching must not miss "John.Doe@X.com").
 std::string NormalizeAddress(std::string_view addr);
+
+// Calls fn(line number from 1, line without its '\n') for every line of text, stopping at the
+// first error fn returns: the loop of every line-oriented file mailvault reads (the config
+// file, the AUTH users file).
+Status ForEachLine(std::string_view text, const std::function<Status(int lineno, std::string_view line)>& fn);
 
 }  // namespace mailvault
