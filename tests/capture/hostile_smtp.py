@@ -16,18 +16,7 @@ Two phases:
 Output: one line per case, "ok CASE [detail]" or "FAIL CASE: why" (and "note CASE: ..." for
 observations that do not fail); exit status 1 when any case failed, 2 for usage errors.
 
-The config serve must run with (print it with --print-config):
-
-    max-message-bytes = 1048576
-    [capture]
-    allow = 127.0.0.0/25
-    max-command-line = 2048
-    max-errors = 20
-    max-recipients = 50
-    idle-timeout = 3s
-    session-timeout = 15s
-    max-connections = 1200
-    max-connections-per-ip = 1100
+serve must run with the limits in CONFIG_TEXT below (print them with --print-config).
 
 allow = 127.0.0.0/25 lets the test connect from 127.0.0.200 to see a refused client (554).
 
