@@ -12,12 +12,6 @@
 namespace mailvault::capture {
 namespace {
 
-std::string Trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t\r");
-  size_t e = s.find_last_not_of(" \t\r");
-  return b == std::string_view::npos ? "" : std::string(s.substr(b, e - b + 1));
-}
-
 std::vector<std::string> SplitList(std::string_view s) {
   std::vector<std::string> out;
   size_t start = 0;

@@ -14,6 +14,13 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "api/audit.h"
+#include "api/auth.h"
+#include "api/config.h"
+#include "api/export.h"
+#include "api/http_cpprest.h"
+#include "api/service.h"
+#include "api/state.h"
 #include "capture/config.h"
 #include "capture/server.h"
 #include "cli/commands.h"
@@ -176,13 +183,74 @@ json StatusJson(const Vault& vault, const capture::CaptureServer& server, const 
   return j;
 }
 
+// The REST API's parts, in the order they start (and stop in reverse).
+struct ApiParts {
+  std::unique_ptr<api::StateStore> store;
+  std::unique_ptr<api::AuditLog> audit;
+  std::unique_ptr<api::Records> records;
+  std::unique_ptr<api::Authenticator> auth;
+  std::unique_ptr<api::ExportRunner> exports;
+  std::unique_ptr<api::ApiService> service;
+  std::unique_ptr<api::HttpServer> http;
+
+  void ServerEvent(const std::string& action) {
+    api::AuditEvent e;
+    e.auth = "system";
+    e.action = action;
+    e.details = json{{"pid", ::getpid()}};
+    if (Status s = audit->Record(e); !s.ok()) Log("audit: " + s.error().ToString());
+  }
+  void Stop() {
+    if (http) http->Stop();  // in-flight requests are answered first
+    if (exports) exports->Stop();
+    if (audit) ServerEvent("server.stop");
+    http.reset();
+    service.reset();
+    exports.reset();
+    auth.reset();
+    audit.reset();
+    records.reset();
+    store.reset();
+  }
+};
+
+Result<std::unique_ptr<ApiParts>> StartApi(Vault* vault, const GlobalOptions& g, const api::ApiConfig& config,
+                                           std::function<json()> status) {
+  auto p = std::make_unique<ApiParts>();
+  MV_ASSIGN_OR_RETURN(p->store, api::StateStore::Open(g.vault_dir, vault->DeriveSubkey("mailvault/v1/state")));
+  MV_ASSIGN_OR_RETURN(p->audit, api::AuditLog::Open(p->store.get(), vault->DeriveSubkey("mailvault/v1/audit")));
+  p->records = std::make_unique<api::Records>(p->store.get());
+  api::AuthSettings auth;
+  auth.session_idle_seconds = config.session_idle_seconds;
+  auth.session_max_seconds = config.session_max_seconds;
+  p->auth = std::make_unique<api::Authenticator>(p->records.get(), auth);
+  p->exports = std::make_unique<api::ExportRunner>(vault, g.vault_dir, p->records.get(), p->audit.get(), config.exports);
+  MV_RETURN_IF_ERROR(p->exports->Start());
+  p->service = std::make_unique<api::ApiService>(vault, g.vault_dir, p->records.get(), p->auth.get(), p->audit.get(),
+                                                 p->exports.get(), std::move(status), config.ToJson(), config.settings);
+  p->ServerEvent("server.start");
+  MV_ASSIGN_OR_RETURN(p->http, api::HttpServer::Start(p->service.get(), config.http));
+  return p;
+}
+
 void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::vector<std::string>& lmtp, bool no_index,
-           int* exit_code) {
+           const std::string& http_flag, int* exit_code) {
   if (!ResolveOrFail(g, exit_code)) return;
   Result<capture::CaptureConfig> config = LoadCaptureConfig(g, smtp, lmtp);
   if (!config.ok()) {
     *exit_code = Fail(config.error());
     return;
+  }
+  api::ApiConfig api_config;
+  if (Status s = g.config_file.empty() ? Status::Ok() : api::ApplyApiConfigFile(g.config_file, &api_config); !s.ok()) {
+    *exit_code = Fail(s.error());
+    return;
+  }
+  if (!http_flag.empty()) {
+    if (Status s = api::ApplyHttpFlag(http_flag, &api_config); !s.ok()) {
+      *exit_code = Fail(s.error());
+      return;
+    }
   }
   // Signals are taken synchronously by this thread (sigtimedwait); every thread started from
   // here on inherits the mask. SIGCHLD stays default: the PDF extractor waits for its child.
@@ -215,6 +283,23 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
   }
   std::vector<capture::ListenAddress> bound = (*server)->bound();
   for (const auto& a : bound) Log("listening on " + a.ToString());
+  // The API reads the same status the status file gets, refreshed every second below.
+  auto last_status = std::make_shared<std::pair<std::mutex, json>>();
+  std::unique_ptr<ApiParts> api_parts;
+  if (api_config.enabled) {
+    Result<std::unique_ptr<ApiParts>> a = StartApi(vault->get(), g, api_config, [last_status] {
+      std::lock_guard<std::mutex> l(last_status->first);
+      return last_status->second;
+    });
+    if (!a.ok()) {
+      (*server)->Stop(std::chrono::seconds(5));
+      if (indexer) indexer->Stop();
+      *exit_code = Fail(a.error());
+      return;
+    }
+    api_parts = std::move(*a);
+    Log("API listening on " + api_config.http.uri);
+  }
   for (const std::string& w : (*server)->warnings()) Log("warning: " + w);
   ::mkdir((g.vault_dir + "/run").c_str(), 0700);
   const int64_t started = NowSeconds();
@@ -240,9 +325,18 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     double secs = std::chrono::duration<double>(samples.back().first - samples.front().first).count();
     double rate = secs > 0 ? (samples.back().second - samples.front().second) / secs : 0;
     json j = StatusJson(**vault, **server, indexer.get(), bound, started, rate);
+    if (api_parts) j["api"] = api_config.http.uri;
+    {
+      std::lock_guard<std::mutex> l(last_status->first);
+      last_status->second = j;
+    }
     if (Status s = ReplaceFileDurably(StatusPath(g.vault_dir), j.dump(2) + "\n", 0600); !s.ok()) {
       Log("cannot write status: " + s.error().ToString());
     }
+  }
+  if (api_parts) {
+    api_parts->Stop();
+    Log("API stopped");
   }
   (*server)->Stop(std::chrono::seconds(30));
   capture::CaptureStats st = (*server)->stats();
@@ -266,7 +360,9 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--smtp", smtp, "listen for SMTP on ADDR:PORT (repeatable; replaces smtp-listen/lmtp-listen from the config)");
   serve->add_option("--lmtp", lmtp, "listen for LMTP on ADDR:PORT (repeatable)");
   serve->add_flag("--no-index", no_index, "do not run the indexer (`mailvault index run` catches up later)");
-  serve->callback([&g, exit_code] { Serve(g, smtp, lmtp, no_index, exit_code); });
+  static std::string http;
+  serve->add_option("--http", http, "serve the REST API over plain HTTP on ADDR:PORT (loopback only; [api] in the config for HTTPS)");
+  serve->callback([&g, exit_code] { Serve(g, smtp, lmtp, no_index, http, exit_code); });
 
   auto* status = app.add_subcommand("status", "what a running `mailvault serve` is doing: sessions, rate, queues, index lag");
   static bool as_json = false;

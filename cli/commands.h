@@ -19,5 +19,6 @@ void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // search, count
 void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // index, reindex, check
 void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // serve, status, hash-password
+void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code);     // user, token, audit, api
 
 }  // namespace mailvault::cli

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   AddSearchCommands(app, g, &exit_code);
   AddIndexCommands(app, g, &exit_code);
   AddServeCommands(app, g, &exit_code);
+  AddApiCommands(app, g, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,22 +21,16 @@ std::string Env(const char* name) {
   return v ? v : "";
 }
 
-std::string Trim(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t\r");
-  size_t e = s.find_last_not_of(" \t\r");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
 // The config file: "key = value" lines, '#' comments. Keys are documented in docs/config.md.
 Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
-  bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h)
+  bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h, api/config.h)
   return ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
     std::string line = Trim(std::string(raw.substr(0, raw.find('#'))));
     if (line.empty()) return Status::Ok();
     if (line.front() == '[') {
-      if (line != "[capture]") {
-        return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown section " + line + " (sections: [capture])");
+      if (line != "[capture]" && line != "[api]") {
+        return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown section " + line + " (sections: [capture], [api])");
       }
       in_section = true;
       return Status::Ok();

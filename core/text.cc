@@ -59,4 +59,10 @@ Status ForEachLine(std::string_view text, const std::function<Status(int, std::s
   return Status::Ok();
 }
 
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r");
+  size_t e = s.find_last_not_of(" \t\r");
+  return b == std::string_view::npos ? "" : std::string(s.substr(b, e - b + 1));
+}
+
 }  // namespace mailvault

@@ -234,7 +234,8 @@ Xapian::Query ValueRange(unsigned slot, std::optional<double> lo, std::optional<
 
 class Parser {
  public:
-  Parser(std::string_view q, int64_t now, const PhraseResolver& phrases) : lexer_(q), now_(now), phrases_(phrases) {
+  Parser(std::string_view q, int64_t now, const PhraseResolver& phrases, const TagResolver& tags)
+      : lexer_(q), now_(now), phrases_(phrases), tags_(tags) {
     Advance();
   }
 
@@ -427,6 +428,10 @@ class Parser {
           if (value.front() != '<') value = "<" + value;
           if (value.back() != '>') value += ">";
         }
+        if (f.name == "tag" && tags_) {
+          if (star) throw QueryError(t.value_pos, "tag: takes a whole tag, without *");
+          return tags_(value);
+        }
         if (star) return Wildcard(std::string(f.prefix), t, value);
         return Xapian::Query(std::string(f.prefix) + value);
       }
@@ -476,18 +481,20 @@ class Parser {
   Token tok_;
   int64_t now_;
   const PhraseResolver& phrases_;
+  const TagResolver& tags_;
 };
 
 }  // namespace
 
-Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases) {
+Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases,
+                                 const TagResolver& tags) {
   if (query.size() > kMaxQueryBytes) {
     return InvalidArgument("the query is " + std::to_string(query.size()) + " bytes, over the limit of " +
                            std::to_string(kMaxQueryBytes) + " (kMaxQueryBytes)");
   }
   if (now == 0) now = static_cast<int64_t>(std::time(nullptr));
   try {
-    Parser p(query, now, phrases);
+    Parser p(query, now, phrases, tags);
     return p.Parse();
   } catch (const QueryError& e) {
     return e.ToError();

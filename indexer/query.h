@@ -28,9 +28,14 @@ struct Phrase {
 // Turns a phrase into a query for exactly the messages that contain it (the searcher confirms
 // candidates against their word streams).
 using PhraseResolver = std::function<Result<Xapian::Query>(const Phrase&)>;
+// Tags live outside the index (the API's state store), so `tag:NAME` is answered by a resolver
+// that returns the query for exactly the messages carrying the tag. Without one, tag: matches
+// the index's own XG terms.
+using TagResolver = std::function<Xapian::Query(const std::string& tag)>;
 
 // `now` (seconds since the epoch) anchors relative dates such as date:30d.. Without a resolver,
 // a phrase stands for all of its words (what a phrase's candidates are): enough to check syntax.
-Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases = {});
+Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases = {},
+                                 const TagResolver& tags = {});
 
 }  // namespace mailvault::index

@@ -44,8 +44,59 @@ IndexInfo Searcher::Info() {
   return i;
 }
 
-Result<Xapian::Query> Searcher::Parse(const std::string& query, int64_t now) {
-  return ParseQuery(query, now, [this](const Phrase& p) { return ResolvePhrase(p); });
+Result<Xapian::Query> Searcher::Parse(const std::string& query, int64_t now, const TagResolver& tags) {
+  return ParseQuery(query, now, [this](const Phrase& p) { return ResolvePhrase(p); }, tags);
+}
+
+Result<Xapian::Query> Searcher::ParseRequest(const SearchRequest& req) {
+  MV_ASSIGN_OR_RETURN(Xapian::Query q, Parse(req.query, req.now, req.tags));
+  if (req.filter.empty()) return q;
+  Result<Xapian::Query> f = Parse(req.filter, req.now, req.tags);
+  if (!f.ok()) return f.error().With("the scope's query");
+  return Xapian::Query(Xapian::Query::OP_FILTER, q, *f);
+}
+
+void Searcher::Reopen() {
+  try {
+    db_.reopen();
+    for (Xapian::Database& shard : shards_) shard.reopen();
+  } catch (const Xapian::Error&) {
+    // A reopen that fails leaves the old view, which stays consistent; the next call retries.
+  }
+}
+
+Result<std::vector<std::string>> Searcher::MatchingIds(const SearchRequest& req) {
+  MV_ASSIGN_OR_RETURN(Xapian::Query q, ParseRequest(req));
+  std::vector<std::string> out;
+  try {
+    Xapian::Enquire enquire(db_);
+    enquire.set_query(q);
+    enquire.set_weighting_scheme(Xapian::BoolWeight());
+    enquire.set_sort_by_value(kSlotDate, false);
+    Xapian::MSet mset = enquire.get_mset(0, db_.get_doccount(), db_.get_doccount());
+    for (auto it = mset.begin(); it != mset.end(); ++it) {
+      MV_ASSIGN_OR_RETURN(Summary s, DecodeSummary(it.get_document().get_data()));
+      out.push_back(std::move(s.id));
+    }
+  } catch (const Xapian::WildcardError&) {
+    return InvalidArgument("query error: a word* matches more than " + std::to_string(kMaxWildcardExpansion) +
+                           " different words; make the prefix longer");
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "search");
+  }
+  return out;
+}
+
+Result<bool> Searcher::Matches(const std::string& hex_id, const SearchRequest& req) {
+  MV_ASSIGN_OR_RETURN(Xapian::Query q, ParseRequest(req));
+  try {
+    Xapian::Enquire enquire(db_);
+    enquire.set_query(Xapian::Query(Xapian::Query::OP_FILTER, Xapian::Query("Q" + hex_id), q));
+    enquire.set_weighting_scheme(Xapian::BoolWeight());
+    return enquire.get_mset(0, 1).size() == 1;
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "search");
+  }
 }
 
 namespace {
@@ -146,7 +197,7 @@ Result<Xapian::Query> Searcher::ResolvePhrase(const Phrase& phrase) {
 }
 
 Result<SearchResult> Searcher::Search(const SearchRequest& req) {
-  MV_ASSIGN_OR_RETURN(Xapian::Query q, Parse(req.query, req.now));
+  MV_ASSIGN_OR_RETURN(Xapian::Query q, ParseRequest(req));
   try {
     Xapian::Enquire enquire(db_);
     enquire.set_query(q);

@@ -29,6 +29,11 @@ struct SearchRequest {
   size_t limit = 50;  // 0: all
   SortOrder sort = SortOrder::kDateNewestFirst;
   int64_t now = 0;    // for relative dates; 0: the clock
+  // A second query in the same language that every hit must also match, applied as a filter
+  // (never spliced into `query`, so a query cannot escape it): the REST API's reviewer scope.
+  std::string filter;
+  // Answers tag: (query.h); empty: the index's own tag terms.
+  TagResolver tags;
 };
 
 struct SearchHit {
@@ -51,6 +56,13 @@ class Searcher {
   static Result<std::unique_ptr<Searcher>> Open(const std::string& vault_dir);
   Result<SearchResult> Search(const SearchRequest& request);
   Result<uint64_t> Count(const std::string& query, int64_t now = 0);
+  // Every matching id (hex), oldest first: for exports.
+  Result<std::vector<std::string>> MatchingIds(const SearchRequest& request);
+  // Whether the message with this full id matches the request's query and filter.
+  Result<bool> Matches(const std::string& hex_id, const SearchRequest& request);
+  // Sees what the writer committed since the last call (a long-lived searcher's view is fixed
+  // at open, as Xapian's is).
+  void Reopen();
   IndexInfo Info();
   // Every indexed id (hex), for `mailvault check`.
   Result<std::vector<std::string>> AllIds();
@@ -60,7 +72,9 @@ class Searcher {
  private:
   Searcher() = default;
   Result<Xapian::Query> ResolvePhrase(const Phrase& phrase);
-  Result<Xapian::Query> Parse(const std::string& query, int64_t now);
+  Result<Xapian::Query> Parse(const std::string& query, int64_t now, const TagResolver& tags = {});
+  // The request's query with its filter applied.
+  Result<Xapian::Query> ParseRequest(const SearchRequest& request);
   std::vector<Xapian::Database> shards_;
   Xapian::Database db_;  // all shards as one
 };

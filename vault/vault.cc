@@ -199,6 +199,8 @@ struct Vault::OpenPack {
   }
 };
 
+SecretKey Vault::DeriveSubkey(std::string_view purpose) const { return DeriveKey(keys_.master, vault_id_, purpose); }
+
 Vault::Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock)
     : dir_(std::move(dir)), vault_id_(std::move(vault_id)), keys_(std::move(keys)), options_(options), lock_(std::move(lock)) {}
 

@@ -148,6 +148,9 @@ class Vault {
   // Commit groups (one append + fsync each) since open: group commit at work.
   uint64_t commit_groups() const { return commit_groups_.load(); }
   const std::string& vault_id() const { return vault_id_; }
+  // A key for data kept beside the vault (the API's state store, the audit chain), derived
+  // from the master key: HKDF(master, salt = vault id, info = purpose), e.g. "mailvault/v1/state".
+  SecretKey DeriveSubkey(std::string_view purpose) const;
 
  private:
   struct Pending;

@@ -1,0 +1,184 @@
+#include "api/auth.h"
+
+#include "core/bytes.h"
+#include "vault/crypto.h"
+
+namespace mailvault::api {
+
+Authenticator::Authenticator(Records* records, AuthSettings settings)
+    : records_(records), settings_(settings), dummy_hash_(HashPassword(HexEncode(RandomBytes(16)))) {}
+
+int64_t Authenticator::Now() const { return NowSeconds(); }
+
+uint64_t Authenticator::failed_logins() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return failed_logins_;
+}
+
+size_t Authenticator::sessions() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return sessions_.size();
+}
+
+void Authenticator::RecordFailure(const std::string& name, const std::string& peer, int64_t now) {
+  // REQUIRES: mu_
+  ++failed_logins_;
+  Failures& f = by_name_[name];
+  ++f.count;
+  f.last = now;
+  if (f.count >= settings_.max_failures_before_lock) f.locked_until = now + settings_.lock_seconds;
+  std::deque<int64_t>& times = by_peer_[peer];
+  times.push_back(now);
+  while (!times.empty() && times.front() < now - settings_.per_address_window) times.pop_front();
+  // Bounded memory under a spray of random names: forget the oldest quiet entries.
+  if (by_name_.size() > 100000) {
+    for (auto it = by_name_.begin(); it != by_name_.end();) {
+      it = it->second.last < now - settings_.lock_seconds ? by_name_.erase(it) : std::next(it);
+    }
+  }
+}
+
+std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& name, const std::string& password,
+                                                            const std::string& peer) {
+  const int64_t now = Now();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto p = by_peer_.find(peer);
+    if (p != by_peer_.end()) {
+      while (!p->second.empty() && p->second.front() < now - settings_.per_address_window) p->second.pop_front();
+      if (static_cast<int>(p->second.size()) >= settings_.per_address_failures) {
+        ++failed_logins_;
+        return AuthRefusal{429, "too many failed logins from this address; try again later",
+                           p->second.front() + settings_.per_address_window - now};
+      }
+    }
+    auto it = by_name_.find(name);
+    if (it != by_name_.end() && it->second.count > 0) {
+      const Failures& f = it->second;
+      if (f.locked_until > now) {
+        ++failed_logins_;
+        return AuthRefusal{429, "this account is locked after repeated failed logins; an admin can unlock it", f.locked_until - now};
+      }
+      int64_t wait = std::min<int64_t>(int64_t{1} << std::min(f.count - 1, 20), settings_.max_backoff_seconds);
+      if (now < f.last + wait) {
+        ++failed_logins_;
+        return AuthRefusal{429, "wait before trying this name again (failed logins slow down)", f.last + wait - now};
+      }
+    }
+  }
+  Result<std::optional<User>> user = ValidUserName(name) ? records_->GetUser(name) : Result<std::optional<User>>(std::optional<User>());
+  if (!user.ok()) return AuthRefusal{503, "cannot read the user store: " + user.error().message(), 5};
+  // An admin's unlock clears a persisted lock; a lock in the record also survives restarts.
+  if (*user && (*user)->locked_until > now) {
+    std::lock_guard<std::mutex> l(mu_);
+    ++failed_logins_;
+    return AuthRefusal{429, "this account is locked after repeated failed logins; an admin can unlock it", (*user)->locked_until - now};
+  }
+  {
+    // scrypt needs ~32 MiB and ~0.1 s: only a few at once, or a login storm takes the memory.
+    std::unique_lock<std::mutex> l(checks_mu_);
+    if (!checks_cv_.wait_for(l, std::chrono::seconds(5), [&] { return checks_running_ < settings_.password_checks_at_once; })) {
+      return AuthRefusal{503, "too many logins at once; try again in a moment", 1};
+    }
+    ++checks_running_;
+  }
+  const std::string& hash = *user && !(*user)->password_hash.empty() ? (*user)->password_hash : dummy_hash_;
+  bool good = VerifyPassword(password, hash) && *user && !(*user)->disabled && !(*user)->password_hash.empty();
+  {
+    std::lock_guard<std::mutex> l(checks_mu_);
+    --checks_running_;
+  }
+  checks_cv_.notify_one();
+  std::lock_guard<std::mutex> l(mu_);
+  if (!good) {
+    RecordFailure(name, peer, now);
+    const Failures& f = by_name_[name];
+    if (*user && f.locked_until > now && (*user)->locked_until < f.locked_until) {
+      User u = **user;
+      u.locked_until = f.locked_until;
+      u.failures = f.count;
+      (void)records_->PutUser(u);  // best effort: the in-memory lock holds regardless
+    }
+    return AuthRefusal{401, "wrong user name or password, or the account is disabled", 0};
+  }
+  by_name_.erase(name);
+  LoginResult r;
+  r.token = "mvs_" + HexEncode(RandomBytes(32));
+  r.expires = now + settings_.session_max_seconds;
+  r.user = **user;
+  sessions_[Sha256Hex(r.token)] = Session{name, now, now};
+  return r;
+}
+
+std::variant<Principal, AuthRefusal> Authenticator::Authenticate(const std::string& header, int count) {
+  static const AuthRefusal kMissing{401, "send a valid session or API token as \"Authorization: Bearer <token>\"", 0};
+  if (count != 1) return count == 0 ? kMissing : AuthRefusal{401, "send exactly one Authorization header", 0};
+  if (header.size() < 8 || header.size() > 200 || header.compare(0, 7, "Bearer ") != 0) return kMissing;
+  const std::string token = header.substr(7);
+  const std::string hash = Sha256Hex(token);
+  const int64_t now = Now();
+  Principal p;
+  int64_t issued = 0;
+  if (token.rfind("mvs_", 0) == 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = sessions_.find(hash);
+    if (it == sessions_.end()) return AuthRefusal{401, "the session has ended or never existed; log in again", 0};
+    if (it->second.last_used + settings_.session_idle_seconds < now || it->second.created + settings_.session_max_seconds < now) {
+      sessions_.erase(it);
+      return AuthRefusal{401, "the session has expired; log in again", 0};
+    }
+    it->second.last_used = now;
+    p.name = it->second.user;
+    p.auth = "session";
+    p.session_hash = hash;
+    issued = it->second.created;
+  } else if (token.rfind("mvt_", 0) == 0) {
+    Result<std::optional<Token>> t = records_->TokenByHash(hash);
+    if (!t.ok()) return AuthRefusal{503, "cannot read the token store: " + t.error().message(), 5};
+    if (!*t) return AuthRefusal{401, "the API token is unknown or revoked", 0};
+    if ((*t)->expires < now) return AuthRefusal{401, "the API token has expired; create a new one", 0};
+    p.name = (*t)->user;
+    p.auth = "token:" + (*t)->id;
+    issued = 0;  // tokens outlive password changes (they are revoked one by one)
+    // last_used is written at most once a minute per token: not a synced write per request.
+    bool flush = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      int64_t& last = last_used_flushed_[(*t)->id];
+      if (last + 60 <= now) {
+        last = now;
+        flush = true;
+      }
+    }
+    if (flush) {
+      Token updated = **t;
+      updated.last_used = now;
+      (void)records_->PutToken(updated);
+    }
+  } else {
+    return AuthRefusal{401, "the token is not a mailvault token", 0};
+  }
+  Result<std::optional<User>> user = records_->GetUser(p.name);
+  if (!user.ok()) return AuthRefusal{503, "cannot read the user store: " + user.error().message(), 5};
+  if (!*user || (*user)->disabled) return AuthRefusal{401, "the account is disabled or deleted", 0};
+  if (issued && issued < (*user)->credentials_changed) {
+    Logout(hash);
+    return AuthRefusal{401, "the account's password or role changed since this session began; log in again", 0};
+  }
+  p.role = (*user)->role;
+  p.scope = (*user)->scope;
+  return p;
+}
+
+void Authenticator::Logout(const std::string& session_hash) {
+  std::lock_guard<std::mutex> l(mu_);
+  sessions_.erase(session_hash);
+}
+
+void Authenticator::EndSessionsOf(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto it = sessions_.begin(); it != sessions_.end();) it = it->second.user == name ? sessions_.erase(it) : std::next(it);
+  by_name_.erase(name);
+}
+
+}  // namespace mailvault::api

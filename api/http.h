@@ -1,0 +1,46 @@
+// What a handler sees of an HTTP exchange, independent of the transport (cpprestsdk today,
+// http_cpprest.h): the handlers, the router and every test speak these types only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mailvault::api {
+
+struct Request {
+  std::string method;                          // "GET"
+  std::string path;                            // as sent, percent-encoded, without the query
+  std::map<std::string, std::string> query;    // decoded; a repeated name keeps the last value
+  std::map<std::string, std::string> headers;  // names lower-cased; repeated headers joined with ", "
+  int authorization_headers = 0;               // how many Authorization headers came
+  std::string body;
+  std::string peer;                            // the client's address
+  std::string request_id;                      // for the problem's "instance" and the logs
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string file;          // when set, the body is this file's content (downloads)
+  uint64_t file_size = 0;
+
+  static Response Json(int status, const nlohmann::json& j);
+  static Response Empty(int status);  // 204 and friends
+};
+
+// RFC 9457 problem details: {"type", "title", "status", "detail", "instance"}. `slug` names
+// the kind of problem ("bad-request"); detail says what to do about it.
+Response Problem(int status, const std::string& slug, const std::string& detail, const std::string& request_id = "");
+
+const char* StatusText(int status);
+
+// Percent-decoding of one path segment or query value; false on a malformed escape.
+bool PercentDecode(std::string_view in, std::string* out, bool plus_is_space);
+std::map<std::string, std::string> ParseQueryString(std::string_view q);
+
+}  // namespace mailvault::api

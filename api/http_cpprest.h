@@ -1,0 +1,44 @@
+// The API's transport: cpprestsdk's http_listener (the design card's choice), HTTP or HTTPS.
+// Only this file and its .cc include cpprest (whose U() macro breaks other headers; the target
+// defines _TURN_OFF_PLATFORM_STRING).
+//
+// cpprestsdk runs handlers on its own small thread pool, and a handler that blocks there can
+// starve the pool (upstream issues #1144, #1190). So the listener's threads only collect the
+// body and hand the request to our workers, which run the handler (searches, scrypt, the audit
+// fsync) and send the reply. What the listener itself does not limit (header size, idle
+// connections) is measured in docs/benchmarks.md and tests/api/hostile_http.py.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "api/service.h"
+#include "core/result.h"
+
+namespace mailvault::api {
+
+struct HttpServerOptions {
+  std::string uri;              // "https://0.0.0.0:8443" or "http://127.0.0.1:8080"
+  std::string certificate_file;  // PEM chain, for https
+  std::string key_file;          // PEM key, for https
+  size_t workers = 16;
+  size_t max_queued = 1024;      // requests waiting for a worker; past it: 503
+  size_t max_body_bytes = 1 << 20;
+};
+
+class HttpServer {
+ public:
+  static Result<std::unique_ptr<HttpServer>> Start(ApiService* service, const HttpServerOptions& options);
+  ~HttpServer();
+  // Stops listening, answers what is queued, and joins the workers.
+  void Stop();
+  const std::string& uri() const;
+
+  class Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mailvault::api

@@ -1,0 +1,130 @@
+// The API's records and how they are kept in the state store (state.h). Key layout:
+//   u/<name>            User
+//   t/<sha256(token)>   Token (API tokens; login sessions live in memory only)
+//   ti/<id>             -> sha256(token), to revoke by id
+//   s/<id>              SavedSearch
+//   j/<id>              ExportJob
+//   g/<message id>      the message's tags (JSON array)
+//   G/<tag>/<msg id>    "" (which messages carry a tag)
+//   a/<seq>, ah         the audit chain (audit.h)
+// Values are JSON. docs/api.md describes each record.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/state.h"
+#include "core/result.h"
+
+namespace mailvault::api {
+
+enum class Role { kAdmin, kOperator, kReviewer, kAuditor };
+const char* RoleName(Role r);
+std::optional<Role> ParseRole(std::string_view s);
+
+// What a scoped reviewer may see: messages of these custodians (any, when empty) that also
+// match the query (all, when empty).
+struct Scope {
+  std::vector<std::string> custodians;
+  std::string query;
+  bool empty() const { return custodians.empty() && query.empty(); }
+  // The scope as a query in the index's language, "" when unscoped.
+  std::string AsQuery() const;
+  nlohmann::json ToJson() const;
+  static Result<Scope> FromJson(const nlohmann::json& j);
+};
+
+struct User {
+  std::string name;
+  Role role = Role::kReviewer;
+  std::string password_hash;
+  bool disabled = false;
+  Scope scope;
+  int64_t created = 0;
+  int64_t credentials_changed = 0;  // sessions from before this are void (password, role, scope)
+  int failures = 0;                 // consecutive failed logins
+  int64_t locked_until = 0;
+  nlohmann::json ToJson() const;  // for storage (with the hash)
+  nlohmann::json PublicJson() const;  // for the API (no hash)
+  static Result<User> FromJson(const nlohmann::json& j);
+};
+
+struct Token {
+  std::string id;    // 16 hex digits, public
+  std::string hash;  // hex SHA-256 of the secret token
+  std::string user;
+  std::string label;
+  int64_t created = 0, expires = 0, last_used = 0;
+  nlohmann::json ToJson() const;
+  nlohmann::json PublicJson() const;
+  static Result<Token> FromJson(const nlohmann::json& j);
+};
+
+struct SavedSearch {
+  std::string id, owner, name, query;
+  int64_t created = 0;
+  nlohmann::json ToJson() const;
+  static Result<SavedSearch> FromJson(const nlohmann::json& j);
+};
+
+struct ExportJob {
+  std::string id, owner, format, query, filter, state = "queued", error;
+  uint64_t total = 0, done = 0, bytes = 0;
+  std::string manifest_sha256, artefact_sha256;
+  int64_t created = 0, finished = 0, expires_at = 0;
+  nlohmann::json ToJson() const;             // storage
+  nlohmann::json PublicJson(bool with_query) const;
+  static Result<ExportJob> FromJson(const nlohmann::json& j);
+};
+
+bool ValidUserName(std::string_view s);   // 1-64 of a-z 0-9 . _ @ -
+bool ValidTag(std::string_view s);        // 1-64 of a-z 0-9 . _ : -
+bool ValidMessageId(std::string_view s);  // exactly 64 lower-case hex digits
+bool ValidRecordId(std::string_view s);   // 16 lower-case hex digits (tokens, searches, jobs)
+std::string NewRecordId();
+std::string Sha256Hex(std::string_view data);
+int64_t NowSeconds();
+std::string Rfc3339(int64_t seconds);
+std::optional<int64_t> ParseRfc3339(std::string_view s);  // also a bare date, UTC
+
+// The records, read and written through the state store.
+class Records {
+ public:
+  explicit Records(StateStore* store) : store_(store) {}
+  StateStore* store() { return store_; }
+
+  Result<std::optional<User>> GetUser(const std::string& name) const;
+  Status PutUser(const User& u);
+  Result<std::vector<User>> Users() const;
+
+  Result<std::optional<Token>> TokenByHash(const std::string& hash) const;
+  Result<std::optional<Token>> TokenById(const std::string& id) const;
+  Status PutToken(const Token& t);
+  Status DeleteToken(const Token& t);
+  Result<std::vector<Token>> Tokens() const;
+  // Creates an API token for user; returns the record and the secret (shown once).
+  Result<std::pair<Token, std::string>> CreateToken(const std::string& user, const std::string& label, int days);
+
+  Result<std::optional<SavedSearch>> GetSavedSearch(const std::string& id) const;
+  Status PutSavedSearch(const SavedSearch& s);
+  Status DeleteSavedSearch(const std::string& id);
+  Result<std::vector<SavedSearch>> SavedSearches(const std::string& owner) const;
+
+  Result<std::optional<ExportJob>> GetJob(const std::string& id) const;
+  Status PutJob(const ExportJob& j);
+  Result<std::vector<ExportJob>> Jobs() const;
+
+  Result<std::vector<std::string>> TagsOf(const std::string& message_id) const;
+  // Adds and removes tags on many messages in one synced write.
+  Status ChangeTags(const std::vector<std::string>& message_ids, const std::vector<std::string>& add,
+                    const std::vector<std::string>& remove);
+  Result<std::vector<std::string>> MessagesTagged(const std::string& tag) const;
+
+ private:
+  StateStore* store_;
+};
+
+}  // namespace mailvault::api

@@ -1,0 +1,878 @@
+#include "api/service.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <set>
+
+#include "api/export.h"
+#include "core/bytes.h"
+#include "core/text.h"
+#include "indexer/searcher.h"
+#include "vault/crypto.h"
+
+namespace mailvault::api {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr unsigned kAnonymous = 1u << 4;
+constexpr unsigned Bit(Role r) { return 1u << static_cast<unsigned>(r); }
+constexpr unsigned kAdmin = Bit(Role::kAdmin), kOperator = Bit(Role::kOperator), kReviewer = Bit(Role::kReviewer),
+                   kAuditor = Bit(Role::kAuditor), kAnyRole = kAdmin | kOperator | kReviewer | kAuditor;
+
+// A handler's way out with an error response: caught in Dispatch.
+struct HttpError {
+  Response response;
+};
+
+[[noreturn]] void Fail(int status, const std::string& slug, const std::string& detail) {
+  throw HttpError{Problem(status, slug, detail)};
+}
+[[noreturn]] void BadRequest(const std::string& detail) { Fail(400, "bad-request", detail); }
+[[noreturn]] void NotFound() { Fail(404, "not-found", "no such resource (or it is outside what you may see)"); }
+
+[[noreturn]] void FailWith(const Error& e) {
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kLimitExceeded:
+    case ErrorCode::kMalformedInput: Fail(400, "bad-query", e.message());
+    case ErrorCode::kNotFound: Fail(404, "not-found", e.message());
+    case ErrorCode::kBusy: Fail(503, "busy", e.message());
+    default: Fail(500, "internal", e.ToString());
+  }
+}
+
+template <typename T>
+T Must(Result<T> r) {
+  if (!r.ok()) FailWith(r.error());
+  return std::move(*r);
+}
+void Must(Status s) {
+  if (!s.ok()) FailWith(s.error());
+}
+
+// Body fields, checked: a wrong type or a missing required field is a 400 naming the field.
+std::string StringField(const json& body, const char* name, bool required, size_t max = 16 << 10) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) {
+    if (required) BadRequest(std::string("\"") + name + "\" is required");
+    return "";
+  }
+  if (!it->is_string()) BadRequest(std::string("\"") + name + "\" must be a string");
+  std::string v = it->get<std::string>();
+  if (v.size() > max) BadRequest(std::string("\"") + name + "\" is longer than " + std::to_string(max) + " bytes");
+  return v;
+}
+
+int64_t IntField(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return fallback;
+  if (!it->is_number_integer()) BadRequest(std::string("\"") + name + "\" must be an integer");
+  // Unsigned values past INT64_MAX come back negative from get<int64_t>: check both ways.
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
+    BadRequest(std::string("\"") + name + "\" must be from " + std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) BadRequest(std::string("\"") + name + "\" must be from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return v;
+}
+
+std::vector<std::string> TagList(const json& body, const char* name) {
+  std::vector<std::string> out;
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return out;
+  if (!it->is_array() || it->size() > 100) BadRequest(std::string("\"") + name + "\" must be an array of at most 100 tags");
+  for (const json& t : *it) {
+    if (!t.is_string() || !ValidTag(t.get<std::string>())) {
+      BadRequest("tags are 1 to 64 characters of a-z, 0-9 and . _ : -");
+    }
+    out.push_back(t.get<std::string>());
+  }
+  return out;
+}
+
+thread_local std::unique_ptr<index::Searcher> tl_searcher;
+thread_local std::string tl_searcher_dir;
+
+index::Searcher& SearcherFor(const std::string& vault_dir) {
+  if (!tl_searcher || tl_searcher_dir != vault_dir) {
+    Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(vault_dir);
+    if (!s.ok()) Fail(503, "index-unavailable", "the full-text index cannot be opened: " + s.error().message());
+    tl_searcher = std::move(*s);
+    tl_searcher_dir = vault_dir;
+  } else {
+    tl_searcher->Reopen();  // see what the indexer committed since
+  }
+  return *tl_searcher;
+}
+
+json EnvelopeJson(const Envelope& e) {
+  json j{{"capture_time", Rfc3339(e.capture_time_us / 1000000)}, {"source", e.source}, {"recipients", e.recipients}};
+  if (!e.custodian.empty()) j["custodian"] = e.custodian;
+  if (!e.sender.empty()) j["sender"] = e.sender;
+  if (!e.note.empty()) j["note"] = e.note;
+  if (!e.journal_report.empty()) j["journal_report"] = e.journal_report;
+  return j;
+}
+
+}  // namespace
+
+struct ApiService::Context {
+  const Request& req;
+  Principal* who = nullptr;  // null on anonymous routes
+  std::vector<std::string> params;
+  json body;  // parsed when the route takes one
+  std::string route;
+  std::string rid;
+};
+
+struct ApiService::Route {
+  const char* method;
+  const char* path;
+  unsigned roles;
+  Handler handler;
+  bool json_body;
+};
+
+const std::vector<ApiService::Route>& ApiService::Table() {
+  static const std::vector<Route> table = {
+      {"GET", "/healthz", kAnonymous, &ApiService::Healthz, false},
+      {"GET", "/metrics", kAdmin | kOperator, &ApiService::Metrics, false},
+      {"POST", "/api/v1/auth/login", kAnonymous, &ApiService::Login, true},
+      {"POST", "/api/v1/auth/logout", kAnyRole, &ApiService::Logout, false},
+      {"GET", "/api/v1/me", kAnyRole, &ApiService::Me, false},
+      {"GET", "/api/v1/users", kAdmin | kAuditor, &ApiService::ListUsers, false},
+      {"POST", "/api/v1/users", kAdmin, &ApiService::CreateUser, true},
+      {"PUT", "/api/v1/users/{name}", kAdmin, &ApiService::UpdateUser, true},
+      {"GET", "/api/v1/config", kAdmin, &ApiService::GetConfig, false},
+      {"GET", "/api/v1/tokens", kAnyRole, &ApiService::ListTokens, false},
+      {"POST", "/api/v1/tokens", kAnyRole, &ApiService::CreateToken, true},
+      {"DELETE", "/api/v1/tokens/{id}", kAnyRole, &ApiService::RevokeToken, false},
+      {"GET", "/api/v1/status", kAdmin | kOperator, &ApiService::GetStatus, false},
+      {"GET", "/api/v1/jobs", kAdmin | kOperator, &ApiService::ListJobs, false},
+      {"POST", "/api/v1/search", kReviewer, &ApiService::Search, true},
+      {"POST", "/api/v1/search/tags", kReviewer, &ApiService::BulkTag, true},
+      {"GET", "/api/v1/messages/{id}", kReviewer, &ApiService::GetMessage, false},
+      {"GET", "/api/v1/messages/{id}/raw", kReviewer, &ApiService::GetRaw, false},
+      {"PUT", "/api/v1/messages/{id}/tags/{tag}", kReviewer, &ApiService::PutTag, false},
+      {"DELETE", "/api/v1/messages/{id}/tags/{tag}", kReviewer, &ApiService::DeleteTag, false},
+      {"GET", "/api/v1/saved-searches", kReviewer, &ApiService::ListSavedSearches, false},
+      {"POST", "/api/v1/saved-searches", kReviewer, &ApiService::CreateSavedSearch, true},
+      {"POST", "/api/v1/saved-searches/{id}/run", kReviewer, &ApiService::RunSavedSearch, true},
+      {"DELETE", "/api/v1/saved-searches/{id}", kReviewer, &ApiService::DeleteSavedSearch, false},
+      {"GET", "/api/v1/exports", kReviewer, &ApiService::ListExports, false},
+      {"POST", "/api/v1/exports", kReviewer, &ApiService::CreateExport, true},
+      {"GET", "/api/v1/exports/{id}", kReviewer, &ApiService::GetExport, false},
+      {"GET", "/api/v1/exports/{id}/download", kReviewer, &ApiService::DownloadExport, false},
+      {"GET", "/api/v1/exports/{id}/manifest", kReviewer, &ApiService::ExportManifest, false},
+      {"DELETE", "/api/v1/exports/{id}", kReviewer, &ApiService::DeleteExport, false},
+      {"GET", "/api/v1/audit", kAuditor, &ApiService::ReadAudit, false},
+      {"GET", "/api/v1/audit/head", kAuditor, &ApiService::AuditHeadOf, false},
+  };
+  return table;
+}
+
+std::vector<RouteInfo> ApiService::Routes() {
+  std::vector<RouteInfo> out;
+  for (const Route& r : Table()) {
+    RouteInfo info{r.method, r.path, {}};
+    if (r.roles & kAnonymous) info.roles.push_back("anonymous");
+    for (Role role : {Role::kAdmin, Role::kOperator, Role::kReviewer, Role::kAuditor}) {
+      if (r.roles & Bit(role)) info.roles.push_back(RoleName(role));
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+ApiService::ApiService(Vault* vault, std::string vault_dir, Records* records, Authenticator* auth, AuditLog* audit,
+                       ExportRunner* exports, std::function<json()> status, json config, ApiSettings settings)
+    : vault_(vault),
+      vault_dir_(std::move(vault_dir)),
+      records_(records),
+      auth_(auth),
+      audit_(audit),
+      exports_(exports),
+      status_(std::move(status)),
+      config_(std::move(config)),
+      settings_(settings),
+      request_prefix_(HexEncode(RandomBytes(4))) {}
+
+ApiService::~ApiService() = default;
+
+Status ApiService::Audit(Context& c, const std::string& action, const std::string& target, int status, json details) {
+  AuditEvent e;
+  if (c.who) {
+    e.user = c.who->name;
+    e.role = RoleName(c.who->role);
+    e.auth = c.who->auth;
+  }
+  e.source = c.req.peer;
+  e.action = action;
+  e.target = target;
+  e.status = status;
+  e.details = std::move(details);
+  e.details["request_id"] = c.rid;
+  return audit_->Record(std::move(e));
+}
+
+Response ApiService::Handle(const Request& request) {
+  const auto start = std::chrono::steady_clock::now();
+  Principal who;
+  std::string route;
+  Response r = Dispatch(request, &who, &route);
+  metrics_.Observe(r.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  r.headers.emplace_back("X-Request-Id", request.request_id);
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+namespace {
+
+// Splits a path into decoded segments; false when an escape is malformed or a segment decodes
+// to something that can never name a resource (NUL, a slash).
+bool SplitPath(const std::string& path, std::vector<std::string>* out) {
+  if (path.empty() || path[0] != '/') return false;
+  size_t i = 1;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    std::string seg;
+    if (!PercentDecode(std::string_view(path).substr(i, j - i), &seg, false)) return false;
+    if (seg.find('\0') != std::string::npos || seg.find('/') != std::string::npos) return false;
+    out->push_back(std::move(seg));
+    i = j + 1;
+  }
+  if (!out->empty() && out->back().empty() && out->size() > 1) out->pop_back();  // a trailing slash
+  return true;
+}
+
+bool MatchPattern(const char* pattern, const std::vector<std::string>& segs, std::vector<std::string>* params) {
+  std::vector<std::string> pat;
+  if (!SplitPath(pattern, &pat) || pat.size() != segs.size()) return false;
+  params->clear();
+  for (size_t i = 0; i < pat.size(); ++i) {
+    if (pat[i].size() > 2 && pat[i].front() == '{') params->push_back(segs[i]);
+    else if (pat[i] != segs[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Response ApiService::Dispatch(const Request& req, Principal* who, std::string* route_out) {
+  const std::string& rid = req.request_id;
+  std::vector<std::string> segs;
+  if (!SplitPath(req.path, &segs)) return Problem(404, "not-found", "no such resource", rid);
+  const Route* route = nullptr;
+  std::vector<std::string> params;
+  std::string allow;
+  for (const Route& r : Table()) {
+    std::vector<std::string> p;
+    if (!MatchPattern(r.path, segs, &p)) continue;
+    if (req.method == r.method) {
+      route = &r;
+      params = std::move(p);
+      break;
+    }
+    allow += (allow.empty() ? "" : ", ") + std::string(r.method);
+  }
+  if (!route) {
+    if (allow.empty()) return Problem(404, "not-found", "no such resource; the API is under /api/v1 (docs/openapi.yaml)", rid);
+    Response r = Problem(405, "method-not-allowed", "this resource answers " + allow, rid);
+    r.headers.emplace_back("Allow", allow);
+    return r;
+  }
+  *route_out = route->path;
+  Context c{req, nullptr, std::move(params), json(), route->path, rid};
+  try {
+    if (!(route->roles & kAnonymous)) {
+      auto h = req.headers.find("authorization");
+      std::variant<Principal, AuthRefusal> a = auth_->Authenticate(h == req.headers.end() ? "" : h->second, req.authorization_headers);
+      if (const AuthRefusal* no = std::get_if<AuthRefusal>(&a)) {
+        Response r = Problem(no->status, no->status == 401 ? "unauthenticated" : "busy", no->detail, rid);
+        if (no->status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"mailvault\"");
+        // Refused credentials are audited (nobody is authenticated: the route is the target).
+        (void)Audit(c, "auth.refused", std::string(req.method) + " " + route->path, no->status, json{{"reason", no->detail}});
+        return r;
+      }
+      *who = std::get<Principal>(std::move(a));
+      c.who = who;
+      if (!(route->roles & Bit(who->role))) {
+        (void)Audit(c, "access.refused", std::string(req.method) + " " + route->path, 403);
+        return Problem(403, "forbidden", std::string("the ") + RoleName(who->role) + " role may not do this", rid);
+      }
+    }
+    if (route->json_body) {
+      if (req.body.size() > settings_.max_body_bytes) {
+        return Problem(413, "too-large", "request bodies are limited to " + std::to_string(settings_.max_body_bytes) + " bytes", rid);
+      }
+      // The body is read as JSON whatever its Content-Type says (curl's -d sends a form type).
+      // Depth is checked while parsing: a 100,000-deep array is refused at depth 33, before
+      // it is built.
+      const int max_depth = settings_.max_json_depth;
+      json::parser_callback_t depth_check = [max_depth](int depth, json::parse_event_t, json&) {
+        if (depth > max_depth) throw HttpError{Problem(400, "bad-request", "JSON nested deeper than " + std::to_string(max_depth) + " levels")};
+        return true;
+      };
+      try {
+        c.body = req.body.empty() ? json::object() : json::parse(req.body, depth_check);
+      } catch (const json::exception& e) {
+        return Problem(400, "bad-request", std::string("the body is not valid JSON: ") + e.what(), rid);
+      }
+      if (!c.body.is_object()) return Problem(400, "bad-request", "the body must be a JSON object", rid);
+    }
+    return (this->*route->handler)(c);
+  } catch (HttpError& e) {
+    e.response.headers.clear();
+    if (e.response.content_type == "application/problem+json") {
+      json j = json::parse(e.response.body, nullptr, false);
+      if (!j.is_discarded()) {
+        j["instance"] = "urn:mailvault:request:" + rid;
+        e.response.body = j.dump(-1, ' ', false, json::error_handler_t::replace);
+      }
+    }
+    return e.response;
+  } catch (const std::exception& e) {
+    return Problem(500, "internal", std::string("unexpected error: ") + e.what(), rid);
+  }
+}
+
+// ---- operations -----------------------------------------------------------------------------
+
+Response ApiService::Healthz(Context&) {
+  json j{{"status", "ok"}};
+  return Response::Json(200, j);
+}
+
+Response ApiService::Metrics(Context&) {
+  Response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = metrics_.Render(auth_->failed_logins(), auth_->sessions());
+  json s = status_ ? status_() : json::object();
+  auto gauge = [&](const char* name, const char* help, const char* type, const json& v) {
+    if (!v.is_number()) return;
+    r.body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + v.dump() + "\n";
+  };
+  Result<VaultStats> vs = vault_->Stats();
+  if (vs.ok()) {
+    gauge("mailvault_messages", "Messages in the vault.", "gauge", json(vs->messages));
+    gauge("mailvault_raw_bytes", "Bytes of the messages as received.", "gauge", json(vs->raw_bytes));
+    gauge("mailvault_stored_bytes", "Bytes the vault's packs take.", "gauge", json(vs->stored_bytes));
+  }
+  gauge("mailvault_ingest_messages_per_second", "Messages captured per second over the last 10 s.", "gauge",
+        s.value("messages_per_second", json()));
+  gauge("mailvault_capture_messages_total", "Messages captured by this serve.", "counter", s.value("messages", json()));
+  if (s.contains("index")) gauge("mailvault_index_lag_changes", "Vault changes not yet searchable.", "gauge", s["index"].value("lag", json()));
+  if (s.contains("queues")) {
+    gauge("mailvault_capture_in_flight", "Messages being received or stored.", "gauge", s["queues"].value("in_flight", json()));
+    gauge("mailvault_vault_commit_queue", "Messages waiting for the vault's committer.", "gauge", s["queues"].value("vault_commit", json()));
+  }
+  return r;
+}
+
+Response ApiService::Login(Context& c) {
+  // The issue's field is "username"; "name" is accepted too (our own user records use it).
+  std::string name = c.body.contains("username") ? StringField(c.body, "username", true, 64) : StringField(c.body, "name", true, 64);
+  std::string password = StringField(c.body, "password", true, 1024);
+  std::variant<LoginResult, AuthRefusal> r = auth_->Login(name, password, c.req.peer);
+  if (const AuthRefusal* no = std::get_if<AuthRefusal>(&r)) {
+    Status s = Audit(c, "auth.login_failed", name, no->status, json{{"reason", no->detail}});
+    (void)s;
+    Response resp = Problem(no->status, no->status == 401 ? "unauthenticated" : no->status == 429 ? "too-many-attempts" : "busy", no->detail);
+    if (no->retry_after > 0) resp.headers.emplace_back("Retry-After", std::to_string(no->retry_after));
+    return resp;
+  }
+  LoginResult& ok = std::get<LoginResult>(r);
+  Principal who{ok.user.name, ok.user.role, ok.user.scope, "session", ""};
+  c.who = &who;
+  // The session exists only once its login is on the audit trail.
+  if (Status s = Audit(c, "auth.login", name, 200); !s.ok()) {
+    auth_->Logout(Sha256Hex(ok.token));
+    Fail(503, "audit-unavailable", s.error().message());
+  }
+  return Response::Json(200, json{{"token", ok.token}, {"expires_at", Rfc3339(ok.expires)},
+                                   {"user", json{{"name", ok.user.name}, {"role", RoleName(ok.user.role)}}}});
+}
+
+Response ApiService::Logout(Context& c) {
+  if (!c.who->session_hash.empty()) auth_->Logout(c.who->session_hash);
+  (void)Audit(c, "auth.logout", c.who->name, 204);
+  return Response::Empty(204);
+}
+
+Response ApiService::Me(Context& c) {
+  json j{{"name", c.who->name}, {"role", RoleName(c.who->role)}, {"auth", c.who->auth}};
+  if (!c.who->scope.empty()) j["scope"] = c.who->scope.ToJson();
+  return Response::Json(200, j);
+}
+
+Response ApiService::ListUsers(Context& c) {
+  json list = json::array();
+  for (const User& u : Must(records_->Users())) list.push_back(u.PublicJson());
+  (void)c;
+  return Response::Json(200, json{{"users", list}});
+}
+
+Response ApiService::CreateUser(Context& c) {
+  std::string name = StringField(c.body, "name", true, 64);
+  if (!ValidUserName(name)) BadRequest("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
+  std::optional<Role> role = ParseRole(StringField(c.body, "role", true, 16));
+  if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor");
+  std::string password = StringField(c.body, "password", true, 1024);
+  if (password.size() < settings_.min_password_length) {
+    BadRequest("passwords are at least " + std::to_string(settings_.min_password_length) + " characters");
+  }
+  User u;
+  u.name = name;
+  u.role = *role;
+  if (c.body.contains("scope")) {
+    Result<Scope> s = Scope::FromJson(c.body["scope"]);
+    if (!s.ok()) BadRequest(s.error().message());
+    u.scope = *s;
+    if (Result<Xapian::Query> q = index::ParseQuery(u.scope.query, 0); !q.ok()) Fail(400, "bad-query", "scope.query: " + q.error().message());
+  }
+  if (Must(records_->GetUser(name))) Fail(409, "conflict", "a user named " + name + " exists");
+  u.password_hash = HashPassword(password);
+  u.created = u.credentials_changed = NowSeconds();
+  Must(Audit(c, "user.create", name, 201, json{{"role", RoleName(u.role)}, {"scope", u.scope.ToJson()}}));
+  Must(records_->PutUser(u));
+  return Response::Json(201, u.PublicJson());
+}
+
+Response ApiService::UpdateUser(Context& c) {
+  const std::string& name = c.params[0];
+  std::optional<User> found = ValidUserName(name) ? Must(records_->GetUser(name)) : std::nullopt;
+  if (!found) NotFound();
+  User u = *found;
+  json changed = json::object();
+  bool end_sessions = false;
+  if (c.body.contains("role")) {
+    std::optional<Role> role = ParseRole(StringField(c.body, "role", true, 16));
+    if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor");
+    u.role = *role;
+    changed["role"] = RoleName(u.role);
+    end_sessions = true;
+  }
+  if (c.body.contains("password")) {
+    std::string password = StringField(c.body, "password", true, 1024);
+    if (password.size() < settings_.min_password_length) {
+      BadRequest("passwords are at least " + std::to_string(settings_.min_password_length) + " characters");
+    }
+    u.password_hash = HashPassword(password);
+    changed["password"] = "changed";
+    end_sessions = true;
+  }
+  if (c.body.contains("disabled")) {
+    if (!c.body["disabled"].is_boolean()) BadRequest("\"disabled\" must be true or false");
+    u.disabled = c.body["disabled"].get<bool>();
+    changed["disabled"] = u.disabled;
+    end_sessions = end_sessions || u.disabled;
+  }
+  if (c.body.contains("scope")) {
+    Result<Scope> s = Scope::FromJson(c.body["scope"]);
+    if (!s.ok()) BadRequest(s.error().message());
+    if (Result<Xapian::Query> q = index::ParseQuery(s->query, 0); !s->query.empty() && !q.ok()) {
+      Fail(400, "bad-query", "scope.query: " + q.error().message());
+    }
+    u.scope = *s;
+    changed["scope"] = u.scope.ToJson();
+    end_sessions = true;
+  }
+  if (c.body.contains("unlock")) {
+    u.failures = 0;
+    u.locked_until = 0;
+    changed["unlock"] = true;
+  }
+  if (changed.empty()) BadRequest("nothing to change: send any of role, password, disabled, scope, unlock");
+  if (end_sessions) u.credentials_changed = NowSeconds();
+  Must(Audit(c, "user.update", name, 200, changed));
+  Must(records_->PutUser(u));
+  if (end_sessions || changed.contains("unlock")) auth_->EndSessionsOf(name);
+  return Response::Json(200, u.PublicJson());
+}
+
+Response ApiService::GetConfig(Context& c) {
+  Must(Audit(c, "config.read", "", 200));
+  return Response::Json(200, config_);
+}
+
+Response ApiService::ListTokens(Context& c) {
+  json list = json::array();
+  for (const Token& t : Must(records_->Tokens())) {
+    if (c.who->role == Role::kAdmin || t.user == c.who->name) list.push_back(t.PublicJson());
+  }
+  return Response::Json(200, json{{"tokens", list}});
+}
+
+Response ApiService::CreateToken(Context& c) {
+  std::string label = StringField(c.body, "label", false, 200);
+  int days = static_cast<int>(IntField(c.body, "expires_days", settings_.default_token_days, 1, settings_.max_token_days));
+  std::string user = c.who->name;
+  if (c.body.contains("user")) {
+    user = StringField(c.body, "user", true, 64);
+    if (user != c.who->name && c.who->role != Role::kAdmin) Fail(403, "forbidden", "only an admin creates tokens for others");
+    if (!ValidUserName(user) || !Must(records_->GetUser(user))) BadRequest("no user named " + user);
+  }
+  Must(Audit(c, "token.create", user, 201, json{{"label", label}, {"expires_days", days}}));
+  auto [token, secret] = Must(records_->CreateToken(user, label, days));
+  json j = token.PublicJson();
+  j["token"] = secret;
+  return Response::Json(201, j);
+}
+
+Response ApiService::RevokeToken(Context& c) {
+  const std::string& id = c.params[0];
+  std::optional<Token> t = ValidRecordId(id) ? Must(records_->TokenById(id)) : std::nullopt;
+  if (!t || (t->user != c.who->name && c.who->role != Role::kAdmin)) NotFound();
+  Must(Audit(c, "token.revoke", id, 204, json{{"user", t->user}}));
+  Must(records_->DeleteToken(*t));
+  return Response::Empty(204);
+}
+
+Response ApiService::GetStatus(Context&) {
+  json j = status_ ? status_() : json::object();
+  Result<VaultStats> vs = vault_->Stats();
+  if (vs.ok()) j["vault"] = json{{"messages", vs->messages}, {"raw_bytes", vs->raw_bytes}, {"stored_bytes", vs->stored_bytes}};
+  j["api"] = json{{"sessions", auth_->sessions()}, {"failed_logins", auth_->failed_logins()}};
+  return Response::Json(200, j);
+}
+
+Response ApiService::ListJobs(Context&) {
+  json list = json::array();
+  for (const ExportJob& j : Must(records_->Jobs())) list.push_back(j.PublicJson(false));
+  return Response::Json(200, json{{"jobs", list}});
+}
+
+// ---- search and messages ----------------------------------------------------------------------
+
+Response ApiService::RunSearch(Context& c, const std::string& query, const json& body, const std::string& action,
+                               const std::string& target) {
+  index::SearchRequest sr;
+  sr.query = query;
+  sr.offset = static_cast<size_t>(IntField(body, "offset", 0, 0, 1000000000));
+  sr.limit = static_cast<size_t>(IntField(body, "limit", 50, 1, static_cast<int64_t>(settings_.max_page)));
+  std::string sort = StringField(body, "sort", false, 16);
+  if (sort.empty() || sort == "newest") sr.sort = index::SortOrder::kDateNewestFirst;
+  else if (sort == "oldest") sr.sort = index::SortOrder::kDateOldestFirst;
+  else if (sort == "relevance") sr.sort = index::SortOrder::kRelevance;
+  else BadRequest("\"sort\" is newest, oldest or relevance");
+  sr.filter = c.who->scope.AsQuery();
+  Records* records = records_;
+  sr.tags = [records](const std::string& tag) {
+    Result<std::vector<std::string>> ids = records->MessagesTagged(tag);
+    std::vector<Xapian::Query> terms;
+    if (ids.ok()) {
+      for (const std::string& id : *ids) terms.emplace_back("Q" + id);
+    }
+    if (terms.empty()) return Xapian::Query::MatchNothing;
+    return Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end());
+  };
+  index::Searcher& searcher = SearcherFor(vault_dir_);
+  Result<index::SearchResult> r = searcher.Search(sr);
+  if (!r.ok()) {
+    (void)Audit(c, action, target, 400, json{{"query", query}, {"error", r.error().message()}});
+    if (r.error().code() == ErrorCode::kInvalidArgument || r.error().code() == ErrorCode::kLimitExceeded) {
+      Fail(400, "bad-query", r.error().message());
+    }
+    FailWith(r.error());
+  }
+  json hits = json::array();
+  for (const index::SearchHit& h : r->hits) {
+    const index::Summary& s = h.summary;
+    json hit{{"id", s.id}, {"message_id", s.message_id}, {"date", Rfc3339(s.date)}, {"from", s.from},
+             {"subject", s.subject}, {"size", s.size}, {"tags", Must(records_->TagsOf(s.id))}};
+    if (sr.sort == index::SortOrder::kRelevance) hit["relevance"] = h.relevance;
+    hits.push_back(std::move(hit));
+  }
+  json details{{"query", query}, {"total", r->total}, {"offset", sr.offset}, {"returned", r->hits.size()}};
+  if (!sr.filter.empty()) details["scope"] = sr.filter;
+  // Audit before content: if the entry cannot be written, the results are not shown.
+  if (Status s = Audit(c, action, target, 200, details); !s.ok()) Fail(503, "audit-unavailable", s.error().message());
+  return Response::Json(200, json{{"total", r->total}, {"offset", sr.offset}, {"limit", sr.limit}, {"hits", hits}});
+}
+
+Response ApiService::Search(Context& c) {
+  std::string query = StringField(c.body, "query", true, index::kMaxQueryBytes + 1);
+  if (query.size() > index::kMaxQueryBytes) {
+    Fail(400, "bad-query", "the query is over the limit of " + std::to_string(index::kMaxQueryBytes) + " bytes (kMaxQueryBytes)");
+  }
+  return RunSearch(c, query, c.body, "search", "");
+}
+
+ObjectId ApiService::MessageInScope(Context& c) {
+  const std::string& hex = c.params[0];
+  // Only full ids: Vault::Resolve takes prefixes, which would let a caller probe for ids.
+  std::optional<ObjectId> id = ValidMessageId(hex) ? ObjectId::FromHex(hex) : std::nullopt;
+  bool visible = false;
+  if (id) {
+    Result<MessageMeta> meta = vault_->GetMeta(*id);
+    visible = meta.ok();
+    if (visible && !c.who->scope.empty()) {
+      index::SearchRequest sr;
+      sr.query = c.who->scope.AsQuery();
+      Result<bool> in = SearcherFor(vault_dir_).Matches(hex, sr);
+      visible = in.ok() && *in;
+    }
+  }
+  if (!visible) {
+    // Out of scope, unindexed, missing or malformed: one answer, audited with the id asked for.
+    (void)Audit(c, "message.refused", hex.substr(0, 80), 404);
+    NotFound();
+  }
+  return *id;
+}
+
+Response ApiService::GetMessage(Context& c) {
+  ObjectId id = MessageInScope(c);
+  const std::string hex = id.Hex();
+  MessageMeta meta = Must(vault_->GetMeta(id));
+  json j{{"id", hex}, {"sha256", hex}, {"size", meta.raw_size}, {"tags", Must(records_->TagsOf(hex))}};
+  Result<std::optional<index::Summary>> s = SearcherFor(vault_dir_).Get(hex);
+  if (s.ok() && *s) {
+    j["message_id"] = (*s)->message_id;
+    j["date"] = Rfc3339((*s)->date);
+    j["from"] = (*s)->from;
+    j["subject"] = (*s)->subject;
+    if (!(*s)->notes.empty()) j["index_notes"] = (*s)->notes;
+  }
+  json envs = json::array();
+  for (const StoredEnvelope& e : Must(vault_->GetEnvelopes(id))) envs.push_back(EnvelopeJson(e.envelope));
+  j["envelopes"] = envs;
+  if (meta.has_warning) j["warning"] = Must(vault_->Warning(id));
+  if (Status st = Audit(c, "message.view", hex, 200); !st.ok()) Fail(503, "audit-unavailable", st.error().message());
+  return Response::Json(200, j);
+}
+
+Response ApiService::GetRaw(Context& c) {
+  ObjectId id = MessageInScope(c);
+  std::string raw = Must(vault_->ReadMessage(id));
+  if (Status st = Audit(c, "message.raw", id.Hex(), 200, json{{"bytes", raw.size()}}); !st.ok()) {
+    Fail(503, "audit-unavailable", st.error().message());
+  }
+  Response r;
+  r.content_type = "message/rfc822";
+  r.body = std::move(raw);
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + id.Hex() + ".eml\"");
+  return r;
+}
+
+Response ApiService::TagChange(Context& c, bool add) {
+  const std::string tag = c.params[1];
+  ObjectId id = MessageInScope(c);
+  if (!ValidTag(tag)) BadRequest("tags are 1 to 64 characters of a-z, 0-9 and . _ : -");
+  Must(Audit(c, add ? "tag.add" : "tag.remove", id.Hex(), 204, json{{"tag", tag}}));
+  std::vector<std::string> tags{tag};
+  Must(records_->ChangeTags({id.Hex()}, add ? tags : std::vector<std::string>{}, add ? std::vector<std::string>{} : tags));
+  return Response::Empty(204);
+}
+
+Response ApiService::PutTag(Context& c) { return TagChange(c, true); }
+Response ApiService::DeleteTag(Context& c) { return TagChange(c, false); }
+
+Response ApiService::BulkTag(Context& c) {
+  std::string query = StringField(c.body, "query", true, index::kMaxQueryBytes);
+  std::vector<std::string> add = TagList(c.body, "add"), remove = TagList(c.body, "remove");
+  if (add.empty() && remove.empty()) BadRequest("send \"add\" and/or \"remove\": arrays of tags");
+  index::SearchRequest sr;
+  sr.query = query;
+  sr.filter = c.who->scope.AsQuery();
+  std::vector<std::string> ids = Must(SearcherFor(vault_dir_).MatchingIds(sr));
+  if (ids.size() > settings_.max_bulk_tag) {
+    BadRequest(std::to_string(ids.size()) + " messages match; one bulk tag changes at most " + std::to_string(settings_.max_bulk_tag));
+  }
+  Must(Audit(c, "tag.bulk", "", 200, json{{"query", query}, {"add", add}, {"remove", remove}, {"matched", ids.size()}}));
+  for (size_t i = 0; i < ids.size(); i += 5000) {
+    std::vector<std::string> part(ids.begin() + static_cast<std::ptrdiff_t>(i),
+                                  ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + 5000)));
+    Must(records_->ChangeTags(part, add, remove));
+  }
+  return Response::Json(200, json{{"matched", ids.size()}});
+}
+
+// ---- saved searches -------------------------------------------------------------------------
+
+Response ApiService::ListSavedSearches(Context& c) {
+  json list = json::array();
+  for (const SavedSearch& s : Must(records_->SavedSearches(c.who->name))) {
+    json j = s.ToJson();
+    j.erase("created_s");
+    list.push_back(j);
+  }
+  return Response::Json(200, json{{"saved_searches", list}});
+}
+
+Response ApiService::CreateSavedSearch(Context& c) {
+  SavedSearch s;
+  s.name = StringField(c.body, "name", true, 200);
+  s.query = StringField(c.body, "query", true, index::kMaxQueryBytes);
+  if (Result<Xapian::Query> q = index::ParseQuery(s.query, 0); !q.ok()) Fail(400, "bad-query", q.error().message());
+  if (Must(records_->SavedSearches(c.who->name)).size() >= settings_.max_saved_searches) {
+    BadRequest("at most " + std::to_string(settings_.max_saved_searches) + " saved searches per user");
+  }
+  s.id = NewRecordId();
+  s.owner = c.who->name;
+  s.created = NowSeconds();
+  Must(Audit(c, "saved_search.create", s.id, 201, json{{"name", s.name}, {"query", s.query}}));
+  Must(records_->PutSavedSearch(s));
+  json j = s.ToJson();
+  j.erase("created_s");
+  return Response::Json(201, j);
+}
+
+Response ApiService::RunSavedSearch(Context& c) {
+  const std::string& id = c.params[0];
+  std::optional<SavedSearch> s = ValidRecordId(id) ? Must(records_->GetSavedSearch(id)) : std::nullopt;
+  if (!s || s->owner != c.who->name) NotFound();
+  return RunSearch(c, s->query, c.body, "saved_search.run", id);
+}
+
+Response ApiService::DeleteSavedSearch(Context& c) {
+  const std::string& id = c.params[0];
+  std::optional<SavedSearch> s = ValidRecordId(id) ? Must(records_->GetSavedSearch(id)) : std::nullopt;
+  if (!s || s->owner != c.who->name) NotFound();
+  Must(Audit(c, "saved_search.delete", id, 204));
+  Must(records_->DeleteSavedSearch(id));
+  return Response::Empty(204);
+}
+
+// ---- exports --------------------------------------------------------------------------------
+
+ExportJob ApiService::OwnJob(Context& c) {
+  const std::string& id = c.params[0];
+  std::optional<ExportJob> j = ValidRecordId(id) ? Must(records_->GetJob(id)) : std::nullopt;
+  if (!j || j->owner != c.who->name) NotFound();
+  if (exports_) exports_->ExpireOld();
+  return *Must(records_->GetJob(id));
+}
+
+Response ApiService::ListExports(Context& c) {
+  if (exports_) exports_->ExpireOld();
+  json list = json::array();
+  for (const ExportJob& j : Must(records_->Jobs())) {
+    if (j.owner == c.who->name) list.push_back(j.PublicJson(true));
+  }
+  return Response::Json(200, json{{"exports", list}});
+}
+
+Response ApiService::CreateExport(Context& c) {
+  if (!exports_) Fail(503, "exports-unavailable", "this server runs no export jobs");
+  ExportJob j;
+  j.format = StringField(c.body, "format", false, 8);
+  if (j.format.empty()) j.format = "zip";
+  if (j.format != "zip" && j.format != "mbox") BadRequest("\"format\" is zip or mbox");
+  std::string saved = StringField(c.body, "saved_search_id", false, 16);
+  j.query = StringField(c.body, "query", false, index::kMaxQueryBytes);
+  if (j.query.empty() == saved.empty()) BadRequest("send either \"query\" or \"saved_search_id\"");
+  if (!saved.empty()) {
+    std::optional<SavedSearch> s = ValidRecordId(saved) ? Must(records_->GetSavedSearch(saved)) : std::nullopt;
+    if (!s || s->owner != c.who->name) Fail(404, "not-found", "no saved search " + saved);
+    j.query = s->query;
+  }
+  if (Result<Xapian::Query> q = index::ParseQuery(j.query, 0); !q.ok()) Fail(400, "bad-query", q.error().message());
+  // The scope in force now is stored with the job: the export is what the reviewer could see
+  // when they asked.
+  j.filter = c.who->scope.AsQuery();
+  j.id = NewRecordId();
+  j.owner = c.who->name;
+  j.created = NowSeconds();
+  Must(Audit(c, "export.create", j.id, 202, json{{"query", j.query}, {"format", j.format}, {"scope", j.filter}}));
+  Must(records_->PutJob(j));
+  exports_->Enqueue(j.id);
+  Response r = Response::Json(202, j.PublicJson(true));
+  r.headers.emplace_back("Location", "/api/v1/exports/" + j.id);
+  return r;
+}
+
+Response ApiService::GetExport(Context& c) { return Response::Json(200, OwnJob(c).PublicJson(true)); }
+
+Response ApiService::DownloadExport(Context& c) {
+  ExportJob j = OwnJob(c);
+  if (j.state == "expired") Fail(410, "expired", "this export's file expired and was deleted; create the export again");
+  if (j.state != "done") Fail(409, "not-ready", "the export is " + j.state + "; download it when its state is done");
+  std::string path = exports_->ArtefactPath(j);
+  if (Status s = Audit(c, "export.download", j.id, 200, json{{"bytes", j.bytes}, {"sha256", j.artefact_sha256}}); !s.ok()) {
+    Fail(503, "audit-unavailable", s.error().message());
+  }
+  Response r;
+  r.content_type = j.format == "zip" ? "application/zip" : "application/mbox";
+  r.file = path;
+  r.file_size = j.bytes;
+  r.headers.emplace_back("Content-Disposition", "attachment; filename=\"mailvault-export-" + j.id + (j.format == "zip" ? ".zip\"" : ".mbox\""));
+  std::string digest;
+  if (HexDecode(j.artefact_sha256, &digest)) r.headers.emplace_back("Repr-Digest", "sha-256=:" + Base64Encode(digest) + ":");
+  return r;
+}
+
+Response ApiService::ExportManifest(Context& c) {
+  ExportJob j = OwnJob(c);
+  if (j.state == "expired") Fail(410, "expired", "this export's files expired and were deleted");
+  if (j.state != "done") Fail(409, "not-ready", "the export is " + j.state);
+  if (Status s = Audit(c, "export.manifest", j.id, 200); !s.ok()) Fail(503, "audit-unavailable", s.error().message());
+  Response r;
+  r.content_type = "text/csv; charset=utf-8";
+  r.file = exports_->ManifestPath(j);
+  struct stat st;
+  r.file_size = ::stat(r.file.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+  return r;
+}
+
+Response ApiService::DeleteExport(Context& c) {
+  ExportJob j = OwnJob(c);
+  Must(Audit(c, "export.delete", j.id, 204, json{{"state", j.state}}));
+  exports_->Cancel(j.id);
+  return Response::Empty(204);
+}
+
+// ---- audit ----------------------------------------------------------------------------------
+
+Response ApiService::ReadAudit(Context& c) {
+  AuditLog::Filter f;
+  const auto& q = c.req.query;
+  auto time_param = [&](const char* name, int64_t fallback) -> int64_t {
+    auto it = q.find(name);
+    if (it == q.end()) return fallback;
+    std::optional<int64_t> t = ParseRfc3339(it->second);
+    if (!t) BadRequest(std::string(name) + " is a time like 2026-11-25T10:00:00Z");
+    return *t * 1000000;
+  };
+  f.from_us = time_param("from", 0);
+  f.to_us = time_param("to", INT64_MAX);
+  if (auto it = q.find("user"); it != q.end()) f.user = it->second;
+  if (auto it = q.find("action"); it != q.end()) f.action = it->second;
+  if (auto it = q.find("target"); it != q.end()) f.target = it->second;
+  auto num = [&](const char* name, uint64_t fallback, uint64_t hi) -> uint64_t {
+    auto it = q.find(name);
+    if (it == q.end()) return fallback;
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(it->second.c_str(), &end, 10);
+    if (it->second.empty() || *end || errno || v > hi || it->second[0] == '-') {
+      BadRequest(std::string(name) + " is a number up to " + std::to_string(hi));
+    }
+    return v;
+  };
+  f.after_seq = num("after_seq", 0, UINT64_MAX - 1);
+  f.limit = num("limit", 100, 1000);
+  if (f.limit == 0) BadRequest("limit is 1 to 1000");
+  std::vector<AuditEntry> entries = Must(audit_->Read(f));
+  json list = json::array();
+  for (const AuditEntry& e : entries) list.push_back(e.ToJson());
+  AuditHead head = audit_->head();
+  json filters = json::object();
+  for (const auto& [k, v] : q) filters[k] = v;
+  if (Status s = Audit(c, "audit.read", "", 200, json{{"filters", filters}, {"returned", entries.size()}}); !s.ok()) {
+    Fail(503, "audit-unavailable", s.error().message());
+  }
+  return Response::Json(200, json{{"entries", list}, {"head", json{{"seq", head.seq}, {"hash", head.hash}}}});
+}
+
+Response ApiService::AuditHeadOf(Context&) {
+  AuditHead head = audit_->head();
+  return Response::Json(200, json{{"seq", head.seq}, {"hash", head.hash}});
+}
+
+}  // namespace mailvault::api

@@ -1,0 +1,286 @@
+// The REST API's administration from the shell: users, API tokens, the audit trail's check,
+// and the route table. These open the vault (for its keys) and the state store, so they run
+// while `mailvault serve` is stopped; with serve running, use the API (an admin's
+// POST/PUT /api/v1/users, POST /api/v1/tokens).
+#include <pwd.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "api/audit.h"
+#include "api/model.h"
+#include "api/service.h"
+#include "api/state.h"
+#include "cli/commands.h"
+#include "core/text.h"
+#include "vault/crypto.h"
+
+namespace mailvault::cli {
+namespace {
+
+using nlohmann::json;
+
+struct ApiState {
+  std::unique_ptr<Vault> vault;
+  std::unique_ptr<api::StateStore> store;
+  std::unique_ptr<api::AuditLog> audit;
+  std::unique_ptr<api::Records> records;
+};
+
+Result<ApiState> OpenState(GlobalOptions& g) {
+  ApiState s;
+  Result<std::unique_ptr<Vault>> v = OpenVault(g);
+  if (!v.ok()) {
+    if (v.error().code() == ErrorCode::kBusy) {
+      return v.error().With("users and tokens are changed here only while `mailvault serve` is stopped; "
+                            "while it runs, an admin uses the REST API (POST /api/v1/users, POST /api/v1/tokens)");
+    }
+    return v.error();
+  }
+  s.vault = std::move(*v);
+  MV_ASSIGN_OR_RETURN(s.store, api::StateStore::Open(g.vault_dir, s.vault->DeriveSubkey("mailvault/v1/state")));
+  MV_ASSIGN_OR_RETURN(s.audit, api::AuditLog::Open(s.store.get(), s.vault->DeriveSubkey("mailvault/v1/audit")));
+  s.records = std::make_unique<api::Records>(s.store.get());
+  return s;
+}
+
+// Who ran the command, for the audit trail: the login behind sudo when there is one.
+std::string ShellUser() {
+  if (const char* sudo = std::getenv("SUDO_USER"); sudo && *sudo) return sudo;
+  struct passwd* pw = ::getpwuid(::getuid());
+  return pw ? pw->pw_name : "uid " + std::to_string(::getuid());
+}
+
+Status AuditCli(ApiState& s, const std::string& action, const std::string& target, json details = json::object()) {
+  api::AuditEvent e;
+  e.user = ShellUser();
+  e.role = "shell";
+  e.auth = "cli:uid=" + std::to_string(::getuid());
+  e.source = "cli";
+  e.action = action;
+  e.target = target;
+  e.details = std::move(details);
+  return s.audit->Record(std::move(e));
+}
+
+Result<std::string> ReadPassword() {
+  std::string password;
+  if (!std::getline(std::cin, password)) password.clear();
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  if (password.size() < api::ApiSettings{}.min_password_length) {
+    return InvalidArgument("the password (the first line of stdin) must be at least " +
+                           std::to_string(api::ApiSettings{}.min_password_length) + " characters");
+  }
+  return password;
+}
+
+// Runs fn on the opened state; prints the error and sets the exit code on failure.
+void WithState(GlobalOptions& g, int* exit_code, const std::function<Status(ApiState&)>& fn) {
+  if (!ResolveOrFail(g, exit_code)) return;
+  Result<ApiState> s = OpenState(g);
+  if (!s.ok()) {
+    *exit_code = Fail(s.error());
+    return;
+  }
+  if (Status st = fn(*s); !st.ok()) *exit_code = Fail(st.error());
+}
+
+}  // namespace
+
+void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  // ---- user ----
+  auto* user = app.add_subcommand("user", "REST API users: add, passwd, role, scope, disable, enable, unlock, list");
+  user->require_subcommand(1);
+  static std::string name, role_name, scope_query;
+  static std::vector<std::string> custodians;
+  static bool as_json = false;
+
+  auto* add = user->add_subcommand("add", "add a user (password: the first line of stdin)");
+  add->add_option("name", name, "user name (a-z 0-9 . _ @ -)")->required();
+  add->add_option("--role", role_name, "admin, operator, reviewer or auditor")->required();
+  add->add_option("--custodian", custodians, "scope a reviewer to this custodian's mail (repeatable)");
+  add->add_option("--scope-query", scope_query, "scope a reviewer to messages matching this query");
+  add->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ApiState& s) -> Status {
+      if (!api::ValidUserName(name)) return InvalidArgument("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
+      std::optional<api::Role> role = api::ParseRole(role_name);
+      if (!role) return InvalidArgument("--role is admin, operator, reviewer or auditor");
+      MV_ASSIGN_OR_RETURN(std::optional<api::User> existing, s.records->GetUser(name));
+      if (existing) return Error(ErrorCode::kAlreadyExists, "a user named " + name + " exists (`mailvault user passwd` changes a password)");
+      api::User u;
+      u.name = name;
+      u.role = *role;
+      for (const std::string& c : custodians) u.scope.custodians.push_back(NormalizeAddress(c));
+      u.scope.query = scope_query;
+      if (!u.scope.empty() && u.role != api::Role::kReviewer) return InvalidArgument("only reviewers are scoped");
+      MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
+      u.password_hash = HashPassword(password);
+      u.created = u.credentials_changed = api::NowSeconds();
+      MV_RETURN_IF_ERROR(AuditCli(s, "user.create", name, json{{"role", role_name}, {"scope", u.scope.ToJson()}}));
+      MV_RETURN_IF_ERROR(s.records->PutUser(u));
+      std::cout << "user " << name << " added (" << role_name << ")\n";
+      return Status::Ok();
+    });
+  });
+
+  // passwd, role, disable, enable, unlock: one change each to an existing user.
+  auto change = [&g, exit_code](const char* action, std::function<Status(api::User&, json&)> edit) {
+    WithState(g, exit_code, [&](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
+      if (!u) return NotFound("no user named " + name + " (`mailvault user list`)");
+      json details = json::object();
+      MV_RETURN_IF_ERROR(edit(*u, details));
+      u->credentials_changed = api::NowSeconds();
+      MV_RETURN_IF_ERROR(AuditCli(s, action, name, details));
+      MV_RETURN_IF_ERROR(s.records->PutUser(*u));
+      std::cout << "user " << name << ": " << details.dump() << "\n";
+      return Status::Ok();
+    });
+  };
+  auto* passwd = user->add_subcommand("passwd", "set a user's password (the first line of stdin)");
+  passwd->add_option("name", name)->required();
+  passwd->callback([change] {
+    change("user.update", [](api::User& u, json& d) -> Status {
+      MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
+      u.password_hash = HashPassword(password);
+      d["password"] = "changed";
+      return Status::Ok();
+    });
+  });
+  auto* role = user->add_subcommand("role", "change a user's role");
+  role->add_option("name", name)->required();
+  role->add_option("role", role_name, "admin, operator, reviewer or auditor")->required();
+  role->callback([change] {
+    change("user.update", [](api::User& u, json& d) -> Status {
+      std::optional<api::Role> r = api::ParseRole(role_name);
+      if (!r) return InvalidArgument("the role is admin, operator, reviewer or auditor");
+      u.role = *r;
+      d["role"] = role_name;
+      return Status::Ok();
+    });
+  });
+  for (const char* which : {"disable", "enable", "unlock"}) {
+    auto* cmd = user->add_subcommand(which, std::string(which) + " a user");
+    cmd->add_option("name", name)->required();
+    std::string w = which;
+    cmd->callback([change, w] {
+      change("user.update", [w](api::User& u, json& d) -> Status {
+        if (w == "unlock") {
+          u.failures = 0;
+          u.locked_until = 0;
+          d["unlock"] = true;
+        } else {
+          u.disabled = w == "disable";
+          d["disabled"] = u.disabled;
+        }
+        return Status::Ok();
+      });
+    });
+  }
+  auto* list = user->add_subcommand("list", "list users");
+  list->add_flag("--json", as_json, "print JSON");
+  list->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(std::vector<api::User> users, s.records->Users());
+      json out = json::array();
+      for (const api::User& u : users) out.push_back(u.PublicJson());
+      if (as_json) {
+        std::cout << out.dump(2) << "\n";
+      } else {
+        for (const api::User& u : users) {
+          std::cout << u.name << "  " << api::RoleName(u.role) << (u.disabled ? "  disabled" : "")
+                    << (u.scope.empty() ? "" : "  scope: " + u.scope.AsQuery()) << "\n";
+        }
+      }
+      return Status::Ok();
+    });
+  });
+
+  // ---- token ----
+  auto* token = app.add_subcommand("token", "REST API tokens for scripts: create, revoke, list");
+  token->require_subcommand(1);
+  static std::string label, token_id;
+  static int days = 90;
+  auto* create = token->add_subcommand("create", "create an API token for a user; prints it once");
+  create->add_option("name", name, "the user the token acts as")->required();
+  create->add_option("--label", label, "what the token is for");
+  create->add_option("--expires-days", days, "days until it expires (1 to 365; default 90)")->check(CLI::Range(1, 365));
+  create->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
+      if (!u) return NotFound("no user named " + name);
+      MV_RETURN_IF_ERROR(AuditCli(s, "token.create", name, json{{"label", label}, {"expires_days", days}}));
+      MV_ASSIGN_OR_RETURN(auto created, s.records->CreateToken(name, label, days));
+      std::cerr << "token " << created.first.id << " for " << name << ", expires " << api::Rfc3339(created.first.expires)
+                << "; it is shown only now:\n";
+      std::cout << created.second << "\n";
+      return Status::Ok();
+    });
+  });
+  auto* revoke = token->add_subcommand("revoke", "revoke an API token by its id");
+  revoke->add_option("id", token_id, "the token's id (`mailvault token list`)")->required();
+  revoke->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(std::optional<api::Token> t, s.records->TokenById(token_id));
+      if (!t) return NotFound("no token with id " + token_id);
+      MV_RETURN_IF_ERROR(AuditCli(s, "token.revoke", token_id, json{{"user", t->user}}));
+      MV_RETURN_IF_ERROR(s.records->DeleteToken(*t));
+      std::cout << "token " << token_id << " revoked\n";
+      return Status::Ok();
+    });
+  });
+  auto* tlist = token->add_subcommand("list", "list API tokens (not their secrets)");
+  tlist->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(std::vector<api::Token> tokens, s.records->Tokens());
+      for (const api::Token& t : tokens) std::cout << t.PublicJson().dump() << "\n";
+      return Status::Ok();
+    });
+  });
+
+  // ---- audit ----
+  auto* audit = app.add_subcommand("audit", "the audit trail");
+  audit->require_subcommand(1);
+  auto* verify = audit->add_subcommand("verify", "check every audit entry and the hash chain; exit 1 on an edit, a gap or a reorder");
+  verify->add_flag("--json", as_json, "print JSON");
+  verify->callback([&g, exit_code] {
+    WithState(g, exit_code, [exit_code](ApiState& s) -> Status {
+      MV_ASSIGN_OR_RETURN(api::AuditVerifyReport r, api::AuditLog::Verify(*s.store, s.vault->DeriveSubkey("mailvault/v1/audit")));
+      if (as_json) {
+        json problems = json::array();
+        for (const auto& p : r.problems) problems.push_back(json{{"seq", p.seq}, {"kind", p.kind}, {"detail", p.detail}});
+        std::cout << json{{"entries", r.entries}, {"head", json{{"seq", r.head.seq}, {"hash", r.head.hash}}},
+                          {"ok", r.ok()}, {"problems", problems}}.dump(2)
+                  << "\n";
+      } else if (r.ok()) {
+        std::cout << "audit trail ok: " << r.entries << " entries, head " << r.head.seq << " " << r.head.hash << "\n";
+      } else {
+        for (const auto& p : r.problems) std::cout << "entry " << p.seq << ": " << p.kind << ": " << p.detail << "\n";
+      }
+      if (!r.ok()) *exit_code = 1;
+      return Status::Ok();
+    });
+  });
+
+  // ---- api routes ----
+  auto* apicmd = app.add_subcommand("api", "the REST API's route table");
+  apicmd->require_subcommand(1);
+  auto* routes = apicmd->add_subcommand("routes", "print every route and the roles it admits");
+  routes->add_flag("--json", as_json, "print JSON");
+  routes->callback([] {
+    json out = json::array();
+    for (const api::RouteInfo& r : api::ApiService::Routes()) out.push_back(json{{"method", r.method}, {"path", r.path}, {"roles", r.roles}});
+    if (as_json) {
+      std::cout << out.dump(2) << "\n";
+    } else {
+      for (const api::RouteInfo& r : api::ApiService::Routes()) {
+        std::string roles;
+        for (const std::string& x : r.roles) roles += (roles.empty() ? "" : ",") + x;
+        std::cout << r.method << " " << r.path << "  " << roles << "\n";
+      }
+    }
+  });
+}
+
+}  // namespace mailvault::cli
