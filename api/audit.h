@@ -32,7 +32,7 @@ namespace mailvault::api {
 struct AuditEvent {
   std::string user;    // "" when nobody is authenticated (a failed login names the attempted user in target)
   std::string role;
-  std::string auth;    // "session", "token:<id>", "cli", "system"
+  std::string auth;    // "session", "token:<id>", "cli:uid=<n>", "system"
   std::string source;  // the client's address, or "cli"
   std::string action;  // "auth.login", "search", "message.raw", ...
   std::string target;  // what it acted on: a message id, a user name, an export id
@@ -56,7 +56,7 @@ struct AuditHead {
 
 struct AuditProblem {
   uint64_t seq = 0;
-  std::string kind;    // "edited", "reordered", "removed", "truncated", "unreadable"
+  std::string kind;    // "edited", "reordered", "removed", "truncated", "inserted", "unreadable"
   std::string detail;
 };
 

@@ -4,8 +4,8 @@
 //   - A failed login for a name makes the next attempt wait min(2^(k-1), 60) s after failure k
 //     (429 + Retry-After, no password check); 10 in a row lock the name for 15 min. Unknown
 //     names are treated the same, and checked against a dummy hash, so neither the answer nor
-//     its timing tells whether a user exists. 30 failures from one address in 10 min refuse
-//     that address for 15 min. Nothing locks forever: anyone could lock out the CEO.
+//     its timing tells whether a user exists. An address with 30 failures in the last 10 min
+//     is refused until fewer than 30 remain in that window (at most 10 min). Nothing locks forever: anyone could lock out the CEO.
 //   - Sessions ("mvs_…") expire after 30 min idle and 8 h at most; logout, a password or role
 //     change and disabling the user end them. Only SHA-256 of a token is kept.
 //   - A token acts with its user's current role and scope; disabling the user stops it.

@@ -165,7 +165,7 @@ void ExportRunner::Cancel(const std::string& id) {
     ::unlink(ArtefactPath(job).c_str());
     ::unlink((ArtefactPath(job) + ".part").c_str());
     ::unlink(ManifestPath(job).c_str());
-    if (job.state != "done" && job.state != "expired" && job.state != "failed") job.state = "cancelled";
+    if (job.state == "queued" || job.state == "running") job.state = "cancelled";
     else if (job.state == "done") job.state = "deleted";
     job.finished = job.finished ? job.finished : NowSeconds();
     (void)records_->PutJob(job);
@@ -242,16 +242,13 @@ void ExportRunner::RunJob(const std::string& id) {
   index::SearchRequest sr;
   sr.query = job.query;
   sr.filter = job.filter;
-  Records* records = records_;
-  sr.tags = [records](const std::string& tag) {
-    Result<std::vector<std::string>> ids = records->MessagesTagged(tag);
-    std::vector<Xapian::Query> terms;
-    if (ids.ok()) {
-      for (const std::string& i : *ids) terms.emplace_back("Q" + i);
-    }
-    return terms.empty() ? Xapian::Query::MatchNothing : Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end());
-  };
-  Result<std::vector<std::string>> ids = (*searcher)->MatchingIds(sr);
+  sr.tags = TagQuery(records_);
+  Result<std::vector<std::string>> ids = Error(ErrorCode::kInternal, "");
+  try {
+    ids = (*searcher)->MatchingIds(sr);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
   if (!ids.ok()) return fail(ids.error().message());
   if (ids->size() > settings_.max_messages) {
     return fail(std::to_string(ids->size()) + " messages match; one export holds at most " + std::to_string(settings_.max_messages));
@@ -316,6 +313,8 @@ Status ExportRunner::Write(const Vault& vault, const Records& records, const std
     mbox = std::fopen(part.c_str(), "wb");
     if (!mbox) return IoError("cannot create " + part);
   }
+  // An export holds mail: readable by the service's user only, as the vault is.
+  ::chmod(part.c_str(), 0600);
   auto close_all = [&] {
     if (mbox) std::fclose(mbox);
     mbox = nullptr;

@@ -97,4 +97,40 @@ std::map<std::string, std::string> ParseQueryString(std::string_view q) {
   return out;
 }
 
+Result<json> ParseJsonBody(std::string_view body, int max_depth) {
+  if (body.empty()) return json::object();
+  struct TooDeep {};
+  json::parser_callback_t depth_check = [max_depth](int depth, json::parse_event_t, json&) {
+    if (depth > max_depth) throw TooDeep{};
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(body, depth_check);
+  } catch (const TooDeep&) {
+    return InvalidArgument("the JSON body is nested deeper than " + std::to_string(max_depth) + " levels");
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument("the body must be a JSON object");
+  return j;
+}
+
+bool SplitPath(const std::string& path, std::vector<std::string>* out) {
+  out->clear();
+  if (path.empty() || path[0] != '/') return false;
+  size_t i = 1;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string::npos) j = path.size();
+    std::string seg;
+    if (!PercentDecode(std::string_view(path).substr(i, j - i), &seg, false)) return false;
+    if (seg.find('\0') != std::string::npos || seg.find('/') != std::string::npos) return false;
+    out->push_back(std::move(seg));
+    i = j + 1;
+  }
+  if (out->size() > 1 && out->back().empty()) out->pop_back();  // a trailing slash
+  return true;
+}
+
 }  // namespace mailvault::api

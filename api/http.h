@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/result.h"
+
 namespace mailvault::api {
 
 struct Request {
@@ -42,5 +44,14 @@ const char* StatusText(int status);
 // Percent-decoding of one path segment or query value; false on a malformed escape.
 bool PercentDecode(std::string_view in, std::string* out, bool plus_is_space);
 std::map<std::string, std::string> ParseQueryString(std::string_view q);
+
+// A request body as a JSON object: malformed JSON, invalid UTF-8, nesting deeper than
+// max_depth (refused while parsing, before a deep document is built) and anything but an
+// object are errors whose message says which.
+Result<nlohmann::json> ParseJsonBody(std::string_view body, int max_depth);
+
+// The decoded segments of a request path; false when an escape is malformed or a segment
+// decodes to something that never names a resource (NUL, "/").
+bool SplitPath(const std::string& path, std::vector<std::string>* out);
 
 }  // namespace mailvault::api

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <set>
+#include <stdexcept>
 
 #include "core/bytes.h"
 #include "core/text.h"
@@ -367,6 +368,17 @@ Result<std::vector<std::string>> Records::MessagesTagged(const std::string& tag)
     return true;
   }));
   return out;
+}
+
+index::TagResolver TagQuery(const Records* records) {
+  return [records](const std::string& tag) {
+    Result<std::vector<std::string>> ids = records->MessagesTagged(tag);
+    if (!ids.ok()) throw std::runtime_error("cannot read the tag " + tag + ": " + ids.error().message());
+    std::vector<Xapian::Query> terms;
+    for (const std::string& id : *ids) terms.emplace_back("Q" + id);
+    if (terms.empty()) return Xapian::Query::MatchNothing;
+    return Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end());
+  };
 }
 
 }  // namespace mailvault::api

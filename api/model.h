@@ -18,6 +18,7 @@
 
 #include "api/state.h"
 #include "core/result.h"
+#include "indexer/query.h"
 
 namespace mailvault::api {
 
@@ -126,5 +127,10 @@ class Records {
  private:
   StateStore* store_;
 };
+
+// Answers tag: in queries (indexer/query.h) from the records: the messages carrying the tag.
+// Throws std::runtime_error when the store cannot be read (a parse callback has no other way
+// out), which the API turns into a 500 and an export into a failed job.
+index::TagResolver TagQuery(const Records* records);
 
 }  // namespace mailvault::api

@@ -224,6 +224,14 @@ Response ApiService::Handle(const Request& request) {
   Principal who;
   std::string route;
   Response r = Dispatch(request, &who, &route);
+  if (r.content_type == "application/problem+json") {
+    // Every problem names the request it answers, however deep it was made.
+    json j = json::parse(r.body, nullptr, false);
+    if (!j.is_discarded()) {
+      j["instance"] = "urn:mailvault:request:" + request.request_id;
+      r.body = j.dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+  }
   metrics_.Observe(r.status, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   r.headers.emplace_back("X-Request-Id", request.request_id);
   r.headers.emplace_back("Cache-Control", "no-store");
@@ -231,24 +239,6 @@ Response ApiService::Handle(const Request& request) {
 }
 
 namespace {
-
-// Splits a path into decoded segments; false when an escape is malformed or a segment decodes
-// to something that can never name a resource (NUL, a slash).
-bool SplitPath(const std::string& path, std::vector<std::string>* out) {
-  if (path.empty() || path[0] != '/') return false;
-  size_t i = 1;
-  while (i <= path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string::npos) j = path.size();
-    std::string seg;
-    if (!PercentDecode(std::string_view(path).substr(i, j - i), &seg, false)) return false;
-    if (seg.find('\0') != std::string::npos || seg.find('/') != std::string::npos) return false;
-    out->push_back(std::move(seg));
-    i = j + 1;
-  }
-  if (!out->empty() && out->back().empty() && out->size() > 1) out->pop_back();  // a trailing slash
-  return true;
-}
 
 bool MatchPattern(const char* pattern, const std::vector<std::string>& segs, std::vector<std::string>* params) {
   std::vector<std::string> pat;
@@ -311,30 +301,12 @@ Response ApiService::Dispatch(const Request& req, Principal* who, std::string* r
         return Problem(413, "too-large", "request bodies are limited to " + std::to_string(settings_.max_body_bytes) + " bytes", rid);
       }
       // The body is read as JSON whatever its Content-Type says (curl's -d sends a form type).
-      // Depth is checked while parsing: a 100,000-deep array is refused at depth 33, before
-      // it is built.
-      const int max_depth = settings_.max_json_depth;
-      json::parser_callback_t depth_check = [max_depth](int depth, json::parse_event_t, json&) {
-        if (depth > max_depth) throw HttpError{Problem(400, "bad-request", "JSON nested deeper than " + std::to_string(max_depth) + " levels")};
-        return true;
-      };
-      try {
-        c.body = req.body.empty() ? json::object() : json::parse(req.body, depth_check);
-      } catch (const json::exception& e) {
-        return Problem(400, "bad-request", std::string("the body is not valid JSON: ") + e.what(), rid);
-      }
-      if (!c.body.is_object()) return Problem(400, "bad-request", "the body must be a JSON object", rid);
+      Result<json> body = ParseJsonBody(req.body, settings_.max_json_depth);
+      if (!body.ok()) return Problem(400, "bad-request", body.error().message(), rid);
+      c.body = std::move(*body);
     }
     return (this->*route->handler)(c);
   } catch (HttpError& e) {
-    e.response.headers.clear();
-    if (e.response.content_type == "application/problem+json") {
-      json j = json::parse(e.response.body, nullptr, false);
-      if (!j.is_discarded()) {
-        j["instance"] = "urn:mailvault:request:" + rid;
-        e.response.body = j.dump(-1, ' ', false, json::error_handler_t::replace);
-      }
-    }
     return e.response;
   } catch (const std::exception& e) {
     return Problem(500, "internal", std::string("unexpected error: ") + e.what(), rid);
@@ -433,7 +405,10 @@ Response ApiService::CreateUser(Context& c) {
     Result<Scope> s = Scope::FromJson(c.body["scope"]);
     if (!s.ok()) BadRequest(s.error().message());
     u.scope = *s;
-    if (Result<Xapian::Query> q = index::ParseQuery(u.scope.query, 0); !q.ok()) Fail(400, "bad-query", "scope.query: " + q.error().message());
+    if (!u.scope.empty() && u.role != Role::kReviewer) BadRequest("only reviewers are scoped");
+    if (Result<Xapian::Query> q = index::ParseQuery(u.scope.query, 0); !u.scope.query.empty() && !q.ok()) {
+      Fail(400, "bad-query", "scope.query: " + q.error().message());
+    }
   }
   if (Must(records_->GetUser(name))) Fail(409, "conflict", "a user named " + name + " exists");
   u.password_hash = HashPassword(password);
@@ -488,6 +463,7 @@ Response ApiService::UpdateUser(Context& c) {
     changed["unlock"] = true;
   }
   if (changed.empty()) BadRequest("nothing to change: send any of role, password, disabled, scope, unlock");
+  if (!u.scope.empty() && u.role != Role::kReviewer) BadRequest("only reviewers are scoped (clear the scope with \"scope\": null)");
   if (end_sessions) u.credentials_changed = NowSeconds();
   Must(Audit(c, "user.update", name, 200, changed));
   Must(records_->PutUser(u));
@@ -535,8 +511,14 @@ Response ApiService::RevokeToken(Context& c) {
 
 Response ApiService::GetStatus(Context&) {
   json j = status_ ? status_() : json::object();
+  // "messages" is what the vault holds; what this serve captured since it started is
+  // "captured" (the status file's "messages").
+  if (j.contains("messages")) j["captured"] = j["messages"];
   Result<VaultStats> vs = vault_->Stats();
-  if (vs.ok()) j["vault"] = json{{"messages", vs->messages}, {"raw_bytes", vs->raw_bytes}, {"stored_bytes", vs->stored_bytes}};
+  if (vs.ok()) {
+    j["messages"] = vs->messages;
+    j["vault"] = json{{"messages", vs->messages}, {"raw_bytes", vs->raw_bytes}, {"stored_bytes", vs->stored_bytes}};
+  }
   j["api"] = json{{"sessions", auth_->sessions()}, {"failed_logins", auth_->failed_logins()}};
   return Response::Json(200, j);
 }
@@ -561,16 +543,7 @@ Response ApiService::RunSearch(Context& c, const std::string& query, const json&
   else if (sort == "relevance") sr.sort = index::SortOrder::kRelevance;
   else BadRequest("\"sort\" is newest, oldest or relevance");
   sr.filter = c.who->scope.AsQuery();
-  Records* records = records_;
-  sr.tags = [records](const std::string& tag) {
-    Result<std::vector<std::string>> ids = records->MessagesTagged(tag);
-    std::vector<Xapian::Query> terms;
-    if (ids.ok()) {
-      for (const std::string& id : *ids) terms.emplace_back("Q" + id);
-    }
-    if (terms.empty()) return Xapian::Query::MatchNothing;
-    return Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end());
-  };
+  sr.tags = TagQuery(records_);
   index::Searcher& searcher = SearcherFor(vault_dir_);
   Result<index::SearchResult> r = searcher.Search(sr);
   if (!r.ok()) {
@@ -614,6 +587,7 @@ ObjectId ApiService::MessageInScope(Context& c) {
     if (visible && !c.who->scope.empty()) {
       index::SearchRequest sr;
       sr.query = c.who->scope.AsQuery();
+      sr.tags = TagQuery(records_);
       Result<bool> in = SearcherFor(vault_dir_).Matches(hex, sr);
       visible = in.ok() && *in;
     }
@@ -680,6 +654,7 @@ Response ApiService::BulkTag(Context& c) {
   index::SearchRequest sr;
   sr.query = query;
   sr.filter = c.who->scope.AsQuery();
+  sr.tags = TagQuery(records_);
   std::vector<std::string> ids = Must(SearcherFor(vault_dir_).MatchingIds(sr));
   if (ids.size() > settings_.max_bulk_tag) {
     BadRequest(std::to_string(ids.size()) + " messages match; one bulk tag changes at most " + std::to_string(settings_.max_bulk_tag));

@@ -90,7 +90,7 @@ void WithState(GlobalOptions& g, int* exit_code, const std::function<Status(ApiS
 
 void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- user ----
-  auto* user = app.add_subcommand("user", "REST API users: add, passwd, role, scope, disable, enable, unlock, list");
+  auto* user = app.add_subcommand("user", "REST API users: add, passwd, role, disable, enable, unlock, list");
   user->require_subcommand(1);
   static std::string name, role_name, scope_query;
   static std::vector<std::string> custodians;
