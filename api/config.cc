@@ -10,6 +10,8 @@ namespace mailvault::api {
 
 nlohmann::json ApiConfig::ToJson() const {
   return nlohmann::json{{"listen", http.uri},
+                        {"transport", http.transport},
+                        {"max_connections", http.max_connections},
                         {"tls_certificate", http.certificate_file},
                         {"tls_key", http.key_file.empty() ? "" : "(set)"},
                         {"workers", http.workers},
@@ -84,6 +86,12 @@ Status ApplyApiConfigFile(const std::string& path, ApiConfig* c) {
       c->http.certificate_file = value;
     } else if (key == "tls-key") {
       c->http.key_file = value;
+    } else if (key == "transport") {
+      if (value != "beast" && value != "cpprest") return InvalidArgument(where + "transport is beast or cpprest");
+      c->http.transport = value;
+    } else if (key == "max-connections") {
+      MV_ASSIGN_OR_RETURN(uint64_t n, number(1, 100000));
+      c->http.max_connections = n;
     } else if (key == "workers") {
       MV_ASSIGN_OR_RETURN(uint64_t n, number(1, 256));
       c->http.workers = n;
@@ -100,7 +108,7 @@ Status ApplyApiConfigFile(const std::string& path, ApiConfig* c) {
       MV_ASSIGN_OR_RETURN(c->session_max_seconds, duration());
     } else {
       return InvalidArgument(where + "unknown key \"" + key +
-                             "\" in [api] (keys: listen, tls-certificate, tls-key, workers, max-body-bytes, export-dir, "
+                             "\" in [api] (keys: listen, tls-certificate, tls-key, transport, workers, max-connections, max-body-bytes, export-dir, "
                              "export-ttl, session-idle, session-max)");
     }
     return Status::Ok();

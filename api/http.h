@@ -35,6 +35,18 @@ struct Response {
   static Response Empty(int status);  // 204 and friends
 };
 
+// How the API listens; read from [api] (config.h).
+struct HttpServerOptions {
+  std::string uri;              // "https://0.0.0.0:8443" or "http://127.0.0.1:8080"
+  std::string certificate_file;  // PEM chain, for https
+  std::string key_file;          // PEM key, for https
+  size_t workers = 16;
+  size_t max_queued = 1024;      // requests waiting for a worker; past it: 503
+  size_t max_body_bytes = 1 << 20;
+  size_t max_connections = 1024;  // Beast transport: past this, new connections are closed
+  std::string transport = "beast";  // or "cpprest" (http_cpprest.h says why it is not the default)
+};
+
 // RFC 9457 problem details: {"type", "title", "status", "detail", "instance"}. `slug` names
 // the kind of problem ("bad-request"); detail says what to do about it.
 Response Problem(int status, const std::string& slug, const std::string& detail, const std::string& request_id = "");

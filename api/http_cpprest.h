@@ -17,14 +17,6 @@
 
 namespace mailvault::api {
 
-struct HttpServerOptions {
-  std::string uri;              // "https://0.0.0.0:8443" or "http://127.0.0.1:8080"
-  std::string certificate_file;  // PEM chain, for https
-  std::string key_file;          // PEM key, for https
-  size_t workers = 16;
-  size_t max_queued = 1024;      // requests waiting for a worker; past it: 503
-  size_t max_body_bytes = 1 << 20;
-};
 
 class HttpServer {
  public:

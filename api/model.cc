@@ -377,7 +377,8 @@ index::TagResolver TagQuery(const Records* records) {
     std::vector<Xapian::Query> terms;
     for (const std::string& id : *ids) terms.emplace_back("Q" + id);
     if (terms.empty()) return Xapian::Query::MatchNothing;
-    return Xapian::Query(Xapian::Query::OP_OR, terms.begin(), terms.end());
+    // A synonym matches what an OR would; the query language counts it as one term.
+    return Xapian::Query(Xapian::Query::OP_SYNONYM, terms.begin(), terms.end());
   };
 }
 

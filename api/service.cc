@@ -32,7 +32,10 @@ struct HttpError {
   throw HttpError{Problem(status, slug, detail)};
 }
 [[noreturn]] void BadRequest(const std::string& detail) { Fail(400, "bad-request", detail); }
-[[noreturn]] void NotFound() { Fail(404, "not-found", "no such resource (or it is outside what you may see)"); }
+// One answer for every 404 (an unknown route, a malformed, missing or out-of-scope id), so
+// that no probe can tell them apart.
+constexpr const char* kNotFoundDetail = "no such resource (or it is outside what you may see); the API is described in docs/openapi.yaml";
+[[noreturn]] void NotFound() { Fail(404, "not-found", kNotFoundDetail); }
 
 [[noreturn]] void FailWith(const Error& e) {
   switch (e.code()) {
@@ -256,7 +259,7 @@ bool MatchPattern(const char* pattern, const std::vector<std::string>& segs, std
 Response ApiService::Dispatch(const Request& req, Principal* who, std::string* route_out) {
   const std::string& rid = req.request_id;
   std::vector<std::string> segs;
-  if (!SplitPath(req.path, &segs)) return Problem(404, "not-found", "no such resource", rid);
+  if (!SplitPath(req.path, &segs)) return Problem(404, "not-found", kNotFoundDetail, rid);
   const Route* route = nullptr;
   std::vector<std::string> params;
   std::string allow;
@@ -271,7 +274,7 @@ Response ApiService::Dispatch(const Request& req, Principal* who, std::string* r
     allow += (allow.empty() ? "" : ", ") + std::string(r.method);
   }
   if (!route) {
-    if (allow.empty()) return Problem(404, "not-found", "no such resource; the API is under /api/v1 (docs/openapi.yaml)", rid);
+    if (allow.empty()) return Problem(404, "not-found", kNotFoundDetail, rid);
     Response r = Problem(405, "method-not-allowed", "this resource answers " + allow, rid);
     r.headers.emplace_back("Allow", allow);
     return r;
@@ -569,7 +572,7 @@ Response ApiService::RunSearch(Context& c, const std::string& query, const json&
 }
 
 Response ApiService::Search(Context& c) {
-  std::string query = StringField(c.body, "query", true, index::kMaxQueryBytes + 1);
+  std::string query = StringField(c.body, "query", true, SIZE_MAX);
   if (query.size() > index::kMaxQueryBytes) {
     Fail(400, "bad-query", "the query is over the limit of " + std::to_string(index::kMaxQueryBytes) + " bytes (kMaxQueryBytes)");
   }

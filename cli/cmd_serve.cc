@@ -18,6 +18,7 @@
 #include "api/auth.h"
 #include "api/config.h"
 #include "api/export.h"
+#include "api/http_beast.h"
 #include "api/http_cpprest.h"
 #include "api/service.h"
 #include "api/state.h"
@@ -191,6 +192,7 @@ struct ApiParts {
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::ExportRunner> exports;
   std::unique_ptr<api::ApiService> service;
+  std::unique_ptr<api::BeastServer> beast;  // the transport: one of these two
   std::unique_ptr<api::HttpServer> http;
 
   void ServerEvent(const std::string& action) {
@@ -201,9 +203,11 @@ struct ApiParts {
     if (Status s = audit->Record(e); !s.ok()) Log("audit: " + s.error().ToString());
   }
   void Stop() {
-    if (http) http->Stop();  // in-flight requests are answered first
+    if (beast) beast->Stop();  // in-flight requests are answered first
+    if (http) http->Stop();
     if (exports) exports->Stop();
     if (audit) ServerEvent("server.stop");
+    beast.reset();
     http.reset();
     service.reset();
     exports.reset();
@@ -229,7 +233,11 @@ Result<std::unique_ptr<ApiParts>> StartApi(Vault* vault, const GlobalOptions& g,
   p->service = std::make_unique<api::ApiService>(vault, g.vault_dir, p->records.get(), p->auth.get(), p->audit.get(),
                                                  p->exports.get(), std::move(status), config.ToJson(), config.settings);
   p->ServerEvent("server.start");
-  MV_ASSIGN_OR_RETURN(p->http, api::HttpServer::Start(p->service.get(), config.http));
+  if (config.http.transport == "cpprest") {
+    MV_ASSIGN_OR_RETURN(p->http, api::HttpServer::Start(p->service.get(), config.http));
+  } else {
+    MV_ASSIGN_OR_RETURN(p->beast, api::BeastServer::Start(p->service.get(), config.http));
+  }
   return p;
 }
 
@@ -298,7 +306,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       return;
     }
     api_parts = std::move(*a);
-    Log("API listening on " + api_config.http.uri);
+    Log("API listening on " + api_config.http.uri + " (" + api_config.http.transport + ")");
   }
   for (const std::string& w : (*server)->warnings()) Log("warning: " + w);
   ::mkdir((g.vault_dir + "/run").c_str(), 0700);

@@ -486,6 +486,19 @@ class Parser {
 
 }  // namespace
 
+namespace {
+// Leaf terms (and wildcards, and posting sources) of a query tree. A synonym counts once: it
+// is what a TagResolver returns for a tag (one term per tagged message, written by us).
+size_t CountTerms(const Xapian::Query& q) {
+  if (q.get_type() == Xapian::Query::OP_SYNONYM) return 1;
+  size_t n = q.get_num_subqueries();
+  if (n == 0) return q.empty() ? 0 : 1;
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += CountTerms(q.get_subquery(i));
+  return total;
+}
+}  // namespace
+
 Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const PhraseResolver& phrases,
                                  const TagResolver& tags) {
   if (query.size() > kMaxQueryBytes) {
@@ -495,7 +508,13 @@ Result<Xapian::Query> ParseQuery(std::string_view query, int64_t now, const Phra
   if (now == 0) now = static_cast<int64_t>(std::time(nullptr));
   try {
     Parser p(query, now, phrases, tags);
-    return p.Parse();
+    Xapian::Query q = p.Parse();
+    if (size_t n = CountTerms(q); n > kMaxQueryTerms) {
+      return InvalidArgument("query error: the query expands to " + std::to_string(n) + " terms, over the limit of " +
+                             std::to_string(kMaxQueryTerms) + " (kMaxQueryTerms; a word without a field counts once per "
+                             "default field): use fields, or split it into several searches");
+    }
+    return q;
   } catch (const QueryError& e) {
     return e.ToError();
   } catch (const Xapian::Error& e) {

@@ -421,12 +421,21 @@ def check_errors(c):
         c.r.problem("search with %s: 400 bad-request" % json.dumps(extra), resp, 400, "bad-request")
     resp = c.search("reviewer", "(razor OR spam")
     c.r.problem("unparseable query: 400 bad-query", resp, 400, "bad-query")
-    big = b'{"query": "' + b"a" * (1 << 20) + b'"}'
+    # Over 1 MiB: the server answers 413 from the Content-Length alone, before any of the body
+    # is sent (so the body is never read into memory), then closes the connection.
+    conn = c.api.connection(30)
     try:
-        resp = c.call("reviewer", "POST", "/api/v1/search", data=big, timeout=120)
-        c.r.check("body over 1 MiB: 413", resp.status == 413, resp.brief())
-    except (BrokenPipeError, ConnectionResetError, http.client.HTTPException) as e:
-        c.r.fail("body over 1 MiB: 413", "the connection dropped without an answer (%s)" % e)
+        conn.putrequest("POST", "/api/v1/search", skip_accept_encoding=True)
+        conn.putheader("Authorization", "Bearer " + c.token("reviewer"))
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str((1 << 20) + 1))
+        conn.endheaders()
+        r = conn.getresponse()
+        c.r.check("body over 1 MiB: 413 before the body is sent", r.status == 413, "%d %r" % (r.status, r.read()[:200]))
+    except (OSError, http.client.HTTPException) as e:
+        c.r.fail("body over 1 MiB: 413 before the body is sent", "no answer (%s)" % e)
+    finally:
+        conn.close()
 
 
 def check_tokens(c):

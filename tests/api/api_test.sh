@@ -9,6 +9,8 @@
 #      TLS versions, capture-to-search, the audit trail), then role_matrix.py (every operation of
 #      docs/openapi.yaml as anonymous, bad credentials and each role);
 #   4. SIGTERM; `audit verify` must exit 0;
+#   6. hostile_http.py against the default (Beast) transport; 7. the plain checks again over the
+#      cpprestsdk transport.
 #   5. `serve --http 127.0.0.1:PORT` (plain): api_client.py --phase plain (search and raw again,
 #      the audit chain across the restart: server.stop then server.start); `serve --http` on a
 #      non-loopback address must be refused; SIGTERM; `audit verify` again.
@@ -226,6 +228,40 @@ else
   [[ -n $serve_pid ]] && { kill -9 "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=""; }
 fi
 audit_verify plain-HTTP
+
+# ---- 6. hostile clients against the default (Beast) transport ----
+hostile_port=$(free_port) smtp_port3=$(free_port)
+serve_args=(--http "127.0.0.1:$hostile_port")
+if start_serve "$work/serve-hostile.log" "$hostile_port" "$smtp_port3"; then
+  token=$(curl -s -X POST "http://127.0.0.1:$hostile_port/api/v1/auth/login" \
+    -d "{\"username\":\"${user_name[reviewer]}\",\"password\":\"${user_pass[reviewer]}\"}" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+  # 20 s of slowloris: the server's 15 s request timeout must close every slow connection.
+  run_py "hostile_http.py" "$work/hostile.log" \
+    python3 "$here/hostile_http.py" --host 127.0.0.1 --port "$hostile_port" --reviewer-token "$token" \
+    --pid "$serve_pid" --slowloris-secs 20
+  check "SIGTERM after the hostile clients: serve exits 0" stop_serve
+else
+  fail "serve for the hostile clients did not start"; tail -n 20 "$work/serve-hostile.log"
+  [[ -n $serve_pid ]] && { kill -9 "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=""; }
+fi
+audit_verify hostile
+
+# ---- 7. the same functional checks over the cpprestsdk transport ([api] transport = cpprest) ----
+cpp_port=$(free_port) smtp_port4=$(free_port)
+printf '[api]\ntransport = cpprest\n' >"$work/cpprest.conf"
+serve_args=(--http "127.0.0.1:$cpp_port")
+if start_serve "$work/serve-cpprest.log" "$cpp_port" "$smtp_port4" --config "$work/cpprest.conf"; then
+  pass "serve --http 127.0.0.1:$cpp_port with transport = cpprest"
+  write_env "http://127.0.0.1:$cpp_port" "$smtp_port4" >"$work/env-cpprest.json"
+  run_py "api_client.py --phase plain over cpprestsdk" "$work/client-cpprest.log" \
+    python3 "$here/api_client.py" --env "$work/env-cpprest.json" --phase plain
+  check "SIGTERM: serve (cpprest) exits 0" stop_serve
+else
+  fail "serve with transport = cpprest did not start"; tail -n 20 "$work/serve-cpprest.log"
+  [[ -n $serve_pid ]] && { kill -9 "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=""; }
+fi
+audit_verify cpprest
 
 if ((failures)); then echo "$failures check(s) failed"; exit 1; fi
 echo "all API checks passed"
