@@ -32,6 +32,8 @@ constexpr size_t kHeaderLimit = 16 << 10;
 constexpr auto kRequestTimeout = std::chrono::seconds(15);
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr auto kWriteTimeout = std::chrono::seconds(60);
+constexpr uint64_t kSlowestClientBytesPerSecond = 256 << 10;
 
 // Splits "http[s]://HOST:PORT" ("[v6]" hosts too).
 Status ParseUri(const std::string& uri, bool* tls, std::string* host, uint16_t* port) {
@@ -245,11 +247,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   template <typename Body>
-  void Send(http::response<Body>&& res, bool keep_alive) {
+  void Send(http::response<Body>&& res, bool keep_alive, uint64_t bytes) {
     auto msg = std::make_shared<http::response<Body>>(std::move(res));
     msg->keep_alive(keep_alive);
     msg->prepare_payload();
-    beast::get_lowest_layer(stream_).expires_after(kRequestTimeout * 4);
+    // The whole answer must be written within a time that grows with its size: 60 s, plus a
+    // second per 256 KiB (an export of 10 GB may take 11 hours at the slowest rate allowed).
+    beast::get_lowest_layer(stream_).expires_after(kWriteTimeout + std::chrono::seconds(bytes / kSlowestClientBytesPerSecond));
     http::async_write(stream_, *msg, [self = this->shared_from_this(), msg, keep_alive](beast::error_code ec, size_t) {
       if (ec || !keep_alive) return self->Close();
       self->Read();
@@ -267,14 +271,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       res.body().open(r.file.c_str(), beast::file_mode::scan, ec);
       if (!ec) {
         fill(res);
-        return Send(std::move(res), keep_alive);
+        return Send(std::move(res), keep_alive, r.file_size);
       }
       r = Problem(500, "internal", "cannot read the file to send: " + ec.message());
     }
     http::response<http::string_body> res(static_cast<http::status>(r.status), 11);
     fill(res);
+    const uint64_t bytes = r.body.size();
     res.body() = std::move(r.body);
-    Send(std::move(res), keep_alive);
+    Send(std::move(res), keep_alive, bytes);
   }
 
   void Close() {

@@ -89,11 +89,16 @@ class HttpServer::Impl {
         auto stream = concurrency::streams::file_stream<uint8_t>::open_istream(r.file).get();
         resp.set_body(stream, r.file_size, r.content_type);
       } else if (r.status != 204 && r.status != 304) {
-        resp.set_body(r.body, r.content_type);
+        // As bytes: set_body(std::string) reads a char buffer through an unsigned char stream
+        // (a cast UBSan's vptr check rejects, inside cpprest's headers), and mail is bytes anyway.
+        resp.set_body(std::vector<unsigned char>(r.body.begin(), r.body.end()));
+        resp.headers().set_content_type(r.content_type);
       }
     } catch (const std::exception& e) {
       resp = http::http_response(http::status_codes::InternalError);
-      resp.set_body(std::string("{\"status\":500,\"detail\":\"cannot send the file\"}"), "application/problem+json");
+      std::string body = "{\"status\":500,\"detail\":\"cannot send the file\"}";
+      resp.set_body(std::vector<unsigned char>(body.begin(), body.end()));
+      resp.headers().set_content_type("application/problem+json");
     }
     req.reply(resp).then([](pplx::task<void> t) {
       try {

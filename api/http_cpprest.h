@@ -1,4 +1,8 @@
-// The API's transport: cpprestsdk's http_listener (the design card's choice), HTTP or HTTPS.
+// The API's second transport, `[api] transport = cpprest`: cpprestsdk's http_listener (the
+// design card's choice), HTTP or HTTPS. Not the default: measured here, a chunk size of
+// ffffffff killed the process (std::bad_alloc on a listener thread), bodies are buffered in
+// full before a 413 can go out, and there is no header limit or timeout (docs/api.md,
+// "Transport"). Use it only on loopback behind a proxy that enforces those limits.
 // Only this file and its .cc include cpprest (whose U() macro breaks other headers; the target
 // defines _TURN_OFF_PLATFORM_STRING).
 //

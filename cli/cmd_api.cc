@@ -5,14 +5,20 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "api/audit.h"
 #include "api/model.h"
 #include "api/service.h"
 #include "api/state.h"
 #include "cli/commands.h"
+#include "indexer/searcher.h"
 #include "core/text.h"
 #include "vault/crypto.h"
 
@@ -263,9 +269,74 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     });
   });
 
+  // ---- api bench-search: the in-process side of bench/api_bench.sh ----
+  // The same queries the API is timed with, run by N threads straight on the index (one
+  // Searcher each, as the API's workers have), for the same time: what a search costs here
+  // without HTTP, JSON, authentication and the audit entry, at the same concurrency.
+  static std::string queries_file;
+  static int bench_threads = 1, bench_seconds = 10;
+  static size_t bench_limit = 50;
   // ---- api routes ----
   auto* apicmd = app.add_subcommand("api", "the REST API's route table");
   apicmd->require_subcommand(1);
+  auto* bench = apicmd->add_subcommand("bench-search", "time searches in-process at a concurrency (bench/api_bench.sh compares the API with it)");
+  bench->add_option("--queries", queries_file, "a file with one query per line")->required();
+  bench->add_option("--threads", bench_threads, "concurrent searchers")->check(CLI::Range(1, 1000));
+  bench->add_option("--seconds", bench_seconds, "how long to run")->check(CLI::Range(1, 3600));
+  bench->add_option("--limit", bench_limit, "hits per search, as the API's page");
+  bench->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    std::ifstream in(queries_file);
+    std::vector<std::string> queries;
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) queries.push_back(line);
+    }
+    if (queries.empty()) {
+      *exit_code = Fail("no queries in " + queries_file);
+      return;
+    }
+    std::atomic<bool> stop{false}, failed{false};
+    std::mutex mu;
+    std::vector<double> latencies;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < bench_threads; ++t) {
+      threads.emplace_back([&, t] {
+        Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
+        if (!s.ok()) {
+          failed = true;
+          return;
+        }
+        std::vector<double> mine;
+        for (size_t i = static_cast<size_t>(t); !stop; ++i) {
+          index::SearchRequest req;
+          req.query = queries[i % queries.size()];
+          req.limit = bench_limit;
+          auto start = std::chrono::steady_clock::now();
+          (*s)->Reopen();  // as the API's workers do before each search
+          Result<index::SearchResult> r = (*s)->Search(req);
+          mine.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+          if (!r.ok()) failed = true;
+        }
+        std::lock_guard<std::mutex> l(mu);
+        latencies.insert(latencies.end(), mine.begin(), mine.end());
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(bench_seconds));
+    stop = true;
+    for (auto& t : threads) t.join();
+    if (failed || latencies.empty()) {
+      *exit_code = Fail("a search failed (run the queries with `mailvault search` to see which)");
+      return;
+    }
+    std::sort(latencies.begin(), latencies.end());
+    auto pct = [&](double p) { return latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * static_cast<double>(latencies.size())))]; };
+    std::cout << json{{"threads", bench_threads}, {"seconds", bench_seconds}, {"searches", latencies.size()},
+                      {"per_second", static_cast<double>(latencies.size()) / bench_seconds}, {"p50_ms", pct(0.50)},
+                      {"p95_ms", pct(0.95)}, {"p99_ms", pct(0.99)}}
+                     .dump()
+              << "\n";
+  });
+
   auto* routes = apicmd->add_subcommand("routes", "print every route and the roles it admits");
   routes->add_flag("--json", as_json, "print JSON");
   routes->callback([] {

@@ -24,7 +24,9 @@ packages=(
 # Real servers and clients the tests talk to (scripts/test.sh sets MAILVAULT_WITH_TEST_SERVERS):
 # a private Postfix journals into mailvault, swaks speaks STARTTLS/AUTH, openssl makes the
 # test certificate. The benchmarks also compare with mu, notmuch and Dovecot's LMTP.
-[[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl openssl)
+# The REST API's tests speak HTTP with curl and Python, read docs/openapi.yaml with python3-yaml,
+# and its benchmark loads it with wrk.
+[[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl openssl curl python3-yaml wrk)
 [[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch dovecot-core dovecot-lmtpd)
 
 sudo=""

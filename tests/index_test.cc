@@ -56,6 +56,31 @@ TEST(QueryParserTest, LimitsAreNamed) {
   EXPECT_EQ(QueryError(ok_depth), "(parsed)");
 }
 
+TEST(QueryParserTest, TermLimitCountsExpandedTerms) {
+  // tag:NAME is one term (without a resolver: the index's XG term); a bare word is one per
+  // default field. 2,000 tags of 3 base-36 characters fit in kMaxQueryBytes.
+  auto tags = [](size_t n) {
+    const char* digits = "0123456789abcdefghijklmnopqrstuvwxyz";
+    std::string q;
+    for (size_t i = 0; i < n; ++i) q += std::string(i ? " " : "") + "tag:" + digits[i / 1296] + digits[i / 36 % 36] + digits[i % 36];
+    return q;
+  };
+  ASSERT_LE(tags(kMaxQueryTerms + 1).size(), kMaxQueryBytes);
+  EXPECT_EQ(QueryError(tags(kMaxQueryTerms)), "(parsed)");
+  EXPECT_NE(QueryError(tags(kMaxQueryTerms + 1)).find("expands to 2001 terms, over the limit of 2000 (kMaxQueryTerms"),
+            std::string::npos);
+  std::string words = "w0";
+  for (int i = 1; i < 400; ++i) words += " OR w" + std::to_string(i);
+  EXPECT_NE(QueryError(words).find("kMaxQueryTerms"), std::string::npos);
+  // A tag resolved to many messages counts once.
+  TagResolver many = [](const std::string&) {
+    std::vector<Xapian::Query> ids;
+    for (int i = 0; i < 5000; ++i) ids.emplace_back("Q" + std::to_string(i));
+    return Xapian::Query(Xapian::Query::OP_SYNONYM, ids.begin(), ids.end());
+  };
+  EXPECT_TRUE(ParseQuery("tag:held AND from:a@b.example", 1700000000, {}, many).ok());
+}
+
 TEST(QueryParserTest, AcceptsTheDocumentedForms) {
   for (const char* q : {"from:jm@jmason.org date:2002-08-01..2002-09-01", "subject:\"razor\" OR subject:spamassassin",
                         "\"exmh\" -from:kre@munnari.oz.au", "(to:fork@xent.com OR cc:fork@xent.com) size:10K..",

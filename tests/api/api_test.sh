@@ -30,7 +30,7 @@ source "$root/tests/capture/servers.sh"
 mv_bin=$(realpath "$1")
 corpus=${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}
 sample_size=${MAILVAULT_API_SAMPLE:-200}
-for tool in openssl python3; do
+for tool in openssl python3 curl; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (scripts/install-deps.sh installs it)"; exit 1; }
 done
 python3 -c 'import yaml' 2>/dev/null || { echo "FAIL: python3-yaml is not installed (role_matrix.py needs it)"; exit 1; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hostile-client test of the REST API of `mailvault serve` (cpprestsdk listener), over raw sockets.
+"""Hostile-client test of the REST API of `mailvault serve` (the Beast transport by default; `[api] transport = cpprest` for the other), over raw sockets.
 
     hostile_http.py --host 127.0.0.1 --port P --reviewer-token T --pid SERVE_PID [--tls-ca CERT]
 
@@ -10,7 +10,7 @@ and revokes it again (case tokens-revoked).
 
 Every case prints one line:
     ok   NAME (detail)        the server did what docs/design/api.md and the API contract ask
-    note NAME: text           a limit the cpprestsdk listener does not have (no header-size
+    note NAME: text           a limit the transport does not have (no header-size
                               limit, no header timeout, a body buffered before the 413, ...),
                               with the measured fact; not a failure
     FAIL NAME: why            a wrong answer, a crash, or a stalled listener
