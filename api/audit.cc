@@ -109,7 +109,9 @@ Result<std::unique_ptr<AuditLog>> AuditLog::Open(StateStore* store, const Secret
   MV_ASSIGN_OR_RETURN(std::optional<std::string> h, store->Get(kHeadKey));
   if (h) {
     json j = json::parse(*h, nullptr, false);
-    if (j.is_discarded() || !j.contains("seq") || !j.contains("hash")) return Corruption("audit head record is unreadable");
+    if (j.is_discarded() || !j.contains("seq") || !j["seq"].is_number_unsigned() || !j.contains("hash") || !j["hash"].is_string()) {
+      return Corruption("audit head record is unreadable (`mailvault audit verify` says more)");
+    }
     head.seq = j["seq"].get<uint64_t>();
     head.hash = j["hash"].get<std::string>();
   }
@@ -214,7 +216,7 @@ Result<AuditVerifyReport> AuditLog::Verify(const StateStore& store, const Secret
   bool have_head = false;
   if (h) {
     json j = json::parse(*h, nullptr, false);
-    if (!j.is_discarded() && j.contains("seq") && j.contains("hash")) {
+    if (!j.is_discarded() && j.contains("seq") && j["seq"].is_number_unsigned() && j.contains("hash") && j["hash"].is_string()) {
       head.seq = j["seq"].get<uint64_t>();
       head.hash = j["hash"].get<std::string>();
       have_head = true;

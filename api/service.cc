@@ -8,6 +8,7 @@
 
 #include "api/export.h"
 #include "core/bytes.h"
+#include "core/message.h"
 #include "core/text.h"
 #include "indexer/searcher.h"
 #include "vault/crypto.h"
@@ -619,6 +620,31 @@ Response ApiService::GetMessage(Context& c) {
   json envs = json::array();
   for (const StoredEnvelope& e : Must(vault_->GetEnvelopes(id))) envs.push_back(EnvelopeJson(e.envelope));
   j["envelopes"] = envs;
+  // The fingerprints beyond the id: the header key and the SHA-256 of each decoded part (what
+  // recovery matches a mailbox's copy by, BLUEPRINT decision 10), as `mailvault show` prints.
+  Result<ParsedMessage> parsed = ParseMessage(Must(vault_->ReadMessage(id)), MessageLimits{});
+  if (parsed.ok()) {
+    auto addresses = [](const std::vector<Address>& list) {
+      json a = json::array();
+      for (const Address& x : list) a.push_back(json{{"name", x.name}, {"address", x.address}});
+      return a;
+    };
+    j["to"] = addresses(parsed->to);
+    j["cc"] = addresses(parsed->cc);
+    j["header_key"] = parsed->HeaderKey();
+    j["content_hashes"] = parsed->ContentHashes();
+    json parts = json::array();
+    for (const MimePart& mp : parsed->parts) {
+      json pj{{"content_type", mp.content_type}, {"size", mp.decoded_size}};
+      if (!mp.filename.empty()) pj["filename"] = mp.filename;
+      if (mp.is_attachment) pj["attachment"] = true;
+      if (!mp.content_hash.empty()) pj["sha256"] = mp.content_hash;
+      parts.push_back(pj);
+    }
+    j["parts"] = parts;
+  } else {
+    j["parse_error"] = parsed.error().message();
+  }
   if (meta.has_warning) j["warning"] = Must(vault_->Warning(id));
   if (Status st = Audit(c, "message.view", hex, 200); !st.ok()) Fail(503, "audit-unavailable", st.error().message());
   return Response::Json(200, j);

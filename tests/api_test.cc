@@ -347,6 +347,20 @@ TEST_F(ServiceTest, IdsAreExactlyFullLowerCaseHex) {
   Response raw = Call("GET", "/api/v1/messages/" + id + "/raw", t);
   ASSERT_EQ(raw.status, 200);
   EXPECT_EQ(Sha256Hex(raw.body), id);  // the bytes are the fingerprinted bytes
+  // The metadata carries the other fingerprints: one SHA-256 per decoded part, and the parts'
+  // hashes are the content hashes.
+  json meta = Body(Call("GET", "/api/v1/messages/" + id, t));
+  EXPECT_EQ(meta["sha256"], id);
+  EXPECT_EQ(meta["message_id"], "<m0@corp.test>");
+  ASSERT_TRUE(meta["parts"].is_array() && !meta["parts"].empty()) << meta.dump();
+  std::set<std::string> part_hashes, content_hashes;
+  for (const json& p : meta["parts"]) {
+    if (p.contains("sha256")) part_hashes.insert(p["sha256"].get<std::string>());
+  }
+  for (const json& h : meta["content_hashes"]) content_hashes.insert(h.get<std::string>());
+  EXPECT_FALSE(content_hashes.empty());
+  for (const std::string& h : content_hashes) EXPECT_TRUE(ValidMessageId(h)) << h;  // 64 lower-case hex
+  EXPECT_EQ(part_hashes, content_hashes);
 }
 
 TEST_F(ServiceTest, BadBodiesGetClearErrors) {
