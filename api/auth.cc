@@ -30,10 +30,15 @@ void Authenticator::RecordFailure(const std::string& name, const std::string& pe
   std::deque<int64_t>& times = by_peer_[peer];
   times.push_back(now);
   while (!times.empty() && times.front() < now - settings_.per_address_window) times.pop_front();
-  // Bounded memory under a spray of random names: forget the oldest quiet entries.
+  // Bounded memory under a spray of random names or addresses: forget quiet entries.
   if (by_name_.size() > 100000) {
     for (auto it = by_name_.begin(); it != by_name_.end();) {
-      it = it->second.last < now - settings_.lock_seconds ? by_name_.erase(it) : std::next(it);
+      it = it->second.last < now - settings_.lock_seconds && it->second.locked_until < now ? by_name_.erase(it) : std::next(it);
+    }
+  }
+  if (by_peer_.size() > 100000) {
+    for (auto it = by_peer_.begin(); it != by_peer_.end();) {
+      it = it->second.empty() || it->second.back() < now - settings_.per_address_window ? by_peer_.erase(it) : std::next(it);
     }
   }
 }
@@ -82,26 +87,47 @@ std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& n
     }
     ++checks_running_;
   }
-  const std::string& hash = *user && !(*user)->password_hash.empty() ? (*user)->password_hash : dummy_hash_;
+  const std::string hash = *user && !(*user)->password_hash.empty() ? (*user)->password_hash : dummy_hash_;
   bool good = VerifyPassword(password, hash) && *user && !(*user)->disabled && !(*user)->password_hash.empty();
   {
     std::lock_guard<std::mutex> l(checks_mu_);
     --checks_running_;
   }
   checks_cv_.notify_one();
-  std::lock_guard<std::mutex> l(mu_);
   if (!good) {
-    RecordFailure(name, peer, now);
-    const Failures& f = by_name_[name];
-    if (*user && f.locked_until > now && (*user)->locked_until < f.locked_until) {
-      User u = **user;
-      u.locked_until = f.locked_until;
-      u.failures = f.count;
-      (void)records_->PutUser(u);  // best effort: the in-memory lock holds regardless
+    int64_t lock_until = 0;
+    int count = 0;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      RecordFailure(name, peer, now);
+      const Failures& f = by_name_[name];
+      lock_until = f.locked_until;
+      count = f.count;
+    }
+    if (*user && lock_until > now && (*user)->locked_until < lock_until) {
+      // Persisted so that a restart does not lift it; only the lock fields are written, on
+      // the record as it is now (not the copy read before the password check).
+      (void)records_->UpdateUser(name, [&](User& u) {
+        u.locked_until = std::max(u.locked_until, lock_until);
+        u.failures = count;
+        return Status::Ok();
+      });
     }
     return AuthRefusal{401, "wrong user name or password, or the account is disabled", 0};
   }
+  // The password may have changed (or the user been disabled) while it was being checked: the
+  // session must not outlive that change.
+  Result<std::optional<User>> current = records_->GetUser(name);
+  if (!current.ok() || !*current || (*current)->disabled || (*current)->password_hash != hash) {
+    return AuthRefusal{401, "wrong user name or password, or the account is disabled", 0};
+  }
+  std::lock_guard<std::mutex> l(mu_);
   by_name_.erase(name);
+  // Sessions nobody presents again expire here rather than piling up.
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    bool dead = it->second.last_used + settings_.session_idle_seconds < now || it->second.created + settings_.session_max_seconds < now;
+    it = dead ? sessions_.erase(it) : std::next(it);
+  }
   LoginResult r;
   r.token = "mvs_" + HexEncode(RandomBytes(32));
   r.expires = now + settings_.session_max_seconds;
@@ -150,11 +176,7 @@ std::variant<Principal, AuthRefusal> Authenticator::Authenticate(const std::stri
         flush = true;
       }
     }
-    if (flush) {
-      Token updated = **t;
-      updated.last_used = now;
-      (void)records_->PutToken(updated);
-    }
+    if (flush) (void)records_->TouchToken(hash, now);
   } else {
     return AuthRefusal{401, "the token is not a mailvault token", 0};
   }

@@ -154,11 +154,18 @@ void ExportRunner::Enqueue(const std::string& id) {
   cv_.notify_all();
 }
 
+bool ExportRunner::SaveUnlessCancelled(const ExportJob& job) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (cancelled_.count(job.id)) return false;
+  (void)records_->PutJob(job);
+  return true;
+}
+
 void ExportRunner::Cancel(const std::string& id) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    cancelled_.insert(id);
-  }
+  // Under mu_ throughout, so the runner's next save (SaveUnlessCancelled) sees the
+  // cancellation and cannot write its own state over it.
+  std::lock_guard<std::mutex> l(mu_);
+  cancelled_.insert(id);
   Result<std::optional<ExportJob>> j = records_->GetJob(id);
   if (j.ok() && *j) {
     ExportJob job = **j;
@@ -222,13 +229,13 @@ void ExportRunner::RunJob(const std::string& id) {
   if (job.state != "queued" && job.state != "running") return;
   job.state = "running";
   job.done = 0;
-  (void)records_->PutJob(job);
+  if (!SaveUnlessCancelled(job)) return;
   auto fail = [&](const std::string& why) {
     job.state = "failed";
     job.error = why;
     job.finished = NowSeconds();
     ::unlink((ArtefactPath(job) + ".part").c_str());
-    (void)records_->PutJob(job);
+    if (!SaveUnlessCancelled(job)) return;
     AuditEvent e;
     e.user = job.owner;
     e.auth = "system";
@@ -243,6 +250,7 @@ void ExportRunner::RunJob(const std::string& id) {
   sr.query = job.query;
   sr.filter = job.filter;
   sr.tags = TagQuery(records_);
+  sr.limit = settings_.max_messages + 1;
   Result<std::vector<std::string>> ids = Error(ErrorCode::kInternal, "");
   try {
     ids = (*searcher)->MatchingIds(sr);
@@ -251,7 +259,7 @@ void ExportRunner::RunJob(const std::string& id) {
   }
   if (!ids.ok()) return fail(ids.error().message());
   if (ids->size() > settings_.max_messages) {
-    return fail(std::to_string(ids->size()) + " messages match; one export holds at most " + std::to_string(settings_.max_messages));
+    return fail("more than " + std::to_string(settings_.max_messages) + " messages match; one export holds at most that many (narrow the query)");
   }
   job.total = ids->size();
   auto last_save = std::chrono::steady_clock::now();
@@ -262,7 +270,7 @@ void ExportRunner::RunJob(const std::string& id) {
     }
     if (std::chrono::steady_clock::now() - last_save > std::chrono::seconds(2)) {
       last_save = std::chrono::steady_clock::now();
-      (void)records_->PutJob(j);
+      return SaveUnlessCancelled(j);
     }
     return true;
   };
@@ -283,7 +291,11 @@ void ExportRunner::RunJob(const std::string& id) {
   job.state = "done";
   job.finished = NowSeconds();
   job.expires_at = job.finished + settings_.ttl_seconds;
-  (void)records_->PutJob(job);
+  if (!SaveUnlessCancelled(job)) {
+    ::unlink(ArtefactPath(job).c_str());
+    ::unlink(ManifestPath(job).c_str());
+    return;
+  }
   AuditEvent e;
   e.user = job.owner;
   e.auth = "system";

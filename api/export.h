@@ -49,6 +49,8 @@ class ExportRunner {
  private:
   void Loop();
   void RunJob(const std::string& id);
+  // Writes the runner's view of a job unless it was cancelled meanwhile; false if it was.
+  bool SaveUnlessCancelled(const ExportJob& job);
 
   Vault* vault_;
   std::string vault_dir_;

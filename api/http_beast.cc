@@ -95,9 +95,10 @@ class BeastServer::Impl {
 
   void Stop() {
     if (stopped_.exchange(true)) return;
-    net::post(ioc_, [this] {
+    net::post(acceptor_.get_executor(), [this] {
       beast::error_code ec;
       acceptor_.close(ec);
+      accept_retry_.cancel();
     });
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -158,7 +159,9 @@ class BeastServer::Impl {
   // Declared last, so destroyed first: handlers still queued in it (sessions) are freed while
   // everything they point to is alive.
   net::io_context ioc_;
-  tcp::acceptor acceptor_{ioc_};
+  // The acceptor and its handlers run on one strand, so Stop's close never races an accept.
+  tcp::acceptor acceptor_{net::make_strand(ioc_)};
+  net::steady_timer accept_retry_{acceptor_.get_executor()};
 };
 
 namespace {
@@ -304,7 +307,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 void BeastServer::Impl::Accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [self = this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !self->acceptor_.is_open()) return;
-    if (!ec) {
+    if (ec) {
+      // Out of descriptors (EMFILE) and the like: try again shortly instead of spinning.
+      self->accept_retry_.expires_after(std::chrono::milliseconds(100));
+      self->accept_retry_.async_wait([self](beast::error_code wait_ec) {
+        if (!wait_ec && self->acceptor_.is_open()) self->Accept();
+      });
+      return;
+    }
+    {
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       tcp::endpoint remote = socket.remote_endpoint(ignored);

@@ -50,14 +50,8 @@ T Field(const json& j, const char* name, T fallback) {
   return it->get<T>();
 }
 
-std::string QuoteForQuery(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  return out + "\"";
-}
+// Custodian addresses never hold quotes or backslashes (Scope::FromJson refuses them).
+std::string QuoteForQuery(const std::string& s) { return "\"" + s + "\""; }
 
 }  // namespace
 
@@ -122,7 +116,10 @@ Result<Scope> Scope::FromJson(const json& j) {
   if (j.contains("custodians")) {
     if (!j["custodians"].is_array()) return InvalidArgument("scope.custodians must be an array of addresses");
     for (const json& c : j["custodians"]) {
-      if (!c.is_string() || c.get<std::string>().find('@') == std::string::npos || c.get<std::string>().size() > 200) {
+      // The query language has no escapes inside quotes: an address with a quote or a
+      // backslash could not be written as a custodian: term, so it is refused here.
+      if (!c.is_string() || c.get<std::string>().find('@') == std::string::npos || c.get<std::string>().size() > 200 ||
+          c.get<std::string>().find_first_of("\"\\ ") != std::string::npos) {
         return InvalidArgument("scope.custodians holds addresses like alice@example.com");
       }
       s.custodians.push_back(NormalizeAddress(c.get<std::string>()));
@@ -287,7 +284,18 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 }  // namespace
 
 Result<std::optional<User>> Records::GetUser(const std::string& name) const { return GetRecord<User>(store_, "u/" + name); }
-Status Records::PutUser(const User& u) { return store_->Write({{"u/" + u.name, Dump(u.ToJson())}}); }
+Status Records::PutUser(const User& u) {
+  std::lock_guard<std::mutex> l(rmw_);
+  return store_->Write({{"u/" + u.name, Dump(u.ToJson())}});
+}
+
+Status Records::UpdateUser(const std::string& name, const std::function<Status(User&)>& edit) {
+  std::lock_guard<std::mutex> l(rmw_);
+  MV_ASSIGN_OR_RETURN(std::optional<User> u, GetRecord<User>(store_, "u/" + name));
+  if (!u) return NotFound("no user named " + name);
+  MV_RETURN_IF_ERROR(edit(*u));
+  return store_->Write({{"u/" + u->name, Dump(u->ToJson())}});
+}
 Result<std::vector<User>> Records::Users() const { return ScanRecords<User>(store_, "u/"); }
 
 Result<std::optional<Token>> Records::TokenByHash(const std::string& hash) const { return GetRecord<Token>(store_, "t/" + hash); }
@@ -297,7 +305,18 @@ Result<std::optional<Token>> Records::TokenById(const std::string& id) const {
   return TokenByHash(*hash);
 }
 Status Records::PutToken(const Token& t) { return store_->Write({{"t/" + t.hash, Dump(t.ToJson())}, {"ti/" + t.id, t.hash}}); }
-Status Records::DeleteToken(const Token& t) { return store_->Write({{"t/" + t.hash, std::nullopt}, {"ti/" + t.id, std::nullopt}}); }
+Status Records::DeleteToken(const Token& t) {
+  std::lock_guard<std::mutex> l(rmw_);
+  return store_->Write({{"t/" + t.hash, std::nullopt}, {"ti/" + t.id, std::nullopt}});
+}
+
+Status Records::TouchToken(const std::string& hash, int64_t when) {
+  std::lock_guard<std::mutex> l(rmw_);
+  MV_ASSIGN_OR_RETURN(std::optional<Token> t, GetRecord<Token>(store_, "t/" + hash));
+  if (!t) return Status::Ok();  // revoked meanwhile: stays revoked
+  t->last_used = when;
+  return store_->Write({{"t/" + t->hash, Dump(t->ToJson())}, {"ti/" + t->id, t->hash}});
+}
 Result<std::vector<Token>> Records::Tokens() const { return ScanRecords<Token>(store_, "t/"); }
 
 Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& user, const std::string& label, int days) {
@@ -342,6 +361,7 @@ Result<std::vector<std::string>> Records::TagsOf(const std::string& message_id) 
 
 Status Records::ChangeTags(const std::vector<std::string>& ids, const std::vector<std::string>& add,
                            const std::vector<std::string>& remove) {
+  std::lock_guard<std::mutex> l(rmw_);
   StateStore::Batch batch;
   for (const std::string& id : ids) {
     MV_ASSIGN_OR_RETURN(std::vector<std::string> current, TagsOf(id));

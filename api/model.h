@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -99,12 +101,18 @@ class Records {
 
   Result<std::optional<User>> GetUser(const std::string& name) const;
   Status PutUser(const User& u);
+  // Reads the user, applies edit and writes it back, with no other change to the records in
+  // between (a failed login's lock must not undo an admin's change made meanwhile). NotFound
+  // when there is no such user.
+  Status UpdateUser(const std::string& name, const std::function<Status(User&)>& edit);
   Result<std::vector<User>> Users() const;
 
   Result<std::optional<Token>> TokenByHash(const std::string& hash) const;
   Result<std::optional<Token>> TokenById(const std::string& id) const;
   Status PutToken(const Token& t);
   Status DeleteToken(const Token& t);
+  // Records a token's use, unless it was revoked meanwhile (a revocation must stay revoked).
+  Status TouchToken(const std::string& hash, int64_t when);
   Result<std::vector<Token>> Tokens() const;
   // Creates an API token for user; returns the record and the secret (shown once).
   Result<std::pair<Token, std::string>> CreateToken(const std::string& user, const std::string& label, int days);
@@ -126,6 +134,9 @@ class Records {
 
  private:
   StateStore* store_;
+  // Held across every read-modify-write of a record (users, tokens, tags): RocksDB orders
+  // single writes, not a read and the write that depends on it.
+  mutable std::mutex rmw_;
 };
 
 // Answers tag: in queries (indexer/query.h) from the records: the messages carrying the tag.

@@ -223,6 +223,20 @@ Status ApiService::Audit(Context& c, const std::string& action, const std::strin
   return audit_->Record(std::move(e));
 }
 
+bool ApiService::RefusalToAudit(const std::string& peer, uint64_t* suppressed) {
+  const int64_t minute = NowSeconds() / 60;
+  std::lock_guard<std::mutex> l(refusals_mu_);
+  if (refusals_.size() > 10000) refusals_.clear();  // a spray of addresses: start over
+  auto [it, fresh] = refusals_.try_emplace(peer, RefusalCount{minute, 0});
+  if (!fresh && it->second.minute == minute) {
+    ++it->second.suppressed;
+    return false;
+  }
+  *suppressed = fresh ? 0 : it->second.suppressed;
+  it->second = RefusalCount{minute, 0};
+  return true;
+}
+
 Response ApiService::Handle(const Request& request) {
   const auto start = std::chrono::steady_clock::now();
   Principal who;
@@ -289,8 +303,13 @@ Response ApiService::Dispatch(const Request& req, Principal* who, std::string* r
       if (const AuthRefusal* no = std::get_if<AuthRefusal>(&a)) {
         Response r = Problem(no->status, no->status == 401 ? "unauthenticated" : "busy", no->detail, rid);
         if (no->status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"mailvault\"");
-        // Refused credentials are audited (nobody is authenticated: the route is the target).
-        (void)Audit(c, "auth.refused", std::string(req.method) + " " + route->path, no->status, json{{"reason", no->detail}});
+        // Refused credentials are audited (nobody is authenticated: the route is the target),
+        // at most once a minute per address with the count of the others, so that anyone who
+        // can reach the port cannot fill the disk with audit entries.
+        if (uint64_t suppressed = 0; RefusalToAudit(req.peer, &suppressed)) {
+          (void)Audit(c, "auth.refused", std::string(req.method) + " " + route->path, no->status,
+                      json{{"reason", no->detail}, {"refusals_not_recorded_since_last", suppressed}});
+        }
         return r;
       }
       *who = std::get<Principal>(std::move(a));
@@ -424,55 +443,70 @@ Response ApiService::CreateUser(Context& c) {
 
 Response ApiService::UpdateUser(Context& c) {
   const std::string& name = c.params[0];
-  std::optional<User> found = ValidUserName(name) ? Must(records_->GetUser(name)) : std::nullopt;
-  if (!found) NotFound();
-  User u = *found;
-  json changed = json::object();
-  bool end_sessions = false;
+  if (!ValidUserName(name) || !Must(records_->GetUser(name))) NotFound();
+  // Validate the whole request first; then apply it to the record as it is when written.
+  std::optional<Role> role;
   if (c.body.contains("role")) {
-    std::optional<Role> role = ParseRole(StringField(c.body, "role", true, 16));
+    role = ParseRole(StringField(c.body, "role", true, 16));
     if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor");
-    u.role = *role;
-    changed["role"] = RoleName(u.role);
-    end_sessions = true;
   }
+  std::optional<std::string> password_hash;
   if (c.body.contains("password")) {
     std::string password = StringField(c.body, "password", true, 1024);
     if (password.size() < settings_.min_password_length) {
       BadRequest("passwords are at least " + std::to_string(settings_.min_password_length) + " characters");
     }
-    u.password_hash = HashPassword(password);
-    changed["password"] = "changed";
-    end_sessions = true;
+    password_hash = HashPassword(password);
   }
+  std::optional<bool> disabled;
   if (c.body.contains("disabled")) {
     if (!c.body["disabled"].is_boolean()) BadRequest("\"disabled\" must be true or false");
-    u.disabled = c.body["disabled"].get<bool>();
-    changed["disabled"] = u.disabled;
-    end_sessions = end_sessions || u.disabled;
+    disabled = c.body["disabled"].get<bool>();
   }
+  std::optional<Scope> scope;
   if (c.body.contains("scope")) {
     Result<Scope> s = Scope::FromJson(c.body["scope"]);
     if (!s.ok()) BadRequest(s.error().message());
     if (Result<Xapian::Query> q = index::ParseQuery(s->query, 0); !s->query.empty() && !q.ok()) {
       Fail(400, "bad-query", "scope.query: " + q.error().message());
     }
-    u.scope = *s;
-    changed["scope"] = u.scope.ToJson();
-    end_sessions = true;
+    scope = *s;
   }
+  bool unlock = false;
   if (c.body.contains("unlock")) {
-    u.failures = 0;
-    u.locked_until = 0;
-    changed["unlock"] = true;
+    if (!c.body["unlock"].is_boolean() || !c.body["unlock"].get<bool>()) BadRequest("\"unlock\" takes true");
+    unlock = true;
   }
-  if (changed.empty()) BadRequest("nothing to change: send any of role, password, disabled, scope, unlock");
-  if (!u.scope.empty() && u.role != Role::kReviewer) BadRequest("only reviewers are scoped (clear the scope with \"scope\": null)");
-  if (end_sessions) u.credentials_changed = NowSeconds();
+  if (!role && !password_hash && !disabled && !scope && !unlock) {
+    BadRequest("nothing to change: send any of role, password, disabled, scope, unlock");
+  }
+  json changed = json::object();
+  if (role) changed["role"] = RoleName(*role);
+  if (password_hash) changed["password"] = "changed";
+  if (disabled) changed["disabled"] = *disabled;
+  if (scope) changed["scope"] = scope->ToJson();
+  if (unlock) changed["unlock"] = true;
+  const bool end_sessions = role || password_hash || scope || (disabled && *disabled);
   Must(Audit(c, "user.update", name, 200, changed));
-  Must(records_->PutUser(u));
-  if (end_sessions || changed.contains("unlock")) auth_->EndSessionsOf(name);
-  return Response::Json(200, u.PublicJson());
+  User written;
+  Status s = records_->UpdateUser(name, [&](User& u) -> Status {
+    if (role) u.role = *role;
+    if (password_hash) u.password_hash = *password_hash;
+    if (disabled) u.disabled = *disabled;
+    if (scope) u.scope = *scope;
+    if (unlock) {
+      u.failures = 0;
+      u.locked_until = 0;
+    }
+    if (!u.scope.empty() && u.role != Role::kReviewer) return InvalidArgument("only reviewers are scoped (clear the scope with \"scope\": null)");
+    if (end_sessions) u.credentials_changed = NowSeconds();
+    written = u;
+    return Status::Ok();
+  });
+  if (!s.ok() && s.error().code() == ErrorCode::kInvalidArgument) BadRequest(s.error().message());
+  Must(s);
+  if (end_sessions || unlock) auth_->EndSessionsOf(name);
+  return Response::Json(200, written.PublicJson());
 }
 
 Response ApiService::GetConfig(Context& c) {
@@ -575,6 +609,7 @@ Response ApiService::RunSearch(Context& c, const std::string& query, const json&
 Response ApiService::Search(Context& c) {
   std::string query = StringField(c.body, "query", true, SIZE_MAX);
   if (query.size() > index::kMaxQueryBytes) {
+    (void)Audit(c, "search", "", 400, json{{"query", query.substr(0, 1024) + "..."}, {"error", "over kMaxQueryBytes"}});
     Fail(400, "bad-query", "the query is over the limit of " + std::to_string(index::kMaxQueryBytes) + " bytes (kMaxQueryBytes)");
   }
   return RunSearch(c, query, c.body, "search", "");
@@ -586,15 +621,17 @@ ObjectId ApiService::MessageInScope(Context& c) {
   std::optional<ObjectId> id = ValidMessageId(hex) ? ObjectId::FromHex(hex) : std::nullopt;
   bool visible = false;
   if (id) {
-    Result<MessageMeta> meta = vault_->GetMeta(*id);
-    visible = meta.ok();
-    if (visible && !c.who->scope.empty()) {
+    // A scoped reviewer's id is checked against the index first, and only a hit reaches the
+    // vault: a missing and a hidden id then cost the same, so timing tells them nothing apart.
+    visible = true;
+    if (!c.who->scope.empty()) {
       index::SearchRequest sr;
       sr.query = c.who->scope.AsQuery();
       sr.tags = TagQuery(records_);
       Result<bool> in = SearcherFor(vault_dir_).Matches(hex, sr);
       visible = in.ok() && *in;
     }
+    visible = visible && vault_->GetMeta(*id).ok();
   }
   if (!visible) {
     // Out of scope, unindexed, missing or malformed: one answer, audited with the id asked for.
@@ -684,9 +721,10 @@ Response ApiService::BulkTag(Context& c) {
   sr.query = query;
   sr.filter = c.who->scope.AsQuery();
   sr.tags = TagQuery(records_);
+  sr.limit = settings_.max_bulk_tag + 1;  // one more than allowed is enough to refuse
   std::vector<std::string> ids = Must(SearcherFor(vault_dir_).MatchingIds(sr));
   if (ids.size() > settings_.max_bulk_tag) {
-    BadRequest(std::to_string(ids.size()) + " messages match; one bulk tag changes at most " + std::to_string(settings_.max_bulk_tag));
+    BadRequest("more than " + std::to_string(settings_.max_bulk_tag) + " messages match; one bulk tag changes at most that many");
   }
   Must(Audit(c, "tag.bulk", "", 200, json{{"query", query}, {"add", add}, {"remove", remove}, {"matched", ids.size()}}));
   for (size_t i = 0; i < ids.size(); i += 5000) {
@@ -746,6 +784,7 @@ Response ApiService::DeleteSavedSearch(Context& c) {
 // ---- exports --------------------------------------------------------------------------------
 
 ExportJob ApiService::OwnJob(Context& c) {
+  if (!exports_) Fail(503, "exports-unavailable", "this server runs no export jobs");
   const std::string& id = c.params[0];
   std::optional<ExportJob> j = ValidRecordId(id) ? Must(records_->GetJob(id)) : std::nullopt;
   if (!j || j->owner != c.who->name) NotFound();

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -113,6 +115,14 @@ class ApiService {
   ApiSettings settings_;
   ApiMetrics metrics_;
   std::atomic<uint64_t> next_request_{0};
+  // Unauthenticated refusals audited per address: the first each minute (see Dispatch).
+  bool RefusalToAudit(const std::string& peer, uint64_t* suppressed);
+  struct RefusalCount {
+    int64_t minute = 0;
+    uint64_t suppressed = 0;
+  };
+  std::mutex refusals_mu_;
+  std::map<std::string, RefusalCount> refusals_;
   std::string request_prefix_;
 };
 

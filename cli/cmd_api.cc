@@ -117,8 +117,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       api::User u;
       u.name = name;
       u.role = *role;
-      for (const std::string& c : custodians) u.scope.custodians.push_back(NormalizeAddress(c));
-      u.scope.query = scope_query;
+      json scope_json{{"custodians", custodians}, {"query", scope_query}};
+      MV_ASSIGN_OR_RETURN(u.scope, api::Scope::FromJson(scope_json));
+      if (!scope_query.empty()) {
+        if (Result<Xapian::Query> q = index::ParseQuery(scope_query, 0); !q.ok()) return q.error().With("--scope-query");
+      }
       if (!u.scope.empty() && u.role != api::Role::kReviewer) return InvalidArgument("only reviewers are scoped");
       MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
       u.password_hash = HashPassword(password);

@@ -73,7 +73,8 @@ Result<std::vector<std::string>> Searcher::MatchingIds(const SearchRequest& req)
     enquire.set_query(q);
     enquire.set_weighting_scheme(Xapian::BoolWeight());
     enquire.set_sort_by_value(kSlotDate, false);
-    Xapian::MSet mset = enquire.get_mset(0, db_.get_doccount(), db_.get_doccount());
+    const Xapian::doccount limit = req.limit ? static_cast<Xapian::doccount>(req.limit) : db_.get_doccount();
+    Xapian::MSet mset = enquire.get_mset(0, limit);
     for (auto it = mset.begin(); it != mset.end(); ++it) {
       MV_ASSIGN_OR_RETURN(Summary s, DecodeSummary(it.get_document().get_data()));
       out.push_back(std::move(s.id));

@@ -56,7 +56,8 @@ class Searcher {
   static Result<std::unique_ptr<Searcher>> Open(const std::string& vault_dir);
   Result<SearchResult> Search(const SearchRequest& request);
   Result<uint64_t> Count(const std::string& query, int64_t now = 0);
-  // Every matching id (hex), oldest first: for exports.
+  // The matching ids (hex), oldest first, at most request.limit of them (0: all): for exports
+  // and bulk tags, which refuse a set over their limit after asking for one more.
   Result<std::vector<std::string>> MatchingIds(const SearchRequest& request);
   // Whether the message with this full id matches the request's query and filter.
   Result<bool> Matches(const std::string& hex_id, const SearchRequest& request);

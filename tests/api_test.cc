@@ -438,6 +438,24 @@ TEST_F(ServiceTest, ApiTokensWorkUntilRevokedAndDisablingAUserStopsThem) {
   EXPECT_EQ(Call("GET", "/api/v1/me", session).status, 401);
 }
 
+TEST_F(ServiceTest, RevokedTokensStayRevokedAndUserChangesAreChecked) {
+  auto [token, secret] = *records_->CreateToken("reviewer", "script", 30);
+  ASSERT_TRUE(records_->DeleteToken(token).ok());
+  // The once-a-minute last_used write comes after the revocation: it must not bring it back.
+  ASSERT_TRUE(records_->TouchToken(token.hash, NowSeconds()).ok());
+  EXPECT_FALSE(*records_->TokenByHash(token.hash));
+  EXPECT_EQ(Call("GET", "/api/v1/me", secret).status, 401);
+
+  std::string admin = Login("admin");
+  EXPECT_EQ(Call("PUT", "/api/v1/users/operator", admin, R"({"unlock":false})").status, 400);
+  EXPECT_EQ(Call("PUT", "/api/v1/users/operator", admin, R"({"scope":{"custodians":["a@b.example"]}})").status, 400);  // not a reviewer
+  EXPECT_EQ(Call("POST", "/api/v1/users", admin,
+                 R"({"name":"x","role":"reviewer","password":"long-enough-1","scope":{"custodians":["a"b@c.example"]}})")
+                .status,
+            400);
+  EXPECT_EQ(Call("PUT", "/api/v1/users/nobody", admin, R"({"disabled":true})").status, 404);
+}
+
 TEST_F(ServiceTest, TagsSavedSearchesAndTheirAudit) {
   std::string t = Login("reviewer");
   EXPECT_EQ(Call("PUT", "/api/v1/messages/" + ids_[2] + "/tags/privileged", t).status, 204);
