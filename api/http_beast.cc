@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/worker_pool.h"
 #include "core/file_util.h"
 
 namespace mailvault::api {
@@ -87,8 +88,8 @@ class BeastServer::Impl {
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return IoError("cannot listen on " + options_.uri + ": " + ec.message());
     port_ = acceptor_.local_endpoint().port();
-    Accept();
-    for (size_t i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { Work(); });
+    workers_ = std::make_unique<WorkerPool>(options_.workers, options_.max_queued);
+    Accept();  // handlers run once the io threads below start
     for (int i = 0; i < 2; ++i) io_threads_.emplace_back([this] { ioc_.run(); });
     return Status::Ok();
   }
@@ -100,12 +101,7 @@ class BeastServer::Impl {
       acceptor_.close(ec);
       accept_retry_.cancel();
     });
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (std::thread& t : workers_) t.join();  // requests already taken are answered
+    if (workers_) workers_->Stop();  // requests already taken are answered
     // Give the answers a moment to be written, then stop the io threads.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ioc_.stop();
@@ -115,13 +111,7 @@ class BeastServer::Impl {
   uint16_t port() const { return port_; }
 
   // Runs job on a worker; false when the queue is full or the server is stopping.
-  bool Submit(std::function<void()> job) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (stop_ || queue_.size() >= options_.max_queued) return false;
-    queue_.push_back(std::move(job));
-    cv_.notify_one();
-    return true;
-  }
+  bool Submit(std::function<void()> job) { return workers_->Submit(std::move(job)); }
   ApiService* service() { return service_; }
   const HttpServerOptions& options() const { return options_; }
   std::atomic<size_t>& connections() { return connections_; }
@@ -129,30 +119,13 @@ class BeastServer::Impl {
 
  private:
   void Accept();
-  void Work() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      job();
-    }
-  }
-
   ApiService* service_;
   HttpServerOptions options_;
   net::ssl::context ssl_;
   bool tls_ = false;
   uint16_t port_ = 0;
-  std::vector<std::thread> io_threads_, workers_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
+  std::vector<std::thread> io_threads_;
+  std::unique_ptr<WorkerPool> workers_;
   std::atomic<bool> stopped_{false};
   std::atomic<size_t> connections_{0};
   std::atomic<uint64_t> next_id_{0};

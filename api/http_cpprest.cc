@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "api/worker_pool.h"
 #include "core/file_util.h"
 
 namespace mailvault::api {
@@ -41,6 +42,8 @@ class HttpServer::Impl {
       }
       config.set_ssl_context_callback([pems](boost::asio::ssl::context& ctx) { Configure(ctx, *pems); });
     }
+    // The workers exist before the first request can arrive.
+    workers_ = std::make_unique<WorkerPool>(options_.workers, options_.max_queued);
     try {
       listener_ = std::make_unique<http_listener>(web::uri(options_.uri), config);
       listener_->support([this](http::http_request req) { Accept(std::move(req)); });
@@ -48,7 +51,6 @@ class HttpServer::Impl {
     } catch (const std::exception& e) {
       return IoError("cannot listen on " + options_.uri + ": " + e.what());
     }
-    for (size_t i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { Work(); });
     return Status::Ok();
   }
 
@@ -59,13 +61,7 @@ class HttpServer::Impl {
       } catch (const std::exception&) {
       }
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    for (std::thread& t : workers_) t.join();
-    workers_.clear();
+    if (workers_) workers_->Stop();
     listener_.reset();
   }
 
@@ -138,14 +134,7 @@ class HttpServer::Impl {
         ReplyProblem(req, 413, "too-large", "request bodies are limited to " + std::to_string(options_.max_body_bytes) + " bytes");
         return;
       }
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        if (!stop_ && queue_.size() < options_.max_queued) {
-          queue_.push_back([this, req, body = std::move(body)]() mutable { Run(req, std::move(body)); });
-          cv_.notify_one();
-          return;
-        }
-      }
+      if (workers_->Submit([this, req, body = std::move(body)]() mutable { Run(req, std::move(body)); })) return;
       ReplyProblem(req, 503, "busy", "the server is busy or stopping; try again");
     });
   }
@@ -172,28 +161,10 @@ class HttpServer::Impl {
     Reply(req, resp);
   }
 
-  void Work() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      job();
-    }
-  }
-
   ApiService* service_;
   HttpServerOptions options_;
   std::unique_ptr<http_listener> listener_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
+  std::unique_ptr<WorkerPool> workers_;
   std::atomic<uint64_t> next_id_{0};
 };
 
