@@ -10,6 +10,15 @@ Authenticator::Authenticator(Records* records, AuthSettings settings)
 
 int64_t Authenticator::Now() const { return NowSeconds(); }
 
+namespace {
+// The backoff is counted in milliseconds from the moment the failure was known: counted in whole
+// seconds from the start of the attempt, a 1 s wait could be over before the slow password check
+// that earned it had finished.
+int64_t SteadyMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
 uint64_t Authenticator::failed_logins() const {
   std::lock_guard<std::mutex> l(mu_);
   return failed_logins_;
@@ -26,6 +35,7 @@ void Authenticator::RecordFailure(const std::string& name, const std::string& pe
   Failures& f = by_name_[name];
   ++f.count;
   f.last = now;
+  f.last_ms = SteadyMillis();
   if (f.count >= settings_.max_failures_before_lock) f.locked_until = now + settings_.lock_seconds;
   std::deque<int64_t>& times = by_peer_[peer];
   times.push_back(now);
@@ -64,10 +74,11 @@ std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& n
         ++failed_logins_;
         return AuthRefusal{429, "this account is locked after repeated failed logins; an admin can unlock it", f.locked_until - now};
       }
-      int64_t wait = std::min<int64_t>(int64_t{1} << std::min(f.count - 1, 20), settings_.max_backoff_seconds);
-      if (now < f.last + wait) {
+      const int64_t wait_ms = 1000 * std::min<int64_t>(int64_t{1} << std::min(f.count - 1, 20), settings_.max_backoff_seconds);
+      const int64_t left_ms = f.last_ms + wait_ms - SteadyMillis();
+      if (left_ms > 0) {
         ++failed_logins_;
-        return AuthRefusal{429, "wait before trying this name again (failed logins slow down)", f.last + wait - now};
+        return AuthRefusal{429, "wait before trying this name again (failed logins slow down)", (left_ms + 999) / 1000};
       }
     }
   }

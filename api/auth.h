@@ -81,7 +81,8 @@ class Authenticator {
   };
   struct Failures {
     int count = 0;
-    int64_t last = 0;
+    int64_t last = 0;     // seconds, for forgetting quiet entries
+    int64_t last_ms = 0;  // steady clock: the backoff is timed from the failure, not the attempt
     int64_t locked_until = 0;
   };
   int64_t Now() const;
