@@ -18,6 +18,7 @@
 #include "api/service.h"
 #include "api/state.h"
 #include "cli/commands.h"
+#include "cli/shell_state.h"
 #include "indexer/searcher.h"
 #include "core/text.h"
 #include "vault/crypto.h"
@@ -26,49 +27,6 @@ namespace mailvault::cli {
 namespace {
 
 using nlohmann::json;
-
-struct ApiState {
-  std::unique_ptr<Vault> vault;
-  std::unique_ptr<api::StateStore> store;
-  std::unique_ptr<api::AuditLog> audit;
-  std::unique_ptr<api::Records> records;
-};
-
-Result<ApiState> OpenState(GlobalOptions& g) {
-  ApiState s;
-  Result<std::unique_ptr<Vault>> v = OpenVault(g);
-  if (!v.ok()) {
-    if (v.error().code() == ErrorCode::kBusy) {
-      return v.error().With("users and tokens are changed here only while `mailvault serve` is stopped; "
-                            "while it runs, an admin uses the REST API (POST /api/v1/users, POST /api/v1/tokens)");
-    }
-    return v.error();
-  }
-  s.vault = std::move(*v);
-  MV_ASSIGN_OR_RETURN(s.store, api::StateStore::Open(g.vault_dir, s.vault->DeriveSubkey("mailvault/v1/state")));
-  MV_ASSIGN_OR_RETURN(s.audit, api::AuditLog::Open(s.store.get(), s.vault->DeriveSubkey("mailvault/v1/audit")));
-  s.records = std::make_unique<api::Records>(s.store.get());
-  return s;
-}
-
-// Who ran the command, for the audit trail: the login behind sudo when there is one.
-std::string ShellUser() {
-  if (const char* sudo = std::getenv("SUDO_USER"); sudo && *sudo) return sudo;
-  struct passwd* pw = ::getpwuid(::getuid());
-  return pw ? pw->pw_name : "uid " + std::to_string(::getuid());
-}
-
-Status AuditCli(ApiState& s, const std::string& action, const std::string& target, json details = json::object()) {
-  api::AuditEvent e;
-  e.user = ShellUser();
-  e.role = "shell";
-  e.auth = "cli:uid=" + std::to_string(::getuid());
-  e.source = "cli";
-  e.action = action;
-  e.target = target;
-  e.details = std::move(details);
-  return s.audit->Record(std::move(e));
-}
 
 Result<std::string> ReadPassword() {
   std::string password;
@@ -82,9 +40,10 @@ Result<std::string> ReadPassword() {
 }
 
 // Runs fn on the opened state; prints the error and sets the exit code on failure.
-void WithState(GlobalOptions& g, int* exit_code, const std::function<Status(ApiState&)>& fn) {
+void WithState(GlobalOptions& g, int* exit_code, const std::function<Status(ShellState&)>& fn) {
   if (!ResolveOrFail(g, exit_code)) return;
-  Result<ApiState> s = OpenState(g);
+  Result<ShellState> s = OpenShellState(g, "users and tokens are changed here only while `mailvault serve` is stopped; "
+                                              "while it runs, an admin uses the REST API (POST /api/v1/users, POST /api/v1/tokens)");
   if (!s.ok()) {
     *exit_code = Fail(s.error());
     return;
@@ -108,7 +67,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   add->add_option("--custodian", custodians, "scope a reviewer to this custodian's mail (repeatable)");
   add->add_option("--scope-query", scope_query, "scope a reviewer to messages matching this query");
   add->callback([&g, exit_code] {
-    WithState(g, exit_code, [](ApiState& s) -> Status {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
       if (!api::ValidUserName(name)) return InvalidArgument("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
       std::optional<api::Role> role = api::ParseRole(role_name);
       if (!role) return InvalidArgument("--role is admin, operator, reviewer or auditor");
@@ -126,7 +85,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
       u.password_hash = HashPassword(password);
       u.created = u.credentials_changed = api::NowSeconds();
-      MV_RETURN_IF_ERROR(AuditCli(s, "user.create", name, json{{"role", role_name}, {"scope", u.scope.ToJson()}}));
+      MV_RETURN_IF_ERROR(AuditShell(s, "user.create", name, json{{"role", role_name}, {"scope", u.scope.ToJson()}}));
       MV_RETURN_IF_ERROR(s.records->PutUser(u));
       std::cout << "user " << name << " added (" << role_name << ")\n";
       return Status::Ok();
@@ -135,13 +94,13 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   // passwd, role, disable, enable, unlock: one change each to an existing user.
   auto change = [&g, exit_code](const char* action, std::function<Status(api::User&, json&)> edit) {
-    WithState(g, exit_code, [&](ApiState& s) -> Status {
+    WithState(g, exit_code, [&](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
       if (!u) return NotFound("no user named " + name + " (`mailvault user list`)");
       json details = json::object();
       MV_RETURN_IF_ERROR(edit(*u, details));
       u->credentials_changed = api::NowSeconds();
-      MV_RETURN_IF_ERROR(AuditCli(s, action, name, details));
+      MV_RETURN_IF_ERROR(AuditShell(s, action, name, details));
       MV_RETURN_IF_ERROR(s.records->PutUser(*u));
       std::cout << "user " << name << ": " << details.dump() << "\n";
       return Status::Ok();
@@ -190,7 +149,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* list = user->add_subcommand("list", "list users");
   list->add_flag("--json", as_json, "print JSON");
   list->callback([&g, exit_code] {
-    WithState(g, exit_code, [](ApiState& s) -> Status {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::vector<api::User> users, s.records->Users());
       json out = json::array();
       for (const api::User& u : users) out.push_back(u.PublicJson());
@@ -216,10 +175,10 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   create->add_option("--label", label, "what the token is for");
   create->add_option("--expires-days", days, "days until it expires (1 to 365; default 90)")->check(CLI::Range(1, 365));
   create->callback([&g, exit_code] {
-    WithState(g, exit_code, [](ApiState& s) -> Status {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
       if (!u) return NotFound("no user named " + name);
-      MV_RETURN_IF_ERROR(AuditCli(s, "token.create", name, json{{"label", label}, {"expires_days", days}}));
+      MV_RETURN_IF_ERROR(AuditShell(s, "token.create", name, json{{"label", label}, {"expires_days", days}}));
       MV_ASSIGN_OR_RETURN(auto created, s.records->CreateToken(name, label, days));
       std::cerr << "token " << created.first.id << " for " << name << ", expires " << api::Rfc3339(created.first.expires)
                 << "; it is shown only now:\n";
@@ -230,10 +189,10 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* revoke = token->add_subcommand("revoke", "revoke an API token by its id");
   revoke->add_option("id", token_id, "the token's id (`mailvault token list`)")->required();
   revoke->callback([&g, exit_code] {
-    WithState(g, exit_code, [](ApiState& s) -> Status {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::optional<api::Token> t, s.records->TokenById(token_id));
       if (!t) return NotFound("no token with id " + token_id);
-      MV_RETURN_IF_ERROR(AuditCli(s, "token.revoke", token_id, json{{"user", t->user}}));
+      MV_RETURN_IF_ERROR(AuditShell(s, "token.revoke", token_id, json{{"user", t->user}}));
       MV_RETURN_IF_ERROR(s.records->DeleteToken(*t));
       std::cout << "token " << token_id << " revoked\n";
       return Status::Ok();
@@ -241,7 +200,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
   auto* tlist = token->add_subcommand("list", "list API tokens (not their secrets)");
   tlist->callback([&g, exit_code] {
-    WithState(g, exit_code, [](ApiState& s) -> Status {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::vector<api::Token> tokens, s.records->Tokens());
       for (const api::Token& t : tokens) std::cout << t.PublicJson().dump() << "\n";
       return Status::Ok();
@@ -254,7 +213,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* verify = audit->add_subcommand("verify", "check every audit entry and the hash chain; exit 1 on an edit, a gap or a reorder");
   verify->add_flag("--json", as_json, "print JSON");
   verify->callback([&g, exit_code] {
-    WithState(g, exit_code, [exit_code](ApiState& s) -> Status {
+    WithState(g, exit_code, [exit_code](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(api::AuditVerifyReport r, api::AuditLog::Verify(*s.store, s.vault->DeriveSubkey("mailvault/v1/audit")));
       if (as_json) {
         json problems = json::array();

@@ -20,5 +20,6 @@ void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // sea
 void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // index, reindex, check
 void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // serve, status, hash-password
 void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code);     // user, token, audit, api
+void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code); // restore, job
 
 }  // namespace mailvault::cli

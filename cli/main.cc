@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   AddIndexCommands(app, g, &exit_code);
   AddServeCommands(app, g, &exit_code);
   AddApiCommands(app, g, &exit_code);
+  AddRestoreCommands(app, g, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

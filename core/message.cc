@@ -361,6 +361,22 @@ std::string NormalizeTextForHash(std::string_view text) {
   return out;
 }
 
+// CRLF and a bare CR become LF: what IMAP's CRLF-only transport does to stored line ends,
+// undone (a bare CR reaches the server as a line break: recovery's ToCrlf, Cyrus refuses it).
+std::string NormalizeLineEnds(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '\r') {
+      if (i + 1 < in.size() && in[i + 1] == '\n') continue;
+      out.push_back('\n');
+      continue;
+    }
+    out.push_back(in[i]);
+  }
+  return out;
+}
+
 std::string DecodedContent(GMimePart* part) {
   GMimeDataWrapper* content = g_mime_part_get_content(part);
   if (!content) return {};
@@ -428,7 +444,7 @@ struct Walker {
       GString_ text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj)));
       std::string utf8 = ToValidUtf8(text ? std::string_view(text.get()) : std::string_view());
       p.decoded_size = utf8.size();
-      if (options.content_hashes) p.content_hash = HexEncode(Sha256Of(NormalizeTextForHash(utf8)));
+      if (options.content_hashes) p.content_hash = HexEncode(Sha256Of(NormalizeTextForHash(NormalizeLineEnds(utf8))));
       if (options.collect_text) {
         msg->text.push_back(std::move(utf8));
         msg->text_part.push_back(msg->parts.size());
@@ -436,7 +452,13 @@ struct Walker {
     } else {
       std::string bytes = DecodedContent(part);
       p.decoded_size = bytes.size();
-      if (options.content_hashes) p.content_hash = HexEncode(Sha256Of(bytes));
+      if (options.content_hashes) {
+        // Outside base64 the line endings belong to the transport: IMAP hands back CRLF what was
+        // stored with LF, so they are made LF before hashing (a signature, a calendar part).
+        GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
+        const bool transport_lines = enc != GMIME_CONTENT_ENCODING_BASE64 && enc != GMIME_CONTENT_ENCODING_UUENCODE;
+        p.content_hash = HexEncode(Sha256Of(transport_lines ? NormalizeLineEnds(bytes) : bytes));
+      }
       if (p.is_attachment && options.collect_attachments_up_to) {
         ParsedMessage::AttachmentBytes a;
         a.part = msg->parts.size();

@@ -13,11 +13,11 @@ namespace mailvault {
 // printed, put in JSON and indexed.
 std::string ToValidUtf8(std::string_view in);
 
-// An addr-spec as mailvault compares it: trimmed and lower-cased (local parts are case-sensitive
-// in theory and never in practice; custodian matching must not miss "John.Doe@X.com").
 // s without leading and trailing spaces, tabs and CRs (config-file lines).
 std::string Trim(std::string_view s);
 
+// An addr-spec as mailvault compares it: trimmed and lower-cased (local parts are case-sensitive
+// in theory and never in practice; custodian matching must not miss "John.Doe@X.com").
 std::string NormalizeAddress(std::string_view addr);
 
 // Calls fn(line number from 1, line without its '\n') for every line of text, stopping at the

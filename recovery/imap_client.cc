@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -310,9 +311,15 @@ Status ImapClient::Create(const std::string& mailbox) {
   return Refused("CREATE " + mailbox, done);
 }
 
-Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders() {
+Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders(const std::vector<std::string>& fields) {
+  std::string section = "HEADER";
+  if (!fields.empty()) {
+    section = "HEADER.FIELDS (";
+    for (size_t i = 0; i < fields.size(); ++i) section += (i ? " " : "") + fields[i];
+    section += ")";
+  }
   ImapResponse done;
-  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])", &done));
+  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[" + section + "])", &done));
   if (done.status != "OK") return Refused("UID FETCH", done);
   std::vector<ImapMessageInfo> out;
   for (const ImapResponse& r : rs) {
@@ -323,7 +330,7 @@ Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders() {
       const std::string name = Upper(items[i].text);
       if (name == "UID") info.uid = ToU32(items[i + 1].text);
       else if (name == "RFC822.SIZE") info.size = std::strtoull(items[i + 1].text.c_str(), nullptr, 10);
-      else if (name.rfind("BODY[HEADER]", 0) == 0) info.header = items[i + 1].text;
+      else if (name.rfind("BODY[HEADER", 0) == 0) info.header = items[i + 1].text;
     }
     if (info.uid) out.push_back(std::move(info));
   }
@@ -331,17 +338,52 @@ Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders() {
 }
 
 Result<std::string> ImapClient::FetchMessage(uint32_t uid) {
-  ImapResponse done;
-  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH " + std::to_string(uid) + " (UID BODY.PEEK[])", &done));
-  if (done.status != "OK") return Refused("UID FETCH", done);
-  for (const ImapResponse& r : rs) {
-    if (r.tokens.size() != 3 || r.tokens[2].kind != ImapToken::Kind::kList) continue;
-    const std::vector<ImapToken>& items = r.tokens[2].children;
-    for (size_t i = 0; i + 1 < items.size(); i += 2) {
-      if (Upper(items[i].text) == "BODY[]") return items[i + 1].text;
+  MV_ASSIGN_OR_RETURN(auto got, FetchMessages({uid}));
+  if (got.empty()) return NotFound("no message with UID " + std::to_string(uid));
+  return std::move(got.front().second);
+}
+
+Result<std::vector<std::pair<uint32_t, std::string>>> ImapClient::FetchMessages(const std::vector<uint32_t>& uids) {
+  std::vector<std::pair<uint32_t, std::string>> out;
+  // A few hundred UIDs per command keep each command line short whatever the gaps.
+  constexpr size_t kPerCommand = 256;
+  std::vector<uint32_t> sorted = uids;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  for (size_t at = 0; at < sorted.size(); at += kPerCommand) {
+    std::vector<uint32_t> part(sorted.begin() + at, sorted.begin() + std::min(sorted.size(), at + kPerCommand));
+    ImapResponse done;
+    MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH " + UidSet(part) + " (UID BODY.PEEK[])", &done));
+    if (done.status != "OK") return Refused("UID FETCH", done);
+    for (ImapResponse& r : rs) {
+      if (r.tokens.size() != 3 || !r.tokens[1].atom_is("FETCH") || r.tokens[2].kind != ImapToken::Kind::kList) continue;
+      std::vector<ImapToken>& items = r.tokens[2].children;
+      uint32_t uid = 0;
+      std::string* body = nullptr;
+      for (size_t i = 0; i + 1 < items.size(); i += 2) {
+        const std::string name = Upper(items[i].text);
+        if (name == "UID") uid = ToU32(items[i + 1].text);
+        else if (name == "BODY[]") body = &items[i + 1].text;
+      }
+      if (uid && body) out.emplace_back(uid, std::move(*body));
     }
   }
-  return NotFound("no message with UID " + std::to_string(uid));
+  return out;
+}
+
+std::string UidSet(std::vector<uint32_t> uids) {
+  std::sort(uids.begin(), uids.end());
+  uids.erase(std::unique(uids.begin(), uids.end()), uids.end());
+  std::string out;
+  for (size_t i = 0; i < uids.size();) {
+    size_t j = i;
+    while (j + 1 < uids.size() && uids[j + 1] == uids[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(uids[i]);
+    if (j > i) out += ':' + std::to_string(uids[j]);
+    i = j + 1;
+  }
+  return out;
 }
 
 Result<std::vector<ImapAppendResult>> ImapClient::Append(const std::string& mailbox, const std::vector<ImapAppend>& messages,
@@ -403,6 +445,90 @@ Result<std::vector<ImapAppendResult>> ImapClient::Append(const std::string& mail
     while (answered < sent && tags[answered].empty()) ++answered;
   }
   return out;
+}
+
+namespace {
+
+// The UIDs of an APPENDUID uid-set ("7", "7:9", "7,9:10"), in order; empty when malformed.
+std::vector<uint32_t> ExpandUidSet(const std::string& set) {
+  std::vector<uint32_t> out;
+  size_t i = 0;
+  while (i < set.size()) {
+    size_t comma = set.find(',', i);
+    std::string range = set.substr(i, comma == std::string::npos ? std::string::npos : comma - i);
+    size_t colon = range.find(':');
+    uint32_t a = ToU32(range.substr(0, colon)), b = colon == std::string::npos ? a : ToU32(range.substr(colon + 1));
+    if (a == 0 || b == 0 || (b > a ? b - a : a - b) > (1u << 20)) return {};
+    if (a <= b) {
+      for (uint32_t u = a; u <= b; ++u) out.push_back(u);
+    } else {
+      for (uint32_t u = a; u >= b; --u) out.push_back(u);
+    }
+    if (comma == std::string::npos) break;
+    i = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<ImapAppendResult>> ImapClient::MultiAppend(const std::string& mailbox, const std::vector<ImapAppend>& messages,
+                                                              ImapAppendResult* refusal) {
+  const bool literal_plus = Has("LITERAL+");
+  const std::string tag = NextTag();
+  std::string out = tag + " APPEND " + ImapQuote(mailbox);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ImapAppend& m = messages[i];
+    std::string body = ToCrlf(m.message);
+    std::string flags;
+    for (const std::string& f : m.flags) flags += (flags.empty() ? "" : " ") + f;
+    out += " (" + flags + ")";
+    if (m.internal_date) out += " \"" + ImapDate(m.internal_date) + "\"";
+    out += " {" + std::to_string(body.size()) + (literal_plus ? "+" : "") + "}\r\n";
+    if (!literal_plus) {
+      MV_RETURN_IF_ERROR(conn_->Write(out));
+      out.clear();
+      MV_ASSIGN_OR_RETURN(ImapResponse go, ReadResponse());
+      if (go.kind != ImapResponse::Kind::kContinuation) {
+        if (go.tag != tag) return MalformedInput("unexpected answer to APPEND: " + go.status + " " + go.text);
+        *refusal = ImapAppendResult{false, 0, 0, go.code_name(), go.text};
+        return std::vector<ImapAppendResult>{};
+      }
+    }
+    out += body;
+    if (out.size() >= (1 << 20)) {
+      MV_RETURN_IF_ERROR(conn_->Write(out));
+      out.clear();
+    }
+  }
+  out += "\r\n";
+  MV_RETURN_IF_ERROR(conn_->Write(out));
+  for (;;) {
+    MV_ASSIGN_OR_RETURN(ImapResponse r, ReadResponse());
+    if (r.kind == ImapResponse::Kind::kUntagged && r.status == "BYE") return IoError("the server closed the session: " + r.text);
+    if (r.kind != ImapResponse::Kind::kTagged) continue;
+    if (r.tag != tag) return MalformedInput("the server answered unknown tag " + r.tag);
+    if (r.status != "OK") {
+      *refusal = ImapAppendResult{false, 0, 0, r.code_name(), r.text};
+      return std::vector<ImapAppendResult>{};
+    }
+    std::vector<ImapAppendResult> results(messages.size(), ImapAppendResult{true, 0, 0, r.code_name(), r.text});
+    if (r.code_name() == "APPENDUID") {
+      // "APPENDUID <uidvalidity> <uid-set>", one UID per message in order.
+      size_t a = r.code.find(' '), b = r.code.find(' ', a + 1);
+      if (a != std::string::npos && b != std::string::npos) {
+        const uint32_t validity = ToU32(r.code.substr(a + 1, b - a - 1));
+        std::vector<uint32_t> uids = ExpandUidSet(r.code.substr(b + 1));
+        if (uids.size() == messages.size()) {
+          for (size_t i = 0; i < uids.size(); ++i) {
+            results[i].uid = uids[i];
+            results[i].uid_validity = validity;
+          }
+        }
+      }
+    }
+    return results;
+  }
 }
 
 Status ImapClient::Logout() {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/result.h"
@@ -73,13 +74,22 @@ class ImapClient {
   Result<ImapMailbox> Select(const std::string& mailbox, bool read_only);
   // Creates the mailbox; an "already exists" refusal is success.
   Status Create(const std::string& mailbox);
-  // Every message of the selected mailbox: UID, size and header block.
-  Result<std::vector<ImapMessageInfo>> FetchHeaders();
+  // Every message of the selected mailbox: UID, size and header block (only the named fields
+  // when `fields` is not empty: a restore's inventory needs Message-ID and Date alone).
+  Result<std::vector<ImapMessageInfo>> FetchHeaders(const std::vector<std::string>& fields = {});
   Result<std::string> FetchMessage(uint32_t uid);
+  // The whole messages with these UIDs (those that still exist), fetched in few commands.
+  Result<std::vector<std::pair<uint32_t, std::string>>> FetchMessages(const std::vector<uint32_t>& uids);
   // Appends in order, pipelined up to `window` commands in flight. A refused message is a
   // result with ok = false (quota, size); a broken connection is an error.
   Result<std::vector<ImapAppendResult>> Append(const std::string& mailbox, const std::vector<ImapAppend>& messages,
                                                size_t window = 32);
+  // Appends all the messages in one MULTIAPPEND command (RFC 3502): the server stores them in
+  // one transaction (Dovecot: one index commit instead of one per message, about twice as
+  // fast). All or nothing: a refusal stores none, and the caller appends them one by one to
+  // learn which message it was. ok results carry their UIDs from APPENDUID where offered.
+  Result<std::vector<ImapAppendResult>> MultiAppend(const std::string& mailbox, const std::vector<ImapAppend>& messages,
+                                                    ImapAppendResult* refusal);
   Status Logout();
 
   class Conn;
@@ -97,6 +107,9 @@ class ImapClient {
   std::set<std::string> caps_;
   uint64_t tag_ = 0;
 };
+
+// "1:3,7,9:10" for the UIDs (sorted, duplicates dropped).
+std::string UidSet(std::vector<uint32_t> uids);
 
 // The message with every line ending as CRLF (IMAP's), a bare LF or CR included.
 std::string ToCrlf(std::string_view message);

@@ -26,8 +26,17 @@ packages=(
 # test certificate. The benchmarks also compare with mu, notmuch and Dovecot's LMTP.
 # The REST API's tests speak HTTP with curl and Python, read docs/openapi.yaml with python3-yaml,
 # and its benchmark loads it with wrk.
-[[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl openssl curl python3-yaml wrk)
-[[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch dovecot-core dovecot-lmtpd)
+# Recovery (restore over IMAP) is tested against private Dovecot (IMAP + LMTP) and Cyrus
+# instances (tests/recovery/servers.sh); isync's mbsync is the benchmark peer. Cyrus: only
+# cyrus-common (+ sasl2-bin) comes from apt, never the cyrus-imapd package, which conflicts
+# with dovecot-imapd (both provide imap-server); tests/recovery/install-cyrus.sh unpacks its
+# imapd next to them. cyrus-common needs an MTA: it is in the same apt call as postfix, else
+# apt would pull in exim4.
+with_servers=0
+[[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && with_servers=1
+((with_servers)) && packages+=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl openssl curl python3-yaml wrk
+  dovecot-core dovecot-imapd dovecot-lmtpd cyrus-common sasl2-bin isync)
+[[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch)
 
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
@@ -42,6 +51,8 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   # Postfix is only a test peer here: installed unconfigured, so it starts no system service.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+  # cyrus-common's only question (asked on purge): keep the spools
+  echo "cyrus-common cyrus-common/removespools boolean false" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -53,7 +64,13 @@ if [[ -d /run/systemd/system ]]; then
     case $p in
       postfix) $sudo systemctl disable --now postfix >/dev/null 2>&1 || true ;;
       dovecot-core) $sudo systemctl disable --now dovecot >/dev/null 2>&1 || true ;;
+      cyrus-common) $sudo systemctl disable --now cyrus-imapd >/dev/null 2>&1 || true ;;
+      sasl2-bin) $sudo systemctl disable --now saslauthd >/dev/null 2>&1 || true ;;
     esac
   done
+fi
+# Cyrus's imapd, unpacked from the cyrus-imapd .deb (does nothing when it is there already).
+if ((with_servers)); then
+  "$(dirname "$0")/../tests/recovery/install-cyrus.sh"
 fi
 true

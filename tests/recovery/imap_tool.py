@@ -5,7 +5,8 @@ test server on 127.0.0.1 and reports what a mailbox really holds.
 usage: imap_tool.py [CONNECTION] COMMAND [ARGS]
 
 CONNECTION (before the command):
-  --host H (127.0.0.1)  --port P (required)  --user U  --password P  --timeout SECS (30)
+  --host H (127.0.0.1)  --port P (required by every IMAP command)  --user U  --password P
+  --timeout SECS (30)
   --nagle               leave Nagle's algorithm on (default: TCP_NODELAY; with Nagle, a
                         synchronizing-literal APPEND costs ~40 ms on Cyrus: see
                         docs/design/recovery.md)
@@ -23,7 +24,8 @@ COMMANDS (JSON goes to stdout, one object per line):
                           full message as the server returns it) and, per --header, the
                           value(s) of that header field under its lower-cased name
   count [--folder F]      {"folder", "messages", "uidvalidity", "uidnext"} (STATUS)
-  append [--folder F] [--flags FLAGS] [--multi] [--raw] [--sync-literal] [--keep-going] FILE...
+  append [--folder F] [--flags FLAGS] [--multi] [--raw] [--sync-literal] [--keep-going]
+         [--prepend-header LINE]... [--reencode] FILE...
                           APPEND each FILE (LF/CR line ends become CRLF unless --raw); one
                           line per FILE: file, result, text, code (response code name or
                           null), appenduid ([uidvalidity, uid], [uidvalidity, "a:b"] or
@@ -32,6 +34,9 @@ COMMANDS (JSON goes to stdout, one object per line):
                           --multi sends all FILEs in one MULTIAPPEND command (RFC 3502) and
                           prints one line for the command. Exit 1 if any APPEND was refused;
                           stops at the first refusal unless --keep-going.
+                          --prepend-header "Received: ..." puts that header line on top of
+                          each message first (what a delivery would add); --reencode changes
+                          the transfer encoding of each text part (see lmtp-deliver).
   create-folder --folder F
   set-quota --root R --kb N|none
                           SETQUOTA R (STORAGE N) (Cyrus admin: R = user/alice@example.test)
@@ -43,17 +48,43 @@ COMMANDS (JSON goes to stdout, one object per line):
                           Prints {"expected", "found", "missing": [FILE], "duplicates":
                           {FILE: n}, "unexpected": [uid]}; exit 0 only when nothing is
                           missing or duplicated and (unless --allow-extra) nothing unexpected.
+  verify --match delivered [--folder F] [--ignore-header NAME]... [--allow-extra] FILE...
+                          the same question for copies that went through a delivery or a
+                          server that rewrote them. A mailbox message is a copy of FILE when
+                          (a) both are equal after CRLF normalisation and removing the trace
+                          fields Return-Path, Delivered-To, Received, X-Original-To (and any
+                          --ignore-header) from both; or else (b) Message-ID and Date are equal
+                          (whitespace-normalised; both absent counts as equal) and so is the
+                          multiset of SHA-256 of the decoded leaf MIME parts (email package,
+                          decode=True; text/* parts with CRLF->LF, trailing whitespace of each
+                          line and trailing blank lines removed; other parts sent 7bit/8bit/
+                          binary with CRLF->LF). (b) is what makes a copy whose parts were
+                          re-encoded (base64 <-> quoted-printable) count. Identical FILEs
+                          (by (a)) must be present as often as they are given. The report also
+                          has "by_parts": [[uid, FILE]...], the copies that matched only by (b).
+  lmtp-deliver --lmtp-port P [--lmtp-host H] --rcpt ADDR [--from ADDR] [--reencode] FILE...
+                          deliver each FILE over LMTP (one session, one transaction per FILE,
+                          line ends made CRLF, dots stuffed), as a mail server would: the LMTP
+                          server adds Return-Path, Delivered-To, Received. --reencode first
+                          changes each text part's Content-Transfer-Encoding (7bit/8bit/binary/
+                          base64 -> quoted-printable, quoted-printable -> base64): other bytes,
+                          same decoded content. One line per FILE: file, result ("OK" or the
+                          server's reply), code; exit 1 if any was refused. Needs no --port.
 Exit status 2: usage or connection/protocol error (message on stderr).
 """
 
 import argparse
 import base64
+import email.generator
 import email.parser
 import email.policy
 import hashlib
 import imaplib
+import io
 import json
+import quopri
 import re
+import smtplib
 import socket
 import sys
 
@@ -90,6 +121,8 @@ def quote(s):
 
 
 def connect(a):
+    if a.port is None:
+        raise ToolError("--port is needed (before the command)")
     try:
         c = imaplib.IMAP4(a.host, a.port, timeout=a.timeout)
         if not a.nagle:
@@ -168,6 +201,78 @@ def strip_headers(raw, names):
         if not skipping:
             kept.append(line)
     return b"".join(l + b"\r\n" for l in kept) + body
+
+
+# Header fields a delivery (LMTP/LDA, an MTA hop) adds on top of a message.
+TRACE_HEADERS = ("Return-Path", "Delivered-To", "Received", "X-Original-To")
+IDENTITY_CTES = ("", "7bit", "8bit", "binary")
+
+
+def norm_text_part(data):
+    """A decoded text part as compared by verify --match delivered: CRLF -> LF, trailing
+    whitespace of each line and trailing blank lines removed."""
+    lines = [l.rstrip() for l in data.replace(b"\r\n", b"\n").split(b"\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return b"\n".join(lines)
+
+
+def part_hashes(raw):
+    """Sorted SHA-256 (hex) of the decoded leaf MIME parts of raw (bytes)."""
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    hashes = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        data = part.get_payload(decode=True)
+        if data is None:
+            data = b""
+        elif isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        if part.get_content_maintype() == "text":
+            data = norm_text_part(data)
+        elif (part.get("Content-Transfer-Encoding") or "").strip().lower() in IDENTITY_CTES:
+            data = data.replace(b"\r\n", b"\n")
+        hashes.append(hashlib.sha256(data).hexdigest())
+    return tuple(sorted(hashes))
+
+
+def content_key(raw):
+    """(Message-ID, Date, part hashes): the fallback identity of verify --match delivered."""
+    h = header_fields(raw)
+    return (norm_header_value(h.get("Message-ID")), norm_header_value(h.get("Date")), part_hashes(raw))
+
+
+def reencode(data):
+    """data (a message, bytes) with each text/* leaf part's transfer encoding changed:
+    7bit/8bit/binary/base64 -> quoted-printable, quoted-printable -> base64. The decoded
+    content stays the same (up to line ends), the bytes do not."""
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        payload = part.get_payload(decode=True) or b""
+        if cte == "quoted-printable":
+            new, body = "base64", base64.encodebytes(payload).decode("ascii")
+        else:
+            new, body = "quoted-printable", quopri.encodestring(payload).decode("ascii")
+            if body and not body.endswith("\n"):
+                body += "\n"
+        del part["Content-Transfer-Encoding"]
+        part["Content-Transfer-Encoding"] = new
+        part.set_payload(body)
+    buf = io.BytesIO()
+    email.generator.BytesGenerator(buf, mangle_from_=False, maxheaderlen=0).flatten(msg)
+    return buf.getvalue()
+
+
+def prepare(data, prepend=(), do_reencode=False):
+    """A file's bytes as a delivery would hand them on: re-encoded, header lines on top."""
+    if do_reencode:
+        data = reencode(data)
+    head = b"".join(line.encode("utf-8").rstrip(b"\r\n") + b"\n" for line in prepend)
+    return head + data
 
 
 def fetch_messages(c, folder, want_body=True, batch=200):
@@ -329,7 +434,7 @@ def cmd_append(a):
     msgs = []
     for f in a.files:
         with open(f, "rb") as fh:
-            data = fh.read()
+            data = prepare(fh.read(), a.prepend_header, a.reencode)
         msgs.append(data if a.raw else crlf(data))
     failed = False
     if a.multi:
@@ -395,6 +500,8 @@ def cmd_get_quota(a):
 
 
 def cmd_verify(a):
+    if a.match == "delivered":
+        return verify_delivered(a)
     expected = {}
     for f in a.files:
         with open(f, "rb") as fh:
@@ -423,11 +530,93 @@ def cmd_verify(a):
     return 0 if ok else 1
 
 
+def verify_delivered(a):
+    strip = list(TRACE_HEADERS) + list(a.ignore_header)
+    files, exact_of, class_of = a.files, [], []
+    exact_groups, classes = {}, {}          # key -> [file index]
+    for i, f in enumerate(files):
+        with open(f, "rb") as fh:
+            data = crlf(fh.read())
+        e, k = hashlib.sha256(strip_headers(data, strip)).hexdigest(), content_key(data)
+        exact_of.append(e)
+        class_of.append(k)
+        exact_groups.setdefault(e, []).append(i)
+        classes.setdefault(k, []).append(i)
+    c = login(a)
+    exact_hits, class_hits, unexpected, found = {}, {}, [], 0
+    for m in fetch_messages(c, a.folder):
+        found += 1
+        raw = strip_headers(m["raw"], a.ignore_header)
+        e = hashlib.sha256(strip_headers(raw, strip)).hexdigest()
+        if e in exact_groups:
+            exact_hits[e] = exact_hits.get(e, 0) + 1
+            continue
+        k = content_key(raw)
+        if k in classes:
+            class_hits.setdefault(k, []).append(m["uid"])
+        else:
+            unexpected.append(m["uid"])
+    c.logout()
+    missing, dups, by_parts = [], {}, []
+    for k, members in classes.items():
+        unfilled = []
+        for e in dict.fromkeys(exact_of[i] for i in members):   # exact groups in this class
+            group = exact_groups[e]
+            n = exact_hits.get(e, 0)
+            if n > len(group):
+                dups[files[group[0]]] = n
+            unfilled.extend(group[n:])
+        floating = list(class_hits.get(k, []))
+        while unfilled and floating:
+            by_parts.append([floating.pop(0), files[unfilled.pop(0)]])
+        missing.extend(files[i] for i in unfilled)
+        if floating:   # more copies than files: the class's first file is duplicated
+            f0 = files[members[0]]
+            dups[f0] = dups.get(f0, len(exact_groups[exact_of[members[0]]])) + len(floating)
+    out({"folder": a.folder, "match": "delivered", "expected": len(files), "found": found,
+         "missing": missing, "duplicates": dups, "unexpected": unexpected, "by_parts": by_parts})
+    ok = not missing and not dups and (a.allow_extra or not unexpected)
+    return 0 if ok else 1
+
+
+def cmd_lmtp_deliver(a):
+    try:
+        s = smtplib.LMTP(a.lmtp_host, a.lmtp_port, timeout=a.timeout)
+        s.ehlo("imap-tool.test")   # smtplib.LMTP sends LHLO for ehlo()
+    except (OSError, smtplib.SMTPException) as e:
+        raise ToolError(f"LMTP {a.lmtp_host}:{a.lmtp_port}: {e}")
+    failed = False
+    for f in a.files:
+        with open(f, "rb") as fh:
+            data = crlf(prepare(fh.read(), (), a.reencode))
+        try:
+            refused = s.sendmail(a.sender, [a.rcpt], data)
+            r = {"file": f, "result": "OK" if not refused else str(refused), "code": None}
+        except smtplib.SMTPResponseException as e:
+            r = {"file": f, "result": text(e.smtp_error), "code": e.smtp_code}
+        except smtplib.SMTPRecipientsRefused as e:
+            r = {"file": f, "result": str(e.recipients), "code": None}
+        except smtplib.SMTPException as e:
+            r = {"file": f, "result": str(e), "code": None}
+        if r["result"] != "OK":
+            failed = True
+            try:
+                s.rset()
+            except smtplib.SMTPException:
+                pass
+        out(r)
+    try:
+        s.quit()
+    except smtplib.SMTPException:
+        pass
+    return 1 if failed else 0
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int)
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--authzid")
@@ -450,6 +639,8 @@ def main(argv):
     s.add_argument("--raw", action="store_true")
     s.add_argument("--sync-literal", action="store_true")
     s.add_argument("--keep-going", action="store_true")
+    s.add_argument("--prepend-header", action="append", default=[])
+    s.add_argument("--reencode", action="store_true")
     s.add_argument("files", nargs="+")
     s.set_defaults(fn=cmd_append)
     s = sub.add_parser("create-folder")
@@ -466,12 +657,21 @@ def main(argv):
     s.add_argument("--folder", default="INBOX")
     s.add_argument("--ignore-header", action="append", default=[])
     s.add_argument("--allow-extra", action="store_true")
+    s.add_argument("--match", choices=("exact", "delivered"), default="exact")
     s.add_argument("files", nargs="+")
     s.set_defaults(fn=cmd_verify)
+    s = sub.add_parser("lmtp-deliver")
+    s.add_argument("--lmtp-host", default="127.0.0.1")
+    s.add_argument("--lmtp-port", type=int, required=True)
+    s.add_argument("--rcpt", required=True)
+    s.add_argument("--from", dest="sender", default="imap-tool@example.test")
+    s.add_argument("--reencode", action="store_true")
+    s.add_argument("files", nargs="+")
+    s.set_defaults(fn=cmd_lmtp_deliver)
     a = p.parse_args(argv)
     try:
         return a.fn(a)
-    except (ToolError, imaplib.IMAP4.error, OSError) as e:
+    except (ToolError, imaplib.IMAP4.error, smtplib.SMTPException, OSError) as e:
         print(f"imap_tool.py {a.cmd}: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,383 @@
+// `mailvault restore` and `mailvault job list|show|resume|cancel`: restore jobs into IMAP
+// mailboxes (recovery/restore.h). The shape of `restore` is fixed by the recovery issue so that
+// scripts can rely on it; the extras (--into, --map, --flag, --no-tls, …) come after it.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "capture/config.h"
+#include "cli/commands.h"
+#include "cli/shell_state.h"
+#include "core/text.h"
+#include "indexer/searcher.h"
+#include "recovery/restore.h"
+
+namespace mailvault::cli {
+namespace {
+
+using nlohmann::json;
+using recovery::JobReport;
+using recovery::RestoreJob;
+
+std::atomic<bool> g_stop{false};
+extern "C" void OnStopSignal(int) { g_stop.store(true); }
+
+const std::string kBusyHint =
+    "restore jobs run while `mailvault serve` and other restores are stopped (they hold the vault); "
+    "to stop a running restore: mailvault job cancel ID";
+
+std::string JobsDir(const GlobalOptions& g) { return g.vault_dir + "/jobs"; }
+
+json ReportJson(const JobReport& r) {
+  json boxes = json::array();
+  uint64_t selected = 0, present = 0, appended = 0, failed = 0, pending = 0;
+  for (const recovery::TargetReport& t : r.targets) {
+    json failures = json::array();
+    for (const auto& [id, why] : t.failures) failures.push_back(json{{"id", id}, {"why", why}});
+    json b{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
+           {"present", t.present}, {"appended", t.appended}, {"failed", t.failed}, {"pending", t.pending},
+           {"bytes", t.bytes}, {"failures", failures}};
+    if (!t.error.empty()) b["error"] = t.error;
+    boxes.push_back(b);
+    selected += t.selected;
+    present += t.present;
+    appended += t.appended;
+    failed += t.failed;
+    pending += t.pending;
+  }
+  return json{{"job", r.id},
+              {"status", r.status},
+              {"target", r.target},
+              {"created", r.created},
+              {"mailboxes", boxes},
+              {"totals", {{"selected", selected}, {"present", present}, {"appended", appended}, {"failed", failed},
+                          {"pending", pending}}}};
+}
+
+void PrintReport(const JobReport& r, bool as_json) {
+  if (as_json) {
+    std::cout << ReportJson(r).dump(2) << "\n";
+    return;
+  }
+  json j = ReportJson(r);
+  std::cout << "restore job " << r.id << ": " << r.status << " (" << r.target << ")\n";
+  for (const recovery::TargetReport& t : r.targets) {
+    std::cout << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
+              << ", appended " << t.appended << " (" << FormatBytes(t.bytes) << "), failed " << t.failed;
+    if (t.pending) std::cout << ", not done " << t.pending;
+    std::cout << "\n";
+    if (!t.error.empty()) std::cout << "    could not finish: " << t.error << "\n";
+    for (const auto& [id, why] : t.failures) std::cout << "    failed " << id.substr(0, 12) << ": " << why << "\n";
+  }
+  const json& tot = j["totals"];
+  std::cout << "totals: selected " << tot["selected"] << ", already present " << tot["present"] << ", appended "
+            << tot["appended"] << ", failed " << tot["failed"];
+  if (tot["pending"].get<uint64_t>()) std::cout << ", not done " << tot["pending"] << " (mailvault job resume " << r.id << ")";
+  std::cout << "\n";
+}
+
+void PrintPlan(const JobReport& r, bool as_json) {
+  if (as_json) {
+    json plan = json::array();
+    for (const recovery::TargetReport& t : r.targets) {
+      json p{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
+             {"present", t.present}, {"to_append", t.pending}, {"bytes", t.bytes}};
+      if (!t.error.empty()) p["error"] = t.error;
+      plan.push_back(p);
+    }
+    std::cout << json{{"plan", plan}}.dump(2) << "\n";
+    return;
+  }
+  std::cout << "plan (dry run: nothing is appended)\n";
+  for (const recovery::TargetReport& t : r.targets) {
+    std::cout << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
+              << ", to append " << t.pending << " (" << FormatBytes(t.bytes) << ")\n";
+    if (!t.error.empty()) std::cout << "    cannot check the mailbox: " << t.error << "\n";
+  }
+}
+
+// Runs the job with progress on stderr, stopping on SIGINT/SIGTERM or a cancel request (a file
+// `job cancel` leaves while this process holds the vault).
+int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Credentials& cred, bool as_json) {
+  std::error_code ec;
+  std::filesystem::create_directories(JobsDir(g), ec);
+  const std::string pidfile = JobsDir(g) + "/" + job.id() + ".pid", cancelfile = JobsDir(g) + "/" + job.id() + ".cancel";
+  std::filesystem::remove(cancelfile, ec);
+  { std::ofstream(pidfile) << ::getpid() << "\n"; }
+  g_stop = false;
+  struct sigaction sa = {};
+  sa.sa_handler = OnStopSignal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
+  RestoreJob::Progress progress;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false, cancelled = false;
+  std::thread watcher([&] {
+    const bool tty = StderrIsTerminal();
+    std::unique_lock<std::mutex> l(mu);
+    int ticks = 0;
+    while (!cv.wait_for(l, std::chrono::milliseconds(250), [&] { return finished; })) {
+      if (std::filesystem::exists(cancelfile)) {
+        cancelled = true;
+        g_stop = true;
+      }
+      if (++ticks % (tty ? 4 : 20) != 0) continue;
+      std::fprintf(stderr, "%srestore %s: %llu of %llu done (appended %llu, already present %llu, failed %llu), %llu mailbox(es) left%s",
+                   tty ? "\r" : "", job.id().c_str(),
+                   static_cast<unsigned long long>(progress.appended + progress.present + progress.failed),
+                   static_cast<unsigned long long>(progress.selected.load()), static_cast<unsigned long long>(progress.appended.load()),
+                   static_cast<unsigned long long>(progress.present.load()), static_cast<unsigned long long>(progress.failed.load()),
+                   static_cast<unsigned long long>(progress.targets_left.load()), tty ? "   " : "\n");
+    }
+    if (tty) std::fprintf(stderr, "\n");
+  });
+  Result<JobReport> r = job.Run(*s.vault, cred, &g_stop, &progress);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    finished = true;
+  }
+  cv.notify_all();
+  watcher.join();
+  if (cancelled || std::filesystem::exists(cancelfile)) {
+    (void)job.SetStatus("cancelled");
+    if (r.ok()) r->status = "cancelled";
+  }
+  std::filesystem::remove(pidfile, ec);
+  std::filesystem::remove(cancelfile, ec);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  if (!r.ok()) return Fail(r.error());
+  (void)AuditShell(s, "restore.finish", job.id(), ReportJson(*r)["totals"]);
+  PrintReport(*r, as_json);
+  return r->status == "done" ? 0 : 1;
+}
+
+Result<recovery::Credentials> CredentialsFor(const RestoreJob& job, const std::string& override_file) {
+  const std::string file = override_file.empty() ? job.target().auth_file : override_file;
+  return recovery::ReadCredentials(file);
+}
+
+}  // namespace
+
+void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  // ---- restore ----
+  auto* cmd = app.add_subcommand("restore", "put archived mail back into users' IMAP mailboxes, each message exactly once");
+  static std::string to, auth_file, users_arg, from, until, margin_before = "5m", margin_after = "10m", query, folder;
+  static std::string into, sent_folder = "Sent", bwlimit, ca_file;
+  static std::vector<std::string> maps, flags;
+  static int workers = 4, connections = 3, batch = 64, timeout = 60;
+  static bool by_date = false, dry_run = false, as_json = false, no_tls = false, insecure = false;
+  cmd->add_option("--to", to, "the IMAP server: imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT]")->required();
+  cmd->add_option("--auth-file", auth_file, "lines \"ADDRESS LOGIN PASSWORD\", or one \"* LOGIN PASSWORD\" (an administrator); mode 600")
+      ->required();
+  cmd->add_option("--users", users_arg, "the custodians whose mail is restored: ADDR[,ADDR…]")->required();
+  cmd->add_option("--from", from, "start of the window (ISO 8601, e.g. 2026-11-24T22:00:00Z)");
+  cmd->add_option("--until", until, "end of the window (ISO 8601)");
+  cmd->add_flag("--by-date", by_date, "the window applies to the Date header, not to when the archive captured the mail");
+  cmd->add_option("--margin-before", margin_before, "widen the window before --from (default 5m)");
+  cmd->add_option("--margin-after", margin_after, "widen the window after --until (default 10m)");
+  cmd->add_option("--query", query, "only messages matching this search (the index's query language)");
+  cmd->add_option("--folder", folder, "put everything in this folder (created if missing), e.g. \"Recovered 2026-11-25\"");
+  cmd->add_option("--workers", workers, "mailboxes restored at once (default 4)")->check(CLI::Range(1, 64));
+  cmd->add_option("--connections", connections, "connections appending to one mailbox at once (default 3)")->check(CLI::Range(1, 16));
+  cmd->add_flag("--dry-run", dry_run, "print the plan per mailbox (selected, already present, to append, bytes); append nothing");
+  cmd->add_flag("--json", as_json, "print the plan or the report as JSON");
+  cmd->add_option("--into", into, "one mailbox for everything (a reviewer's), instead of each custodian's own");
+  cmd->add_option("--map", maps, "ARCHIVED=MAILBOX: restore a custodian's mail into another mailbox (repeatable)");
+  cmd->add_option("--flag", flags, "an IMAP flag to set on every appended message, e.g. '\\Seen' (repeatable)");
+  cmd->add_option("--sent-folder", sent_folder, "where mail a custodian sent goes (default Sent)");
+  cmd->add_flag("--no-tls", no_tls, "plain IMAP without STARTTLS: loopback addresses only (lab use)");
+  cmd->add_flag("--insecure", insecure, "do not check the server's certificate (lab use)");
+  cmd->add_option("--ca-file", ca_file, "trust this CA (or pinned self-signed certificate) for the server");
+  cmd->add_option("--bwlimit", bwlimit, "at most this many bytes per second over all workers, e.g. 10M (default: no limit)");
+  cmd->add_option("--batch", batch, "appends in flight per connection (default 64)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--timeout", timeout, "seconds to wait for the server before a connection counts as lost (default 60)")
+      ->check(CLI::Range(5, 3600));
+  cmd->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<recovery::ImapEndpoint> endpoint = recovery::ParseImapUrl(to, no_tls);
+    if (!endpoint.ok()) {
+      *exit_code = Fail(endpoint.error());
+      return;
+    }
+    endpoint->verify_certificate = !insecure;
+    endpoint->ca_file = ca_file;
+    endpoint->timeout = std::chrono::seconds(timeout);
+    recovery::RestoreCriteria c;
+    recovery::RestoreOptions o;
+    for (size_t i = 0; i <= users_arg.size();) {
+      size_t comma = users_arg.find(',', i);
+      std::string u = Trim(users_arg.substr(i, comma == std::string::npos ? std::string::npos : comma - i));
+      if (!u.empty()) c.users.push_back(u);
+      if (comma == std::string::npos) break;
+      i = comma + 1;
+    }
+    auto fail = [&](const Error& e) { *exit_code = Fail(e); };
+    if (!from.empty()) {
+      Result<int64_t> t = recovery::ParseIsoTime(from);
+      if (!t.ok()) return fail(t.error().With("--from"));
+      c.from = *t;
+    }
+    if (!until.empty()) {
+      Result<int64_t> t = recovery::ParseIsoTime(until);
+      if (!t.ok()) return fail(t.error().With("--until"));
+      c.until = *t;
+    }
+    Result<std::chrono::seconds> mb = capture::ParseDuration(margin_before), ma = capture::ParseDuration(margin_after);
+    if (!mb.ok()) return fail(mb.error().With("--margin-before"));
+    if (!ma.ok()) return fail(ma.error().With("--margin-after"));
+    c.margin_before = mb->count();
+    c.margin_after = ma->count();
+    c.by_date = by_date;
+    c.query = query;
+    o.folder = folder;
+    o.sent_folder = sent_folder;
+    o.into = into;
+    o.flags = flags;
+    o.workers = workers;
+    o.connections = static_cast<size_t>(connections);
+    o.batch = static_cast<size_t>(batch);
+    for (const std::string& m : maps) {
+      size_t eq = m.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == m.size()) {
+        return fail(InvalidArgument("--map \"" + m + "\": expected ARCHIVED_ADDRESS=MAILBOX_ADDRESS"));
+      }
+      o.user_map[NormalizeAddress(m.substr(0, eq))] = NormalizeAddress(m.substr(eq + 1));
+    }
+    if (!bwlimit.empty()) {
+      char* end = nullptr;
+      double v = std::strtod(bwlimit.c_str(), &end);
+      std::string unit = end;
+      double mult = unit.empty() ? 1 : unit == "K" || unit == "k" ? 1e3 : unit == "M" || unit == "m" ? 1e6 : unit == "G" || unit == "g" ? 1e9 : 0;
+      if (end == bwlimit.c_str() || mult == 0 || v <= 0) return fail(InvalidArgument("--bwlimit \"" + bwlimit + "\": expected bytes per second, e.g. 500K or 10M"));
+      o.bandwidth = static_cast<uint64_t>(v * mult);
+    }
+    Result<recovery::Credentials> cred = recovery::ReadCredentials(auth_file);
+    if (!cred.ok()) return fail(cred.error());
+    Result<ShellState> s = OpenShellState(g, kBusyHint);
+    if (!s.ok()) return fail(s.error());
+    std::unique_ptr<index::Searcher> searcher;
+    if (!c.query.empty()) {
+      Result<std::unique_ptr<index::Searcher>> opened = index::Searcher::Open(g.vault_dir);
+      if (!opened.ok()) return fail(opened.error().With("--query needs the index"));
+      searcher = std::move(*opened);
+    }
+    Result<std::vector<recovery::PlannedTarget>> plan = recovery::SelectForRestore(*s->vault, searcher.get(), c, o);
+    if (!plan.ok()) return fail(plan.error());
+    recovery::RestoreTarget target{to, *endpoint, std::filesystem::absolute(auth_file).string()};
+    json audit_details{{"to", to}, {"users", c.users}, {"query", c.query}, {"by_date", c.by_date}, {"folder", folder},
+                       {"into", into}, {"dry_run", dry_run}};
+    if (c.from) audit_details["from"] = *c.from;
+    if (c.until) audit_details["until"] = *c.until;
+    if (dry_run) {
+      if (Status st = AuditShell(*s, "restore.plan", to, audit_details); !st.ok()) return fail(st.error());
+      Result<JobReport> r = recovery::DryRun(*s->vault, target, *cred, o, std::move(*plan));
+      if (!r.ok()) return fail(r.error());
+      PrintPlan(*r, as_json);
+      bool errors = false;
+      for (const auto& t : r->targets) errors |= !t.error.empty();
+      *exit_code = errors ? 1 : 0;
+      return;
+    }
+    Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Create(s->store.get(), target, c, o, std::move(*plan));
+    if (!job.ok()) return fail(job.error());
+    audit_details["job"] = (*job)->id();
+    if (Status st = AuditShell(*s, "restore.create", (*job)->id(), audit_details); !st.ok()) return fail(st.error());
+    if (!as_json) std::cerr << "restore job " << (*job)->id() << " created; if it stops, `mailvault job resume " << (*job)->id() << "`\n";
+    *exit_code = RunJob(g, *s, **job, *cred, as_json);
+  });
+
+  // ---- job ----
+  auto* jobs = app.add_subcommand("job", "restore jobs: list, show, resume, cancel");
+  jobs->require_subcommand(1);
+  static bool job_json = false;
+  auto* list = jobs->add_subcommand("list", "every restore job with its status and totals");
+  list->add_flag("--json", job_json, "as JSON");
+  list->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<ShellState> s = OpenShellState(g, kBusyHint);
+    if (!s.ok()) return void(*exit_code = Fail(s.error()));
+    Result<std::vector<JobReport>> all = RestoreJob::List(s->store.get());
+    if (!all.ok()) return void(*exit_code = Fail(all.error()));
+    json out = json::array();
+    for (const JobReport& r : *all) out.push_back(ReportJson(r));
+    if (job_json) {
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    if (all->empty()) std::cout << "no restore jobs\n";
+    for (const json& j : out) {
+      std::cout << j["job"].get<std::string>() << "  " << j["status"].get<std::string>() << "  " << j["target"].get<std::string>()
+                << "  selected " << j["totals"]["selected"] << ", present " << j["totals"]["present"] << ", appended "
+                << j["totals"]["appended"] << ", failed " << j["totals"]["failed"] << "\n";
+    }
+  });
+  static std::string job_id, job_auth_file;
+  auto* show = jobs->add_subcommand("show", "one restore job's report: per mailbox, and every failure with its reason");
+  show->add_option("ID", job_id, "the job (see job list)")->required();
+  show->add_flag("--json", job_json, "as JSON");
+  show->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<ShellState> s = OpenShellState(g, kBusyHint);
+    if (!s.ok()) return void(*exit_code = Fail(s.error()));
+    Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
+    if (!job.ok()) return void(*exit_code = Fail(job.error()));
+    Result<JobReport> r = (*job)->Report();
+    if (!r.ok()) return void(*exit_code = Fail(r.error()));
+    PrintReport(*r, job_json);
+  });
+  auto* resume = jobs->add_subcommand("resume", "finish a job that stopped (kill, server gone, quota raised since): appends nothing twice");
+  resume->add_option("ID", job_id, "the job")->required();
+  resume->add_option("--auth-file", job_auth_file, "the credentials (default: the file the job was started with)");
+  resume->add_flag("--json", job_json, "print the report as JSON");
+  resume->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<ShellState> s = OpenShellState(g, kBusyHint);
+    if (!s.ok()) return void(*exit_code = Fail(s.error()));
+    Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
+    if (!job.ok()) return void(*exit_code = Fail(job.error()));
+    if ((*job)->status() == "cancelled") return void(*exit_code = Fail("job " + job_id + " was cancelled; start a new restore instead"));
+    Result<recovery::Credentials> cred = CredentialsFor(**job, job_auth_file);
+    if (!cred.ok()) return void(*exit_code = Fail(cred.error()));
+    if (Status st = AuditShell(*s, "restore.resume", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
+    *exit_code = RunJob(g, *s, **job, *cred, job_json);
+  });
+  auto* cancel = jobs->add_subcommand("cancel", "stop a job for good (a running one stops after its current batch)");
+  cancel->add_option("ID", job_id, "the job")->required();
+  cancel->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    Result<ShellState> s = OpenShellState(g, kBusyHint);
+    if (!s.ok()) {
+      // Running: the process holding the vault polls for this file and stops.
+      const std::string pidfile = JobsDir(g) + "/" + job_id + ".pid";
+      std::ifstream in(pidfile);
+      long pid = 0;
+      if (s.error().code() == ErrorCode::kBusy && in >> pid && pid > 0) {
+        std::ofstream(JobsDir(g) + "/" + job_id + ".cancel") << "cancel\n";
+        std::cout << "asked the running job " << job_id << " (pid " << pid << ") to stop; it records the cancel itself\n";
+        return;
+      }
+      return void(*exit_code = Fail(s.error()));
+    }
+    Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
+    if (!job.ok()) return void(*exit_code = Fail(job.error()));
+    if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
+    if (Status st = AuditShell(*s, "restore.cancel", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
+    std::cout << "job " << job_id << " cancelled\n";
+  });
+}
+
+}  // namespace mailvault::cli

@@ -1,0 +1,988 @@
+#include "recovery/restore.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "api/state.h"
+#include "core/bytes.h"
+#include "core/file_util.h"
+#include "core/message.h"
+#include "core/text.h"
+#include "indexer/searcher.h"
+#include "vault/crypto.h"
+#include "vault/vault.h"
+
+namespace mailvault::recovery {
+namespace {
+
+using nlohmann::json;
+
+int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+bool IsLoopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "::1" || host == "[::1]" || host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+// State store keys (docs/formats.md, "restore jobs"): one header per job, one record per
+// target with its planned messages, and one journal record per (target, message).
+std::string HeaderKey(const std::string& job) { return "rj/" + job; }
+std::string TargetKey(const std::string& job, size_t t) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%05zu", t);
+  return "rt/" + job + "/" + buf;
+}
+std::string OutcomePrefix(const std::string& job, size_t t) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%05zu", t);
+  return "ro/" + job + "/" + buf + "/";
+}
+
+const char* KindName(Outcome::Kind k) {
+  switch (k) {
+    case Outcome::Kind::kIntent: return "intent";
+    case Outcome::Kind::kAppended: return "appended";
+    case Outcome::Kind::kPresent: return "present";
+    case Outcome::Kind::kFailed: return "failed";
+  }
+  return "intent";
+}
+
+std::string EncodeOutcome(const Outcome& o) {
+  json j{{"k", KindName(o.kind)}, {"at", o.at}};
+  if (o.uid) j["uid"] = o.uid;
+  if (o.uid_validity) j["uv"] = o.uid_validity;
+  if (!o.why.empty()) j["why"] = o.why;
+  return j.dump();
+}
+
+Result<Outcome> DecodeOutcome(std::string_view v) {
+  json j = json::parse(v, nullptr, false);
+  if (!j.is_object() || !j.contains("k")) return Error(ErrorCode::kCorruption, "a restore journal record is not readable");
+  Outcome o;
+  const std::string k = j.value("k", "");
+  o.kind = k == "appended" ? Outcome::Kind::kAppended
+           : k == "present" ? Outcome::Kind::kPresent
+           : k == "failed"  ? Outcome::Kind::kFailed
+                            : Outcome::Kind::kIntent;
+  o.uid = j.value("uid", 0u);
+  o.uid_validity = j.value("uv", 0u);
+  o.why = j.value("why", "");
+  o.at = j.value("at", int64_t{0});
+  return o;
+}
+
+// What identifies a message for matching, before its content is compared: the normalised
+// Message-ID and the Date. Mail without a Message-ID gets From and Subject in its key instead
+// (the synthetic id hashes the body, which a server may have re-encoded).
+std::string MatchKey(const MessageSummary& s) {
+  const std::string date = s.date ? std::to_string(*s.date) : "-";
+  if (!s.message_id_synthetic) return s.message_id + " " + date;
+  return "(none) " + date + " " + NormalizeAddress(s.from) + " " + s.subject;
+}
+
+std::optional<std::set<std::string>> ContentHashesOf(std::string_view raw) {
+  ParseOptions po;
+  po.content_hashes = true;
+  Result<ParsedMessage> p = ParseMessage(raw, MessageLimits{}, po);
+  if (!p.ok()) return std::nullopt;  // cannot be confirmed: treated as different
+  return p->ContentHashes();
+}
+
+// Shared by all workers: at most `rate` bytes per second leave, in bursts of up to one second.
+class Bandwidth {
+ public:
+  explicit Bandwidth(uint64_t rate) : rate_(rate), next_(std::chrono::steady_clock::now()) {}
+  void Take(uint64_t bytes) {
+    if (rate_ == 0) return;
+    std::chrono::steady_clock::time_point wake;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto now = std::chrono::steady_clock::now();
+      if (next_ < now - std::chrono::seconds(1)) next_ = now - std::chrono::seconds(1);
+      next_ += std::chrono::microseconds(bytes * 1000000 / rate_);
+      wake = next_;
+    }
+    std::this_thread::sleep_until(wake);
+  }
+
+ private:
+  uint64_t rate_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point next_;
+};
+
+// An error that retrying does not fix: wrong credentials, a mailbox with no identity.
+bool Permanent(const Error& e) {
+  return e.code() == ErrorCode::kInvalidArgument || e.code() == ErrorCode::kNotFound;
+}
+
+json OptionsJson(const RestoreOptions& o) {
+  return json{{"folder", o.folder}, {"sent_folder", o.sent_folder}, {"into", o.into}, {"user_map", o.user_map},
+              {"flags", o.flags}, {"workers", o.workers}, {"connections", o.connections}, {"bandwidth", o.bandwidth}, {"batch", o.batch}};
+}
+
+RestoreOptions OptionsFrom(const json& j) {
+  RestoreOptions o;
+  o.folder = j.value("folder", "");
+  o.sent_folder = j.value("sent_folder", "Sent");
+  o.into = j.value("into", "");
+  o.user_map = j.value("user_map", std::map<std::string, std::string>{});
+  o.flags = j.value("flags", std::vector<std::string>{});
+  o.workers = j.value("workers", 4);
+  o.connections = j.value("connections", size_t{3});
+  o.bandwidth = j.value("bandwidth", uint64_t{0});
+  o.batch = j.value("batch", size_t{64});
+  return o;
+}
+
+json CriteriaJson(const RestoreCriteria& c) {
+  json j{{"users", c.users}, {"by_date", c.by_date}, {"margin_before", c.margin_before},
+         {"margin_after", c.margin_after}, {"query", c.query}};
+  if (c.from) j["from"] = *c.from;
+  if (c.until) j["until"] = *c.until;
+  return j;
+}
+
+}  // namespace
+
+// ---- inputs ----
+
+Result<ImapEndpoint> ParseImapUrl(const std::string& url, bool allow_plain) {
+  ImapEndpoint e;
+  std::string rest;
+  if (url.rfind("imaps://", 0) == 0) {
+    e.tls = ImapEndpoint::Tls::kImplicit;
+    e.port = 993;
+    rest = url.substr(8);
+  } else if (url.rfind("imap://", 0) == 0) {
+    e.tls = allow_plain ? ImapEndpoint::Tls::kNone : ImapEndpoint::Tls::kStartTls;
+    e.port = 143;
+    rest = url.substr(7);
+  } else {
+    return InvalidArgument("--to must be imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT], not \"" + url + "\"");
+  }
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.empty() || rest.find('/') != std::string::npos || rest.find('@') != std::string::npos) {
+    return InvalidArgument("--to \"" + url + "\": give the host and port only (credentials go in --auth-file)");
+  }
+  size_t colon = rest.rfind(':');
+  if (!rest.empty() && rest.front() == '[') {  // [v6]:port
+    size_t close = rest.find(']');
+    if (close == std::string::npos) return InvalidArgument("--to \"" + url + "\": unclosed [");
+    e.host = rest.substr(1, close - 1);
+    colon = rest.size() > close + 1 && rest[close + 1] == ':' ? close + 1 : std::string::npos;
+  } else {
+    e.host = rest.substr(0, colon);
+  }
+  if (colon != std::string::npos) {
+    const std::string p = rest.substr(colon + 1);
+    char* end = nullptr;
+    unsigned long v = std::strtoul(p.c_str(), &end, 10);
+    if (p.empty() || *end || v == 0 || v > 65535) return InvalidArgument("--to \"" + url + "\": bad port \"" + p + "\"");
+    e.port = static_cast<uint16_t>(v);
+  }
+  if (e.host.empty()) return InvalidArgument("--to \"" + url + "\": no host");
+  if (allow_plain && !IsLoopback(e.host)) {
+    return InvalidArgument("--no-tls is allowed only to a loopback address (passwords would cross the network in clear)");
+  }
+  return e;
+}
+
+Result<int64_t> ParseIsoTime(const std::string& text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, used = 0;
+  const char* s = text.c_str();
+  if (std::sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10) {
+    return InvalidArgument("time \"" + text + "\" is not ISO 8601 (e.g. 2026-11-25T09:30:00Z)");
+  }
+  size_t i = 10;
+  if (i < text.size() && (text[i] == 'T' || text[i] == 't' || text[i] == ' ')) {
+    int n = 0;
+    if (std::sscanf(s + i + 1, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5) {
+      return InvalidArgument("time \"" + text + "\": expected HH:MM after the date");
+    }
+    i += 1 + 5;
+    if (i < text.size() && text[i] == ':') {
+      if (std::sscanf(s + i + 1, "%2d%n", &se, &n) != 1 || n != 2) return InvalidArgument("time \"" + text + "\": bad seconds");
+      i += 3;
+      if (i < text.size() && (text[i] == '.' || text[i] == ',')) {
+        ++i;
+        while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;  // fractions dropped
+      }
+    }
+  }
+  int64_t offset = 0;
+  if (i < text.size()) {
+    if (text[i] == 'Z' || text[i] == 'z') {
+      ++i;
+    } else if (text[i] == '+' || text[i] == '-') {
+      int oh = 0, om = 0, n = 0;
+      std::string tz = text.substr(i + 1);
+      if (std::sscanf(tz.c_str(), "%2d:%2d%n", &oh, &om, &n) == 2 && n == 5) {
+      } else if (std::sscanf(tz.c_str(), "%2d%2d%n", &oh, &om, &n) == 2 && n == 4) {
+      } else if (std::sscanf(tz.c_str(), "%2d%n", &oh, &n) == 1 && n == 2) {
+      } else {
+        return InvalidArgument("time \"" + text + "\": bad UTC offset");
+      }
+      if (oh > 23 || om > 59) return InvalidArgument("time \"" + text + "\": bad UTC offset");
+      offset = (text[i] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+      i += 1 + static_cast<size_t>(n);
+    }
+  }
+  if (i != text.size()) return InvalidArgument("time \"" + text + "\": unexpected \"" + text.substr(i) + "\"");
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || y < 1970) {
+    return InvalidArgument("time \"" + text + "\" is out of range");
+  }
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = se;
+  return static_cast<int64_t>(timegm(&tm)) - offset;
+}
+
+Result<Credentials> ReadCredentials(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return NotFound("cannot read the auth file " + path + ": " + std::strerror(errno));
+  if (st.st_mode & 077) {
+    return InvalidArgument("the auth file " + path + " holds passwords and others can read it: chmod 600 " + path);
+  }
+  MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 16 << 20));
+  Credentials c;
+  MV_RETURN_IF_ERROR(ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
+    std::string line = Trim(raw);
+    if (line.empty() || line[0] == '#') return Status::Ok();
+    const std::string where = path + ":" + std::to_string(lineno) + ": ";
+    size_t a = line.find_first_of(" \t");
+    size_t b = a == std::string::npos ? a : line.find_first_not_of(" \t", a);
+    size_t e = b == std::string::npos ? b : line.find_first_of(" \t", b);
+    size_t p = e == std::string::npos ? e : line.find_first_not_of(" \t", e);
+    if (p == std::string::npos) return InvalidArgument(where + "expected \"ADDRESS LOGIN PASSWORD\" or \"* LOGIN PASSWORD\"");
+    std::string who = line.substr(0, a), login = line.substr(b, e - b), password = line.substr(p);
+    if (who == "*") {
+      if (c.admin) return InvalidArgument(where + "a second \"*\" line: give one administrator identity");
+      c.admin = {login, password};
+    } else {
+      std::string addr = NormalizeAddress(who);
+      if (addr.find('@') == std::string::npos && addr.empty()) return InvalidArgument(where + "no address");
+      if (!c.per_user.emplace(addr, std::make_pair(login, password)).second) {
+        return InvalidArgument(where + addr + " is listed twice");
+      }
+    }
+    return Status::Ok();
+  }));
+  if (!c.admin && c.per_user.empty()) return InvalidArgument("the auth file " + path + " names no identity");
+  return c;
+}
+
+Result<ImapCredentials> Credentials::For(const std::string& address) const {
+  auto it = per_user.find(NormalizeAddress(address));
+  if (it != per_user.end()) return ImapCredentials{it->second.first, it->second.second, ""};
+  if (admin) return ImapCredentials{admin->first, admin->second, address};
+  return NotFound("the auth file has no line for " + address + " and no \"* LOGIN PASSWORD\" administrator line");
+}
+
+// ---- selection ----
+
+Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searcher* searcher, const RestoreCriteria& c,
+                                                    const RestoreOptions& options) {
+  if (c.users.empty()) return InvalidArgument("name the custodians whose mail is restored (--users)");
+  std::vector<std::string> users;
+  for (const std::string& u : c.users) users.push_back(NormalizeAddress(u));
+  const int64_t lo = c.from ? *c.from - c.margin_before : INT64_MIN;
+  const int64_t hi = c.until ? *c.until + c.margin_after : INT64_MAX;
+  if (lo > hi) return InvalidArgument("the window ends before it starts (--from is after --until)");
+
+  // Candidates: the query's hits when there is a query, else every message. The vault is the
+  // record of what was captured; the index only narrows by content, and must be complete.
+  std::vector<ObjectId> ids;
+  if (!c.query.empty()) {
+    if (!searcher) return InvalidArgument("--query needs the index: run `mailvault index` first");
+    if (searcher->Info().applied_change < vault.last_change()) {
+      return Error(ErrorCode::kBusy, "the index is behind the vault (" + std::to_string(searcher->Info().applied_change) +
+                                         " of " + std::to_string(vault.last_change()) +
+                                         " changes): run `mailvault index` first, or a --query restore would miss mail");
+    }
+    index::SearchRequest req;
+    req.query = c.query;
+    req.limit = 0;
+    MV_ASSIGN_OR_RETURN(std::vector<std::string> hex, searcher->MatchingIds(req));
+    for (const std::string& h : hex) {
+      if (auto id = ObjectId::FromHex(h)) ids.push_back(*id);
+    }
+  } else {
+    MV_RETURN_IF_ERROR(vault.ForEachMessage([&](const ObjectId& id, const MessageMeta&) {
+      ids.push_back(id);
+      return true;
+    }));
+  }
+
+  // Per (mailbox, folder): the messages, by id (a message lands once per target even when two
+  // envelopes put it there).
+  std::map<std::pair<std::string, std::string>, PlannedTarget> targets;
+  std::map<std::pair<std::string, std::string>, std::map<std::string, size_t>> seen;
+  Status failed = Status::Ok();
+  MV_RETURN_IF_ERROR(vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
+    if (!failed.ok()) return;
+    if (!m.ok()) {
+      failed = m.error().With("reading " + id.Hex() + " for the restore plan");
+      return;
+    }
+    const MessageSummary summary = SummarizeHeaders(m->raw);
+    if (c.by_date && (!summary.date || *summary.date < lo || *summary.date > hi)) return;
+    std::optional<ParsedMessage> parsed;  // the full header, only when the envelope does not say
+    auto header_names = [&](const std::string& u, bool* to_user, bool* from_user) {
+      if (!parsed) {
+        ParseOptions po;
+        po.content_hashes = false;
+        Result<ParsedMessage> p = ParseMessage(m->raw, MessageLimits{}, po);
+        parsed = p.ok() ? std::move(p).value() : ParsedMessage{};
+      }
+      for (const auto* list : {&parsed->to, &parsed->cc, &parsed->bcc, &parsed->delivered_to}) {
+        for (const Address& a : *list) *to_user |= NormalizeAddress(a.address) == u;
+      }
+      for (const Address& a : parsed->from) *from_user |= NormalizeAddress(a.address) == u;
+    };
+    const std::string from = NormalizeAddress(summary.from);
+    for (const std::string& u : users) {
+      bool inbox = false, sent = false;
+      int64_t when = INT64_MAX;
+      for (const Envelope& e : m->envelopes) {
+        const int64_t t = e.capture_time_us / 1000000;
+        if (!c.by_date && (t < lo || t > hi)) continue;
+        bool in = false, out = false;
+        if (!e.custodian.empty()) {
+          // Imported from a custodian's mailbox: theirs; sent by them when From says so.
+          if (NormalizeAddress(e.custodian) == u) (from == u ? out : in) = true;
+        } else {
+          for (const std::string& r : e.recipients) in |= NormalizeAddress(r) == u;
+          out = NormalizeAddress(e.sender) == u;
+          // A journal report's recipient list is the server's word on who received it. Other
+          // captures (Postfix always_bcc, an import without --custodian) name the archive's
+          // own address or nobody: there the headers say whose mail it is.
+          if (!in && !out && e.journal_report.empty()) header_names(u, &in, &out);
+        }
+        if (in || out) {
+          inbox |= in;
+          sent |= out;
+          when = std::min(when, t);
+        }
+      }
+      for (int pass = 0; pass < 2; ++pass) {
+        const bool is_sent = pass == 1;
+        if (!(is_sent ? sent : inbox)) continue;
+        std::string mailbox = u;
+        if (!options.into.empty()) {
+          mailbox = NormalizeAddress(options.into);
+        } else if (auto mapped = options.user_map.find(u); mapped != options.user_map.end()) {
+          mailbox = NormalizeAddress(mapped->second);
+        }
+        std::string folder = !options.folder.empty() ? options.folder : is_sent ? options.sent_folder : "INBOX";
+        auto key = std::make_pair(mailbox, folder);
+        PlannedTarget& t = targets[key];
+        if (t.mailbox.empty()) {
+          t.custodian = options.into.empty() ? u : "";
+          t.mailbox = mailbox;
+          t.folder = folder;
+        } else if (t.custodian != u) {
+          t.custodian = "";  // several custodians into one mailbox
+        }
+        auto [it, fresh] = seen[key].emplace(id.Hex(), t.messages.size());
+        if (!fresh) continue;
+        t.messages.push_back(PlannedMessage{id.Hex(), when == INT64_MAX ? 0 : when, m->raw.size(), is_sent});
+      }
+    }
+  }));
+  MV_RETURN_IF_ERROR(failed);
+
+  // Copies inside one target (the journal's copy and an imported one of the same message, with
+  // different trace headers): the same key and the same decoded content are appended once.
+  std::vector<PlannedTarget> out;
+  for (auto& [key, t] : targets) {
+    std::sort(t.messages.begin(), t.messages.end(), [](const PlannedMessage& a, const PlannedMessage& b) {
+      return a.internal_date != b.internal_date ? a.internal_date < b.internal_date : a.id < b.id;
+    });
+    std::vector<ObjectId> all;
+    for (const PlannedMessage& pm : t.messages) all.push_back(*ObjectId::FromHex(pm.id));
+    std::map<std::string, std::string> key_of;
+    std::map<std::string, std::vector<std::string>> by_key;
+    MV_RETURN_IF_ERROR(vault.ReadMany(all, [&](const ObjectId& id, Result<StoredMessage> m) {
+      if (!m.ok()) return;
+      std::string k = MatchKey(SummarizeHeaders(m->raw));
+      by_key[k].push_back(id.Hex());
+    }));
+    std::set<std::string> dropped;
+    std::vector<ObjectId> collide;
+    for (const auto& [k, list] : by_key) {
+      if (list.size() > 1) {
+        for (const std::string& h : list) collide.push_back(*ObjectId::FromHex(h));
+      }
+    }
+    if (!collide.empty()) {
+      std::map<std::string, std::optional<std::set<std::string>>> hashes;
+      MV_RETURN_IF_ERROR(vault.ReadMany(collide, [&](const ObjectId& id, Result<StoredMessage> m) {
+        if (m.ok()) hashes[id.Hex()] = ContentHashesOf(ToCrlf(m->raw));
+      }));
+      std::map<std::string, size_t> order;
+      for (size_t i = 0; i < t.messages.size(); ++i) order[t.messages[i].id] = i;
+      for (auto& [k, list] : by_key) {
+        if (list.size() < 2) continue;
+        std::sort(list.begin(), list.end(), [&](const std::string& a, const std::string& b) { return order[a] < order[b]; });
+        for (size_t i = 0; i < list.size(); ++i) {
+          if (dropped.count(list[i]) || !hashes[list[i]]) continue;
+          for (size_t j = i + 1; j < list.size(); ++j) {
+            if (!dropped.count(list[j]) && hashes[list[j]] && *hashes[list[j]] == *hashes[list[i]]) {
+              dropped.insert(list[j]);
+              t.copies.emplace_back(list[j], list[i]);
+            }
+          }
+        }
+      }
+      std::erase_if(t.messages, [&](const PlannedMessage& pm) { return dropped.count(pm.id) > 0; });
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// ---- the job record ----
+
+Result<std::unique_ptr<RestoreJob>> RestoreJob::Create(api::StateStore* store, const RestoreTarget& target,
+                                                       const RestoreCriteria& criteria, const RestoreOptions& options,
+                                                       std::vector<PlannedTarget> plan) {
+  char stamp[32];
+  time_t now = std::time(nullptr);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+  std::unique_ptr<RestoreJob> job(new RestoreJob(store, std::string("r") + stamp + "-" + HexEncode(RandomBytes(3))));
+  job->status_ = "planned";
+  job->created_ = Now();
+  job->target_ = target;
+  job->criteria_json_ = CriteriaJson(criteria).dump();
+  job->options_json_ = OptionsJson(options).dump();
+  job->options_ = options;
+  job->targets_ = std::move(plan);
+  api::StateStore::Batch batch;
+  for (size_t i = 0; i < job->targets_.size(); ++i) {
+    const PlannedTarget& t = job->targets_[i];
+    json msgs = json::array(), copies = json::array();
+    for (const PlannedMessage& m : t.messages) msgs.push_back(json::array({m.id, m.internal_date, m.size, m.sent}));
+    for (const auto& [id, of] : t.copies) copies.push_back(json::array({id, of}));
+    batch.emplace_back(TargetKey(job->id_, i), json{{"messages", msgs}, {"copies", copies}}.dump());
+  }
+  MV_RETURN_IF_ERROR(store->Write(batch));
+  MV_RETURN_IF_ERROR(job->SaveHeader());
+  return job;
+}
+
+Status RestoreJob::SaveHeader() const {
+  if (!store_) return Status::Ok();
+  json targets = json::array();
+  for (const PlannedTarget& t : targets_) {
+    targets.push_back(json{{"custodian", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"n", t.messages.size()}});
+  }
+  json h{{"id", id_},
+         {"status", status_},
+         {"created", created_},
+         {"updated", Now()},
+         {"url", target_.url},
+         {"host", target_.endpoint.host},
+         {"port", target_.endpoint.port},
+         {"tls", static_cast<int>(target_.endpoint.tls)},
+         {"verify", target_.endpoint.verify_certificate},
+         {"ca_file", target_.endpoint.ca_file},
+         {"auth_file", target_.auth_file},
+         {"criteria", json::parse(criteria_json_)},
+         {"options", json::parse(options_json_)},
+         {"targets", targets}};
+  return store_->Write({{HeaderKey(id_), h.dump()}});
+}
+
+Status RestoreJob::SetStatus(const std::string& status) {
+  status_ = status;
+  return SaveHeader();
+}
+
+Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(api::StateStore* store, const std::string& id) {
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> head, store->Get(HeaderKey(id)));
+  if (!head) return NotFound("no restore job " + id + " (see `mailvault job list`)");
+  json h = json::parse(*head, nullptr, false);
+  if (!h.is_object()) return Error(ErrorCode::kCorruption, "restore job " + id + ": its record is not readable");
+  std::unique_ptr<RestoreJob> job(new RestoreJob(store, id));
+  job->status_ = h.value("status", "");
+  job->created_ = h.value("created", int64_t{0});
+  job->target_.url = h.value("url", "");
+  job->target_.endpoint.host = h.value("host", "");
+  job->target_.endpoint.port = h.value("port", uint16_t{143});
+  job->target_.endpoint.tls = static_cast<ImapEndpoint::Tls>(h.value("tls", 1));
+  job->target_.endpoint.verify_certificate = h.value("verify", true);
+  job->target_.endpoint.ca_file = h.value("ca_file", "");
+  job->target_.auth_file = h.value("auth_file", "");
+  job->criteria_json_ = h["criteria"].dump();
+  job->options_json_ = h["options"].dump();
+  job->options_ = OptionsFrom(h["options"]);
+  const json& targets = h["targets"];
+  for (size_t i = 0; i < targets.size(); ++i) {
+    PlannedTarget t;
+    t.custodian = targets[i].value("custodian", "");
+    t.mailbox = targets[i].value("mailbox", "");
+    t.folder = targets[i].value("folder", "");
+    MV_ASSIGN_OR_RETURN(std::optional<std::string> rec, store->Get(TargetKey(id, i)));
+    if (!rec) return Error(ErrorCode::kCorruption, "restore job " + id + ": target " + std::to_string(i) + " is missing");
+    json r = json::parse(*rec, nullptr, false);
+    if (!r.is_object()) return Error(ErrorCode::kCorruption, "restore job " + id + ": target " + std::to_string(i) + " is not readable");
+    for (const json& m : r["messages"]) {
+      t.messages.push_back(PlannedMessage{m[0].get<std::string>(), m[1].get<int64_t>(), m[2].get<uint64_t>(), m[3].get<bool>()});
+    }
+    for (const json& cp : r["copies"]) t.copies.emplace_back(cp[0].get<std::string>(), cp[1].get<std::string>());
+    job->targets_.push_back(std::move(t));
+  }
+  return job;
+}
+
+Result<std::vector<JobReport>> RestoreJob::List(api::StateStore* store) {
+  std::vector<std::string> ids;
+  MV_RETURN_IF_ERROR(store->Scan("rj/", [&](std::string_view key, std::string_view) {
+    ids.emplace_back(key.substr(3));
+    return true;
+  }));
+  std::vector<JobReport> out;
+  for (const std::string& id : ids) {
+    MV_ASSIGN_OR_RETURN(std::unique_ptr<RestoreJob> job, Load(store, id));
+    MV_ASSIGN_OR_RETURN(JobReport r, job->Report());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+namespace {
+
+Result<std::map<std::string, Outcome>> LoadOutcomes(api::StateStore* store, const std::string& job, size_t t) {
+  std::map<std::string, Outcome> out;
+  if (!store) return out;
+  const std::string prefix = OutcomePrefix(job, t);
+  Status bad = Status::Ok();
+  MV_RETURN_IF_ERROR(store->Scan(prefix, [&](std::string_view key, std::string_view value) {
+    Result<Outcome> o = DecodeOutcome(value);
+    if (!o.ok()) {
+      bad = o.error();
+      return false;
+    }
+    out[std::string(key.substr(prefix.size()))] = std::move(o).value();
+    return true;
+  }));
+  MV_RETURN_IF_ERROR(bad);
+  return out;
+}
+
+void Tally(const PlannedTarget& t, const std::map<std::string, Outcome>& outcomes, TargetReport* r) {
+  r->custodian = t.custodian;
+  r->mailbox = t.mailbox;
+  r->folder = t.folder;
+  r->selected = t.messages.size();
+  r->present = r->appended = r->failed = r->pending = r->bytes = 0;
+  r->failures.clear();
+  for (const PlannedMessage& m : t.messages) {
+    auto it = outcomes.find(m.id);
+    if (it == outcomes.end() || it->second.kind == Outcome::Kind::kIntent) {
+      ++r->pending;
+      continue;
+    }
+    switch (it->second.kind) {
+      case Outcome::Kind::kPresent: ++r->present; break;
+      case Outcome::Kind::kAppended:
+        ++r->appended;
+        r->bytes += m.size;
+        break;
+      case Outcome::Kind::kFailed:
+        ++r->failed;
+        r->failures.emplace_back(m.id, it->second.why);
+        break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+Result<JobReport> RestoreJob::Report() const {
+  JobReport r;
+  r.id = id_;
+  r.status = status_;
+  r.created = created_;
+  r.target = target_.url;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    MV_ASSIGN_OR_RETURN(auto outcomes, LoadOutcomes(store_, id_, i));
+    TargetReport tr;
+    Tally(targets_[i], outcomes, &tr);
+    r.targets.push_back(std::move(tr));
+  }
+  return r;
+}
+
+// ---- running ----
+
+namespace {
+
+// One pass over one target: log in, take the inventory, decide, append. Returns an error when
+// the pass could not finish (the caller retries a broken connection; wrong credentials are
+// Permanent). Outcomes are recorded as they are known.
+struct TargetPass {
+  Vault& vault;
+  api::StateStore* store;
+  const std::string& job;
+  size_t index;
+  const PlannedTarget& target;
+  const RestoreOptions& options;
+  const ImapEndpoint& endpoint;
+  const Credentials& credentials;
+  Bandwidth& bandwidth;
+  std::atomic<bool>* stop;
+  RestoreJob::Progress* progress;
+  bool dry_run;
+  std::map<std::string, Outcome>& outcomes;
+  uint64_t* dry_bytes;
+
+  std::mutex outcomes_mu;  // appenders record from several threads
+
+  Status Record(const std::vector<std::pair<std::string, Outcome>>& batch) {
+    api::StateStore::Batch w;
+    {
+      std::lock_guard<std::mutex> l(outcomes_mu);
+      for (const auto& [id, o] : batch) {
+        outcomes[id] = o;
+        w.emplace_back(OutcomePrefix(job, index) + id, EncodeOutcome(o));
+      }
+    }
+    if (dry_run || !store || w.empty()) return Status::Ok();
+    return store->Write(w);  // synced: an intent is on disk before its APPEND leaves
+  }
+
+  Result<std::unique_ptr<ImapClient>> Open(const ImapCredentials& cred) {
+    MV_ASSIGN_OR_RETURN(std::unique_ptr<ImapClient> client, ImapClient::Connect(endpoint));
+    if (Status s = client->Login(cred); !s.ok()) {
+      return s.error().With("logging in to " + target.mailbox + "'s mailbox as " + cred.login);
+    }
+    return client;
+  }
+
+  // The vault's bytes of these messages, by id.
+  Result<std::unordered_map<std::string, std::string>> ReadRaw(const std::vector<const PlannedMessage*>& list) {
+    std::vector<ObjectId> ids;
+    for (const PlannedMessage* m : list) ids.push_back(*ObjectId::FromHex(m->id));
+    std::unordered_map<std::string, std::string> raw;
+    Status read_error = Status::Ok();
+    MV_RETURN_IF_ERROR(vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
+      if (!m.ok()) {
+        read_error = m.error().With("reading " + id.Hex() + " from the vault");
+        return;
+      }
+      raw[id.Hex()] = std::move(m->raw);
+    }));
+    MV_RETURN_IF_ERROR(read_error);
+    return raw;
+  }
+
+  Status Run() {
+    std::vector<const PlannedMessage*> pending;
+    for (const PlannedMessage& m : target.messages) {
+      auto it = outcomes.find(m.id);
+      if (it == outcomes.end() || it->second.kind == Outcome::Kind::kIntent || it->second.kind == Outcome::Kind::kFailed) {
+        pending.push_back(&m);
+      }
+    }
+    if (pending.empty()) return Status::Ok();
+    MV_ASSIGN_OR_RETURN(ImapCredentials cred, credentials.For(target.mailbox));
+    MV_ASSIGN_OR_RETURN(std::unique_ptr<ImapClient> client, Open(cred));
+    Result<ImapMailbox> box = client->Select(target.folder, dry_run);
+    bool exists = box.ok();
+    if (!exists && !dry_run) {
+      MV_RETURN_IF_ERROR(client->Create(target.folder));
+      box = client->Select(target.folder, false);
+      if (!box.ok()) return box.error().With("selecting the folder just created, " + target.folder);
+      exists = true;
+    }
+    // The inventory: what the folder holds, by key. The body of a candidate is fetched only
+    // when a selected message has its key.
+    std::unordered_map<std::string, std::vector<uint32_t>> by_key;
+    if (exists) {
+      MV_ASSIGN_OR_RETURN(std::vector<ImapMessageInfo> inv, client->FetchHeaders({"MESSAGE-ID", "DATE", "FROM", "SUBJECT"}));
+      for (const ImapMessageInfo& i : inv) by_key[MatchKey(SummarizeHeaders(i.header + "\r\n"))].push_back(i.uid);
+    }
+    // Matching, chunk by chunk (an empty folder has nothing to match).
+    std::vector<const PlannedMessage*> to_append;
+    std::unordered_map<uint32_t, std::optional<std::set<std::string>>> server_hashes;
+    constexpr size_t kChunk = 256;
+    for (size_t at = 0; at < pending.size() && !by_key.empty(); at += kChunk) {
+      if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
+      std::vector<const PlannedMessage*> chunk(pending.begin() + at, pending.begin() + std::min(pending.size(), at + kChunk));
+      MV_ASSIGN_OR_RETURN(auto raw, ReadRaw(chunk));
+      // Candidates by key; their bodies in one fetch.
+      std::vector<std::vector<uint32_t>*> cands(chunk.size(), nullptr);
+      std::vector<uint32_t> need;
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        auto it = by_key.find(MatchKey(SummarizeHeaders(raw[chunk[i]->id])));
+        if (it == by_key.end()) continue;
+        cands[i] = &it->second;
+        for (uint32_t uid : it->second) {
+          if (!server_hashes.count(uid)) need.push_back(uid);
+        }
+      }
+      if (!need.empty()) {
+        MV_ASSIGN_OR_RETURN(auto bodies, client->FetchMessages(need));
+        for (auto& [uid, body] : bodies) server_hashes[uid] = ContentHashesOf(body);
+        for (uint32_t uid : need) server_hashes.emplace(uid, std::nullopt);  // expunged meanwhile
+      }
+      std::vector<std::pair<std::string, Outcome>> present;
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        uint32_t match = 0;
+        if (cands[i]) {
+          // Hashed as IMAP carries it (CRLF, a bare CR made a line end): our own earlier
+          // append of this message then hashes the same, whatever odd line ends it had.
+          std::optional<std::set<std::string>> mine = ContentHashesOf(ToCrlf(raw[chunk[i]->id]));
+          for (uint32_t uid : *cands[i]) {
+            const auto& theirs = server_hashes[uid];
+            if (mine && theirs && *mine == *theirs) {
+              match = uid;
+              break;
+            }
+          }
+        }
+        if (match) {
+          Outcome o;
+          o.kind = Outcome::Kind::kPresent;
+          o.uid = match;
+          o.uid_validity = box.ok() ? box->uid_validity : 0;
+          o.why = "already in the mailbox as UID " + std::to_string(match) + ": same Message-ID and Date, same decoded content";
+          o.at = Now();
+          present.emplace_back(chunk[i]->id, o);
+        } else {
+          to_append.push_back(chunk[i]);
+        }
+      }
+      progress->present += present.size();
+      MV_RETURN_IF_ERROR(Record(present));
+    }
+    if (by_key.empty()) to_append = pending;
+    if (dry_run) {
+      for (const PlannedMessage* m : to_append) *dry_bytes += m->size;
+      return Status::Ok();
+    }
+    MV_RETURN_IF_ERROR(AppendAll(to_append, cred, std::move(client), *box));
+    return Status::Ok();
+  }
+
+  // Appends over up to options.connections connections to the one folder: a server syncs each
+  // message to disk before it answers, so one connection waits on one disk flush at a time.
+  // Each chunk: its intents in one synced write, its appends with `batch` in flight, then its
+  // outcomes in one write.
+  Status AppendAll(const std::vector<const PlannedMessage*>& to_append, const ImapCredentials& cred,
+                   std::unique_ptr<ImapClient> first, const ImapMailbox& box) {
+    if (to_append.empty()) {
+      (void)first->Logout();
+      return Status::Ok();
+    }
+    const size_t batch = std::max<size_t>(options.batch, 1);
+    const size_t conns = std::clamp<size_t>((to_append.size() + batch - 1) / batch, 1, std::max<size_t>(options.connections, 1));
+    const size_t chunk_size = std::clamp<size_t>(to_append.size() / conns, 1, 256);
+    std::atomic<size_t> next{0};
+    std::mutex mu;
+    Status failed = Status::Ok();
+    std::atomic<bool> give_up{false};
+    auto appender = [&](std::unique_ptr<ImapClient> client) {
+      auto fail = [&](const Error& e) {
+        std::lock_guard<std::mutex> l(mu);
+        if (failed.ok()) failed = e;
+        give_up = true;
+      };
+      if (!client) {
+        Result<std::unique_ptr<ImapClient>> c = Open(cred);
+        if (!c.ok()) return fail(c.error());
+        client = std::move(*c);
+      }
+      for (;;) {
+        if (give_up || (stop && stop->load())) return;
+        const size_t at = next.fetch_add(chunk_size);
+        if (at >= to_append.size()) break;
+        std::vector<const PlannedMessage*> chunk(to_append.begin() + at, to_append.begin() + std::min(to_append.size(), at + chunk_size));
+        Result<std::unordered_map<std::string, std::string>> raw = ReadRaw(chunk);
+        if (!raw.ok()) return fail(raw.error());
+        std::vector<std::pair<std::string, Outcome>> intents;
+        std::vector<ImapAppend> appends;
+        uint64_t bytes = 0;
+        for (const PlannedMessage* m : chunk) {
+          Outcome o;
+          o.kind = Outcome::Kind::kIntent;
+          o.uid_validity = box.uid_validity;
+          o.uid = box.uid_next;  // the folder's UIDNEXT before this pass appended
+          o.at = Now();
+          intents.emplace_back(m->id, o);
+          ImapAppend a;
+          a.message = std::move((*raw)[m->id]);
+          a.flags = options.flags;
+          if (m->sent && std::find(a.flags.begin(), a.flags.end(), "\\Seen") == a.flags.end()) a.flags.push_back("\\Seen");
+          a.internal_date = m->internal_date;
+          bytes += a.message.size();
+          appends.push_back(std::move(a));
+        }
+        if (Status s = Record(intents); !s.ok()) return fail(s.error());
+        bandwidth.Take(bytes);
+        // One MULTIAPPEND where offered; on a refusal (one message the server will not take, a
+        // quota) the chunk goes again one message at a time, so each gets its own answer.
+        Result<std::vector<ImapAppendResult>> results = std::vector<ImapAppendResult>{};
+        if (client->Has("MULTIAPPEND") && appends.size() > 1) {
+          ImapAppendResult refusal;
+          results = client->MultiAppend(target.folder, appends, &refusal);
+          if (results.ok() && results->empty()) results = client->Append(target.folder, appends, batch);
+        } else {
+          results = client->Append(target.folder, appends, batch);
+        }
+        if (!results.ok()) return fail(results.error());
+        std::vector<std::pair<std::string, Outcome>> done;
+        for (size_t i = 0; i < chunk.size(); ++i) {
+          const ImapAppendResult& r = (*results)[i];
+          Outcome o;
+          o.at = Now();
+          if (r.ok) {
+            o.kind = Outcome::Kind::kAppended;
+            o.uid = r.uid;
+            o.uid_validity = r.uid_validity;
+            ++progress->appended;
+          } else {
+            o.kind = Outcome::Kind::kFailed;
+            std::string lower = r.text;
+            std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+            const bool quota = r.code == "OVERQUOTA" || lower.find("quota") != std::string::npos;
+            o.why = std::string(quota ? "over quota" : "refused") + ": the server said NO" +
+                    (r.code.empty() ? "" : " [" + r.code + "]") + " " + r.text;
+            ++progress->failed;
+          }
+          done.emplace_back(chunk[i]->id, o);
+        }
+        if (Status s = Record(done); !s.ok()) return fail(s.error());
+      }
+      (void)client->Logout();
+    };
+    std::vector<std::thread> more;
+    for (size_t c = 1; c < conns; ++c) more.emplace_back(appender, nullptr);
+    appender(std::move(first));
+    for (std::thread& t : more) t.join();
+    if (!failed.ok()) return failed;
+    if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+Result<JobReport> RestoreJob::Run(Vault& vault, const Credentials& credentials, std::atomic<bool>* stop,
+                                  Progress* progress, bool dry_run) {
+  Progress local;
+  if (!progress) progress = &local;
+  if (!dry_run) MV_RETURN_IF_ERROR(SetStatus("running"));
+  Bandwidth bandwidth(options_.bandwidth);
+  std::vector<TargetReport> reports(targets_.size());
+  std::vector<std::map<std::string, Outcome>> outcomes(targets_.size());
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    MV_ASSIGN_OR_RETURN(outcomes[i], LoadOutcomes(dry_run ? nullptr : store_, id_, i));
+    progress->selected += targets_[i].messages.size();
+    for (const auto& [id, o] : outcomes[i]) {
+      if (o.kind == Outcome::Kind::kPresent) ++progress->present;
+      if (o.kind == Outcome::Kind::kAppended) ++progress->appended;
+    }
+  }
+  progress->targets_left = targets_.size();
+  std::mutex mu;
+  size_t next = 0;
+  std::vector<uint64_t> dry_bytes(targets_.size(), 0);
+  auto worker = [&] {
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (next >= targets_.size()) return;
+        i = next++;
+      }
+      // A broken connection or a restarted server is retried with growing pauses (about a
+      // minute in all); wrong credentials are not (servers slow down repeated failures).
+      static constexpr int kPauses[] = {1, 2, 4, 8, 15, 30};
+      for (int attempt = 0;; ++attempt) {
+        if (stop && stop->load()) {
+          reports[i].error = "stopped before it finished";
+          break;
+        }
+        TargetPass pass{vault, dry_run ? nullptr : store_, id_, i, targets_[i], options_, target_.endpoint, credentials,
+                        bandwidth, stop, progress, dry_run, outcomes[i], &dry_bytes[i]};
+        Status s = pass.Run();
+        if (s.ok()) {
+          reports[i].error.clear();
+          break;
+        }
+        reports[i].error = s.error().message();
+        if (Permanent(s.error()) || dry_run || attempt >= static_cast<int>(std::size(kPauses))) break;
+        if (stop && stop->load()) break;
+        for (int w = 0; w < kPauses[attempt] * 10 && !(stop && stop->load()); ++w) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+      --progress->targets_left;
+    }
+  };
+  std::vector<std::thread> threads;
+  const int n = std::max(1, std::min<int>(options_.workers, static_cast<int>(targets_.size())));
+  for (int w = 0; w < n; ++w) threads.emplace_back(worker);
+  for (std::thread& t : threads) t.join();
+
+  JobReport report;
+  report.id = id_;
+  report.created = created_;
+  report.target = target_.url;
+  bool any_failed = false, any_unfinished = false;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    TargetReport& tr = reports[i];
+    std::string error = tr.error;
+    Tally(targets_[i], outcomes[i], &tr);
+    tr.error = error;
+    if (dry_run) tr.bytes = dry_bytes[i];
+    any_failed |= tr.failed > 0;
+    any_unfinished |= !tr.error.empty() || (!dry_run && tr.pending > 0);
+  }
+  report.targets = std::move(reports);
+  if (dry_run) {
+    report.status = "planned";
+    return report;
+  }
+  const bool stopped = stop && stop->load();
+  std::string status = stopped ? "interrupted" : any_unfinished || any_failed ? "failed" : "done";
+  if (stopped && status_ == "cancelled") status = "cancelled";
+  MV_RETURN_IF_ERROR(SetStatus(status));
+  report.status = status;
+  report.updated = Now();
+  return report;
+}
+
+Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Credentials& credentials,
+                         const RestoreOptions& options, std::vector<PlannedTarget> plan) {
+  RestoreJob job(nullptr, "dry-run");
+  job.target_ = target;
+  job.options_ = options;
+  job.targets_ = std::move(plan);
+  return job.Run(vault, credentials, nullptr, nullptr, true);
+}
+
+}  // namespace mailvault::recovery
