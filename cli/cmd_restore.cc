@@ -178,7 +178,7 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string to, auth_file, users_arg, from, until, margin_before = "5m", margin_after = "10m", query, folder;
   static std::string into, sent_folder = "Sent", bwlimit, ca_file;
   static std::vector<std::string> maps, flags;
-  static int workers = 4, connections = 3, batch = 64, timeout = 60;
+  static int workers = 4, connections = 3, batch = 128, timeout = 60;
   static bool by_date = false, dry_run = false, as_json = false, no_tls = false, insecure = false;
   cmd->add_option("--to", to, "the IMAP server: imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT]")->required();
   cmd->add_option("--auth-file", auth_file, "lines \"ADDRESS LOGIN PASSWORD\", or one \"* LOGIN PASSWORD\" (an administrator); mode 600")
@@ -203,7 +203,7 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cmd->add_flag("--insecure", insecure, "do not check the server's certificate (lab use)");
   cmd->add_option("--ca-file", ca_file, "trust this CA (or pinned self-signed certificate) for the server");
   cmd->add_option("--bwlimit", bwlimit, "at most this many bytes per second over all workers, e.g. 10M (default: no limit)");
-  cmd->add_option("--batch", batch, "appends in flight per connection (default 64)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--batch", batch, "messages per MULTIAPPEND (or APPENDs in flight) and per journal write (default 128)")->check(CLI::Range(1, 1024));
   cmd->add_option("--timeout", timeout, "seconds to wait for the server before a connection counts as lost (default 60)")
       ->check(CLI::Range(5, 3600));
   cmd->callback([&g, exit_code] {

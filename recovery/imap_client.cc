@@ -297,6 +297,23 @@ Result<ImapMailbox> ImapClient::Select(const std::string& mailbox, bool read_onl
   return m;
 }
 
+Result<std::string> ImapClient::PersonalPrefix() {
+  if (!Has("NAMESPACE")) return std::string();
+  ImapResponse done;
+  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("NAMESPACE", &done));
+  if (done.status != "OK") return Refused("NAMESPACE", done);
+  for (const ImapResponse& r : rs) {
+    // * NAMESPACE (("INBOX/" "/")) NIL NIL: the first personal namespace's prefix.
+    if (r.tokens.size() < 2 || !r.tokens[0].atom_is("NAMESPACE")) continue;
+    const ImapToken& personal = r.tokens[1];
+    if (personal.kind != ImapToken::Kind::kList || personal.children.empty()) return std::string();
+    const ImapToken& first = personal.children[0];
+    if (first.kind != ImapToken::Kind::kList || first.children.empty()) return std::string();
+    return first.children[0].text;
+  }
+  return std::string();
+}
+
 Status ImapClient::Create(const std::string& mailbox) {
   ImapResponse done;
   MV_RETURN_IF_ERROR(Command("CREATE " + ImapQuote(mailbox), &done).status());

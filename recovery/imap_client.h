@@ -72,6 +72,9 @@ class ImapClient {
   Status Login(const ImapCredentials& credentials);
   bool Has(const std::string& capability) const;  // upper case: "UIDPLUS", "LITERAL+"
   Result<ImapMailbox> Select(const std::string& mailbox, bool read_only);
+  // The personal namespace's prefix (RFC 2342): "" on Dovecot's default, "INBOX/" or "INBOX."
+  // on Cyrus, where a user may create folders only below INBOX. "" without NAMESPACE.
+  Result<std::string> PersonalPrefix();
   // Creates the mailbox; an "already exists" refusal is success.
   Status Create(const std::string& mailbox);
   // Every message of the selected mailbox: UID, size and header block (only the named fields

@@ -93,6 +93,19 @@ std::string MatchKey(const MessageSummary& s) {
   return "(none) " + date + " " + NormalizeAddress(s.from) + " " + s.subject;
 }
 
+std::string UpperAscii(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+// The folder's name on a server whose personal namespace has this prefix. INBOX is INBOX
+// everywhere (any case, RFC 3501); a name that has the prefix already is left alone.
+std::string InNamespace(const std::string& folder, const std::string& prefix) {
+  if (prefix.empty() || UpperAscii(folder) == "INBOX") return folder;
+  if (UpperAscii(folder.substr(0, prefix.size())) == UpperAscii(prefix)) return folder;
+  return prefix + folder;
+}
+
 std::optional<std::set<std::string>> ContentHashesOf(std::string_view raw) {
   ParseOptions po;
   po.content_hashes = true;
@@ -144,7 +157,7 @@ RestoreOptions OptionsFrom(const json& j) {
   o.workers = j.value("workers", 4);
   o.connections = j.value("connections", size_t{3});
   o.bandwidth = j.value("bandwidth", uint64_t{0});
-  o.batch = j.value("batch", size_t{64});
+  o.batch = j.value("batch", size_t{128});
   return o;
 }
 
@@ -659,6 +672,7 @@ struct TargetPass {
   uint64_t* dry_bytes;
 
   std::mutex outcomes_mu;  // appenders record from several threads
+  std::string folder;      // target.folder in the server's namespace
 
   Status Record(const std::vector<std::pair<std::string, Outcome>>& batch) {
     api::StateStore::Batch w;
@@ -709,12 +723,16 @@ struct TargetPass {
     if (pending.empty()) return Status::Ok();
     MV_ASSIGN_OR_RETURN(ImapCredentials cred, credentials.For(target.mailbox));
     MV_ASSIGN_OR_RETURN(std::unique_ptr<ImapClient> client, Open(cred));
-    Result<ImapMailbox> box = client->Select(target.folder, dry_run);
+    // Folders other than INBOX live under the personal namespace ("Sent" is "INBOX/Sent" on
+    // Cyrus). A folder given with the prefix already is taken as it is.
+    MV_ASSIGN_OR_RETURN(std::string prefix, client->PersonalPrefix());
+    folder = InNamespace(target.folder, prefix);
+    Result<ImapMailbox> box = client->Select(folder, dry_run);
     bool exists = box.ok();
     if (!exists && !dry_run) {
-      MV_RETURN_IF_ERROR(client->Create(target.folder));
-      box = client->Select(target.folder, false);
-      if (!box.ok()) return box.error().With("selecting the folder just created, " + target.folder);
+      MV_RETURN_IF_ERROR(client->Create(folder));
+      box = client->Select(folder, false);
+      if (!box.ok()) return box.error().With("selecting the folder just created, " + folder);
       exists = true;
     }
     // The inventory: what the folder holds, by key. The body of a candidate is fetched only
@@ -799,7 +817,8 @@ struct TargetPass {
     }
     const size_t batch = std::max<size_t>(options.batch, 1);
     const size_t conns = std::clamp<size_t>((to_append.size() + batch - 1) / batch, 1, std::max<size_t>(options.connections, 1));
-    const size_t chunk_size = std::clamp<size_t>(to_append.size() / conns, 1, 256);
+    // A chunk is one MULTIAPPEND (or `batch` pipelined APPENDs) and one pair of journal writes.
+    const size_t chunk_size = std::clamp<size_t>(to_append.size() / conns, 1, batch);
     std::atomic<size_t> next{0};
     std::mutex mu;
     Status failed = Status::Ok();
@@ -847,10 +866,10 @@ struct TargetPass {
         Result<std::vector<ImapAppendResult>> results = std::vector<ImapAppendResult>{};
         if (client->Has("MULTIAPPEND") && appends.size() > 1) {
           ImapAppendResult refusal;
-          results = client->MultiAppend(target.folder, appends, &refusal);
-          if (results.ok() && results->empty()) results = client->Append(target.folder, appends, batch);
+          results = client->MultiAppend(folder, appends, &refusal);
+          if (results.ok() && results->empty()) results = client->Append(folder, appends, batch);
         } else {
-          results = client->Append(target.folder, appends, batch);
+          results = client->Append(folder, appends, batch);
         }
         if (!results.ok()) return fail(results.error());
         std::vector<std::pair<std::string, Outcome>> done;

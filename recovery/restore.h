@@ -65,7 +65,7 @@ struct RestoreOptions {
   int workers = 4;                      // mailboxes restored at once
   size_t connections = 3;               // connections appending to one folder at once
   uint64_t bandwidth = 0;               // bytes per second over all workers; 0: no limit
-  size_t batch = 64;                    // appends in flight per connection
+  size_t batch = 128;                   // messages per MULTIAPPEND (or in flight), per journal write
 };
 
 // Where the job appends and as whom. Passwords are never stored: a resumed job reads the

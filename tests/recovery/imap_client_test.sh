@@ -6,8 +6,7 @@
 #   folder the client creates; a wrong password is a clear error.
 #   Cyrus: the admin acting as alice, a 60 KiB quota: some appended, the rest refused one by
 #   one ("Over quota") while the job goes on; the server holds exactly the appended ones.
-# Not in ctest yet: it needs dovecot-imapd and Cyrus (tests/recovery/install-cyrus.sh), which
-# scripts/install-deps.sh does not install until the recovery issue wires them in.
+# In ctest as imap_client_end_to_end; scripts/install-deps.sh installs Dovecot and Cyrus.
 #   tests/recovery/imap_client_test.sh path/to/imap_append
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
