@@ -8,6 +8,7 @@
 #include <cstring>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -348,6 +349,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
   // envelopes put it there).
   std::map<std::pair<std::string, std::string>, PlannedTarget> targets;
   std::map<std::pair<std::string, std::string>, std::map<std::string, size_t>> seen;
+  std::unordered_map<std::string, std::string> match_key;  // id -> MatchKey
   Status failed = Status::Ok();
   MV_RETURN_IF_ERROR(vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
     if (!failed.ok()) return;
@@ -371,6 +373,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
       for (const Address& a : parsed->from) *from_user |= NormalizeAddress(a.address) == u;
     };
     const std::string from = NormalizeAddress(summary.from);
+    const std::string key = MatchKey(summary);
     for (const std::string& u : users) {
       bool inbox = false, sent = false;
       int64_t when = INT64_MAX;
@@ -405,8 +408,8 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
           mailbox = NormalizeAddress(mapped->second);
         }
         std::string folder = !options.folder.empty() ? options.folder : is_sent ? options.sent_folder : "INBOX";
-        auto key = std::make_pair(mailbox, folder);
-        PlannedTarget& t = targets[key];
+        auto target_key = std::make_pair(mailbox, folder);
+        PlannedTarget& t = targets[target_key];
         if (t.mailbox.empty()) {
           t.custodian = options.into.empty() ? u : "";
           t.mailbox = mailbox;
@@ -414,8 +417,9 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
         } else if (t.custodian != u) {
           t.custodian = "";  // several custodians into one mailbox
         }
-        auto [it, fresh] = seen[key].emplace(id.Hex(), t.messages.size());
+        auto [it, fresh] = seen[target_key].emplace(id.Hex(), t.messages.size());
         if (!fresh) continue;
+        match_key[id.Hex()] = key;
         t.messages.push_back(PlannedMessage{id.Hex(), when == INT64_MAX ? 0 : when, m->raw.size(), is_sent});
       }
     }
@@ -429,15 +433,8 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
     std::sort(t.messages.begin(), t.messages.end(), [](const PlannedMessage& a, const PlannedMessage& b) {
       return a.internal_date != b.internal_date ? a.internal_date < b.internal_date : a.id < b.id;
     });
-    std::vector<ObjectId> all;
-    for (const PlannedMessage& pm : t.messages) all.push_back(*ObjectId::FromHex(pm.id));
-    std::map<std::string, std::string> key_of;
     std::map<std::string, std::vector<std::string>> by_key;
-    MV_RETURN_IF_ERROR(vault.ReadMany(all, [&](const ObjectId& id, Result<StoredMessage> m) {
-      if (!m.ok()) return;
-      std::string k = MatchKey(SummarizeHeaders(m->raw));
-      by_key[k].push_back(id.Hex());
-    }));
+    for (const PlannedMessage& pm : t.messages) by_key[match_key[pm.id]].push_back(pm.id);
     std::set<std::string> dropped;
     std::vector<ObjectId> collide;
     for (const auto& [k, list] : by_key) {
@@ -673,6 +670,14 @@ struct TargetPass {
 
   std::mutex outcomes_mu;  // appenders record from several threads
   std::string folder;      // target.folder in the server's namespace
+  ImapCredentials cred;
+  ImapMailbox mailbox;     // as selected before this pass appended
+  // Matching hands the appenders what the folder lacks.
+  std::mutex queue_mu;
+  std::condition_variable queue_cv;
+  std::deque<const PlannedMessage*> queue;
+  bool matching_done = false;
+  Status failed = Status::Ok();
 
   Status Record(const std::vector<std::pair<std::string, Outcome>>& batch) {
     api::StateStore::Batch w;
@@ -721,7 +726,7 @@ struct TargetPass {
       }
     }
     if (pending.empty()) return Status::Ok();
-    MV_ASSIGN_OR_RETURN(ImapCredentials cred, credentials.For(target.mailbox));
+    MV_ASSIGN_OR_RETURN(cred, credentials.For(target.mailbox));
     MV_ASSIGN_OR_RETURN(std::unique_ptr<ImapClient> client, Open(cred));
     // Folders other than INBOX live under the personal namespace ("Sent" is "INBOX/Sent" on
     // Cyrus). A folder given with the prefix already is taken as it is.
@@ -735,6 +740,7 @@ struct TargetPass {
       if (!box.ok()) return box.error().With("selecting the folder just created, " + folder);
       exists = true;
     }
+    if (box.ok()) mailbox = *box;
     // The inventory: what the folder holds, by key. The body of a candidate is fetched only
     // when a selected message has its key.
     std::unordered_map<std::string, std::vector<uint32_t>> by_key;
@@ -742,16 +748,39 @@ struct TargetPass {
       MV_ASSIGN_OR_RETURN(std::vector<ImapMessageInfo> inv, client->FetchHeaders({"MESSAGE-ID", "DATE", "FROM", "SUBJECT"}));
       for (const ImapMessageInfo& i : inv) by_key[MatchKey(SummarizeHeaders(i.header + "\r\n"))].push_back(i.uid);
     }
-    // Matching, chunk by chunk (an empty folder has nothing to match).
-    std::vector<const PlannedMessage*> to_append;
+    // Appenders take what matching leaves, while matching goes on (their own connections).
+    std::vector<std::thread> appenders;
+    if (!dry_run) {
+      const size_t n = std::clamp<size_t>((pending.size() + options.batch - 1) / std::max<size_t>(options.batch, 1), 1,
+                                          std::max<size_t>(options.connections, 1));
+      for (size_t i = 0; i < n; ++i) appenders.emplace_back([this] { Appender(); });
+    }
+    Status matched = Match(pending, by_key, *client);
+    {
+      std::lock_guard<std::mutex> l(queue_mu);
+      matching_done = true;
+      if (!matched.ok() && failed.ok()) failed = matched;
+    }
+    queue_cv.notify_all();
+    for (std::thread& t : appenders) t.join();
+    (void)client->Logout();
+    if (!failed.ok()) return failed;
+    if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
+    return Status::Ok();
+  }
+
+  // Decides, chunk by chunk, what the folder has already; queues the rest for the appenders.
+  Status Match(const std::vector<const PlannedMessage*>& pending,
+               const std::unordered_map<std::string, std::vector<uint32_t>>& by_key, ImapClient& client) {
+    if (by_key.empty()) return Queue(pending);  // an empty folder has nothing to match
     std::unordered_map<uint32_t, std::optional<std::set<std::string>>> server_hashes;
     constexpr size_t kChunk = 256;
-    for (size_t at = 0; at < pending.size() && !by_key.empty(); at += kChunk) {
-      if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
+    for (size_t at = 0; at < pending.size(); at += kChunk) {
+      if (GivingUp()) return Status::Ok();
       std::vector<const PlannedMessage*> chunk(pending.begin() + at, pending.begin() + std::min(pending.size(), at + kChunk));
       MV_ASSIGN_OR_RETURN(auto raw, ReadRaw(chunk));
       // Candidates by key; their bodies in one fetch.
-      std::vector<std::vector<uint32_t>*> cands(chunk.size(), nullptr);
+      std::vector<const std::vector<uint32_t>*> cands(chunk.size(), nullptr);
       std::vector<uint32_t> need;
       for (size_t i = 0; i < chunk.size(); ++i) {
         auto it = by_key.find(MatchKey(SummarizeHeaders(raw[chunk[i]->id])));
@@ -762,11 +791,12 @@ struct TargetPass {
         }
       }
       if (!need.empty()) {
-        MV_ASSIGN_OR_RETURN(auto bodies, client->FetchMessages(need));
+        MV_ASSIGN_OR_RETURN(auto bodies, client.FetchMessages(need));
         for (auto& [uid, body] : bodies) server_hashes[uid] = ContentHashesOf(body);
         for (uint32_t uid : need) server_hashes.emplace(uid, std::nullopt);  // expunged meanwhile
       }
       std::vector<std::pair<std::string, Outcome>> present;
+      std::vector<const PlannedMessage*> absent;
       for (size_t i = 0; i < chunk.size(); ++i) {
         uint32_t match = 0;
         if (cands[i]) {
@@ -785,125 +815,133 @@ struct TargetPass {
           Outcome o;
           o.kind = Outcome::Kind::kPresent;
           o.uid = match;
-          o.uid_validity = box.ok() ? box->uid_validity : 0;
+          o.uid_validity = mailbox.uid_validity;
           o.why = "already in the mailbox as UID " + std::to_string(match) + ": same Message-ID and Date, same decoded content";
           o.at = Now();
           present.emplace_back(chunk[i]->id, o);
         } else {
-          to_append.push_back(chunk[i]);
+          absent.push_back(chunk[i]);
         }
       }
       progress->present += present.size();
       MV_RETURN_IF_ERROR(Record(present));
+      MV_RETURN_IF_ERROR(Queue(absent));
     }
-    if (by_key.empty()) to_append = pending;
-    if (dry_run) {
-      for (const PlannedMessage* m : to_append) *dry_bytes += m->size;
-      return Status::Ok();
-    }
-    MV_RETURN_IF_ERROR(AppendAll(to_append, cred, std::move(client), *box));
     return Status::Ok();
   }
 
-  // Appends over up to options.connections connections to the one folder: a server syncs each
-  // message to disk before it answers, so one connection waits on one disk flush at a time.
-  // Each chunk: its intents in one synced write, its appends with `batch` in flight, then its
-  // outcomes in one write.
-  Status AppendAll(const std::vector<const PlannedMessage*>& to_append, const ImapCredentials& cred,
-                   std::unique_ptr<ImapClient> first, const ImapMailbox& box) {
-    if (to_append.empty()) {
-      (void)first->Logout();
+  Status Queue(const std::vector<const PlannedMessage*>& absent) {
+    if (dry_run) {
+      for (const PlannedMessage* m : absent) *dry_bytes += m->size;
       return Status::Ok();
     }
+    {
+      std::lock_guard<std::mutex> l(queue_mu);
+      queue.insert(queue.end(), absent.begin(), absent.end());
+    }
+    queue_cv.notify_all();
+    return Status::Ok();
+  }
+
+  bool GivingUp() {
+    std::lock_guard<std::mutex> l(queue_mu);
+    return !failed.ok() || (stop && stop->load());
+  }
+
+  void Fail(const Error& e) {
+    {
+      std::lock_guard<std::mutex> l(queue_mu);
+      if (failed.ok()) failed = e;
+    }
+    queue_cv.notify_all();
+  }
+
+  // One connection appending chunks from the queue until matching is done and the queue empty.
+  // A server syncs each message to disk before it answers, so several connections keep several
+  // flushes in flight. Each chunk: its intents in one synced write, the chunk as one
+  // MULTIAPPEND (or `batch` pipelined APPENDs), then its outcomes in one write.
+  void Appender() {
     const size_t batch = std::max<size_t>(options.batch, 1);
-    const size_t conns = std::clamp<size_t>((to_append.size() + batch - 1) / batch, 1, std::max<size_t>(options.connections, 1));
-    // A chunk is one MULTIAPPEND (or `batch` pipelined APPENDs) and one pair of journal writes.
-    const size_t chunk_size = std::clamp<size_t>(to_append.size() / conns, 1, batch);
-    std::atomic<size_t> next{0};
-    std::mutex mu;
-    Status failed = Status::Ok();
-    std::atomic<bool> give_up{false};
-    auto appender = [&](std::unique_ptr<ImapClient> client) {
-      auto fail = [&](const Error& e) {
-        std::lock_guard<std::mutex> l(mu);
-        if (failed.ok()) failed = e;
-        give_up = true;
-      };
+    std::unique_ptr<ImapClient> client;
+    for (;;) {
+      std::vector<const PlannedMessage*> chunk;
+      {
+        std::unique_lock<std::mutex> l(queue_mu);
+        queue_cv.wait(l, [&] { return !failed.ok() || (stop && stop->load()) || matching_done || queue.size() >= batch; });
+        if (!failed.ok() || (stop && stop->load())) break;
+        if (queue.empty()) {
+          if (matching_done) break;
+          continue;
+        }
+        // Share what is left evenly once matching is over, so no connection idles at the end.
+        size_t take = batch;
+        if (matching_done) take = std::clamp<size_t>(queue.size() / std::max<size_t>(options.connections, 1), 1, batch);
+        take = std::min(take, queue.size());
+        chunk.assign(queue.begin(), queue.begin() + take);
+        queue.erase(queue.begin(), queue.begin() + take);
+      }
       if (!client) {
         Result<std::unique_ptr<ImapClient>> c = Open(cred);
-        if (!c.ok()) return fail(c.error());
+        if (!c.ok()) return Fail(c.error());
         client = std::move(*c);
       }
-      for (;;) {
-        if (give_up || (stop && stop->load())) return;
-        const size_t at = next.fetch_add(chunk_size);
-        if (at >= to_append.size()) break;
-        std::vector<const PlannedMessage*> chunk(to_append.begin() + at, to_append.begin() + std::min(to_append.size(), at + chunk_size));
-        Result<std::unordered_map<std::string, std::string>> raw = ReadRaw(chunk);
-        if (!raw.ok()) return fail(raw.error());
-        std::vector<std::pair<std::string, Outcome>> intents;
-        std::vector<ImapAppend> appends;
-        uint64_t bytes = 0;
-        for (const PlannedMessage* m : chunk) {
-          Outcome o;
-          o.kind = Outcome::Kind::kIntent;
-          o.uid_validity = box.uid_validity;
-          o.uid = box.uid_next;  // the folder's UIDNEXT before this pass appended
-          o.at = Now();
-          intents.emplace_back(m->id, o);
-          ImapAppend a;
-          a.message = std::move((*raw)[m->id]);
-          a.flags = options.flags;
-          if (m->sent && std::find(a.flags.begin(), a.flags.end(), "\\Seen") == a.flags.end()) a.flags.push_back("\\Seen");
-          a.internal_date = m->internal_date;
-          bytes += a.message.size();
-          appends.push_back(std::move(a));
-        }
-        if (Status s = Record(intents); !s.ok()) return fail(s.error());
-        bandwidth.Take(bytes);
-        // One MULTIAPPEND where offered; on a refusal (one message the server will not take, a
-        // quota) the chunk goes again one message at a time, so each gets its own answer.
-        Result<std::vector<ImapAppendResult>> results = std::vector<ImapAppendResult>{};
-        if (client->Has("MULTIAPPEND") && appends.size() > 1) {
-          ImapAppendResult refusal;
-          results = client->MultiAppend(folder, appends, &refusal);
-          if (results.ok() && results->empty()) results = client->Append(folder, appends, batch);
-        } else {
-          results = client->Append(folder, appends, batch);
-        }
-        if (!results.ok()) return fail(results.error());
-        std::vector<std::pair<std::string, Outcome>> done;
-        for (size_t i = 0; i < chunk.size(); ++i) {
-          const ImapAppendResult& r = (*results)[i];
-          Outcome o;
-          o.at = Now();
-          if (r.ok) {
-            o.kind = Outcome::Kind::kAppended;
-            o.uid = r.uid;
-            o.uid_validity = r.uid_validity;
-            ++progress->appended;
-          } else {
-            o.kind = Outcome::Kind::kFailed;
-            std::string lower = r.text;
-            std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
-            const bool quota = r.code == "OVERQUOTA" || lower.find("quota") != std::string::npos;
-            o.why = std::string(quota ? "over quota" : "refused") + ": the server said NO" +
-                    (r.code.empty() ? "" : " [" + r.code + "]") + " " + r.text;
-            ++progress->failed;
-          }
-          done.emplace_back(chunk[i]->id, o);
-        }
-        if (Status s = Record(done); !s.ok()) return fail(s.error());
+      Result<std::unordered_map<std::string, std::string>> raw = ReadRaw(chunk);
+      if (!raw.ok()) return Fail(raw.error());
+      std::vector<std::pair<std::string, Outcome>> intents;
+      std::vector<ImapAppend> appends;
+      uint64_t bytes = 0;
+      for (const PlannedMessage* m : chunk) {
+        Outcome o;
+        o.kind = Outcome::Kind::kIntent;
+        o.uid_validity = mailbox.uid_validity;
+        o.uid = mailbox.uid_next;  // the folder's UIDNEXT before this pass appended
+        o.at = Now();
+        intents.emplace_back(m->id, o);
+        ImapAppend a;
+        a.message = std::move((*raw)[m->id]);
+        a.flags = options.flags;
+        if (m->sent && std::find(a.flags.begin(), a.flags.end(), "\\Seen") == a.flags.end()) a.flags.push_back("\\Seen");
+        a.internal_date = m->internal_date;
+        bytes += a.message.size();
+        appends.push_back(std::move(a));
       }
-      (void)client->Logout();
-    };
-    std::vector<std::thread> more;
-    for (size_t c = 1; c < conns; ++c) more.emplace_back(appender, nullptr);
-    appender(std::move(first));
-    for (std::thread& t : more) t.join();
-    if (!failed.ok()) return failed;
-    if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
-    return Status::Ok();
+      if (Status s = Record(intents); !s.ok()) return Fail(s.error());
+      bandwidth.Take(bytes);
+      // One MULTIAPPEND where offered; on a refusal (one message the server will not take, a
+      // quota) the chunk goes again one message at a time, so each gets its own answer.
+      Result<std::vector<ImapAppendResult>> results = std::vector<ImapAppendResult>{};
+      if (client->Has("MULTIAPPEND") && appends.size() > 1) {
+        ImapAppendResult refusal;
+        results = client->MultiAppend(folder, appends, &refusal);
+        if (results.ok() && results->empty()) results = client->Append(folder, appends, batch);
+      } else {
+        results = client->Append(folder, appends, batch);
+      }
+      if (!results.ok()) return Fail(results.error());
+      std::vector<std::pair<std::string, Outcome>> done;
+      for (size_t i = 0; i < chunk.size(); ++i) {
+        const ImapAppendResult& r = (*results)[i];
+        Outcome o;
+        o.at = Now();
+        if (r.ok) {
+          o.kind = Outcome::Kind::kAppended;
+          o.uid = r.uid;
+          o.uid_validity = r.uid_validity;
+          ++progress->appended;
+        } else {
+          o.kind = Outcome::Kind::kFailed;
+          std::string lower = r.text;
+          std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char ch) { return std::tolower(ch); });
+          const bool quota = r.code == "OVERQUOTA" || lower.find("quota") != std::string::npos;
+          o.why = std::string(quota ? "over quota" : "refused") + ": the server said NO" +
+                  (r.code.empty() ? "" : " [" + r.code + "]") + " " + r.text;
+          ++progress->failed;
+        }
+        done.emplace_back(chunk[i]->id, o);
+      }
+      if (Status s = Record(done); !s.ok()) return Fail(s.error());
+    }
+    if (client) (void)client->Logout();
   }
 };
 

@@ -12,6 +12,8 @@
 #include "core/message.h"
 #include "recovery/imap_client.h"
 #include "recovery/restore.h"
+#include "tests/test_util.h"
+#include "vault/vault.h"
 
 namespace mailvault::recovery {
 namespace {
@@ -141,6 +143,115 @@ TEST(RestoreMatching, DecodedPartHashesSurviveImapLineEnds) {
   const std::string b64b = "From: a@x\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\nAAED\n";
   EXPECT_EQ(Hashes(b64a), Hashes(ToCrlf(b64a)));
   EXPECT_NE(Hashes(b64a), Hashes(b64b));
+}
+
+// Selection: who a message belongs to, by envelope kind, and the window on capture time.
+class Selection : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitMessageParsing();
+    KeySource keys;
+    keys.key_file = tmp_ / "master.key";
+    VaultOptions options;
+    options.auto_train_messages = 0;
+    bool created = false;
+    ASSERT_TRUE(Vault::Init(tmp_ / "v", keys, options, &created).ok());
+    Result<std::unique_ptr<Vault>> v = Vault::Open(tmp_ / "v", keys, options);
+    ASSERT_TRUE(v.ok());
+    vault_ = std::move(*v);
+  }
+  std::string Add(const std::string& headers, Envelope e, int64_t at, const std::string& body = "") {
+    e.capture_time_us = at * 1000000;
+    Result<IngestResult> r = vault_->Ingest(headers + "\n\n" + (body.empty() ? "body of " + headers : body) + "\n", e);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->id.Hex() : "";
+  }
+  // "mailbox folder" -> ids
+  std::map<std::string, std::set<std::string>> Select(RestoreCriteria c, RestoreOptions o = {}) {
+    Result<std::vector<PlannedTarget>> plan = SelectForRestore(*vault_, nullptr, c, o);
+    EXPECT_TRUE(plan.ok()) << (plan.ok() ? "" : plan.error().message());
+    std::map<std::string, std::set<std::string>> out;
+    if (!plan.ok()) return out;
+    for (const PlannedTarget& t : *plan) {
+      for (const PlannedMessage& m : t.messages) out[t.mailbox + " " + t.folder].insert(m.id);
+    }
+    return out;
+  }
+  testing::TempDir tmp_;
+  std::unique_ptr<Vault> vault_;
+};
+
+TEST_F(Selection, EnvelopesSayWhoseMailItIsAndTheWindowIsOnCaptureTime) {
+  Envelope journal;  // an Exchange report: its recipients (Bcc included) and sender are the truth
+  journal.recipients = {"Alice@Example.test", "bcc-bob@example.test"};
+  journal.sender = "carol@example.test";
+  journal.journal_report = "Sender: carol@example.test\nTo: alice@example.test\nBcc: bcc-bob@example.test\n";
+  std::string j = Add("From: carol@example.test\nTo: alice@example.test\nMessage-ID: <j@x>", journal, 1000);
+  Envelope bcc;  // Postfix always_bcc: only the archive's address; the headers decide
+  bcc.recipients = {"archive@journal.test"};
+  std::string b = Add("From: dave@example.test\nTo: alice@example.test\nCc: bob@example.test\nMessage-ID: <b@x>", bcc, 1000);
+  Envelope imported;  // imported from alice's mailbox: hers, in Sent when she wrote it
+  imported.custodian = "alice@example.test";
+  imported.source = "import:alice.mbox";
+  std::string mine = Add("From: Alice@example.test\nTo: erin@example.test\nMessage-ID: <s@x>", imported, 1000);
+  std::string late = Add("From: frank@example.test\nTo: alice@example.test\nMessage-ID: <late@x>", imported, 5000);
+  // Not alice's, although the header says so: the journal's recipient list says otherwise.
+  Envelope other = journal;
+  other.recipients = {"bob@example.test"};
+  std::string not_hers = Add("From: carol@example.test\nTo: alice@example.test\nMessage-ID: <n@x>", other, 1000);
+
+  RestoreCriteria c;
+  c.users = {"alice@example.test", "carol@example.test", "bob@example.test"};
+  c.from = 900;
+  c.until = 1100;
+  c.margin_before = c.margin_after = 0;
+  auto got = Select(c);
+  EXPECT_EQ(got["alice@example.test INBOX"], (std::set<std::string>{j, b}));
+  EXPECT_EQ(got["alice@example.test Sent"], (std::set<std::string>{mine}));
+  EXPECT_EQ(got["carol@example.test Sent"], (std::set<std::string>{j, not_hers}));
+  EXPECT_EQ(got["bob@example.test INBOX"], (std::set<std::string>{b, not_hers}));
+  EXPECT_EQ(got.count("carol@example.test INBOX"), 0u);
+  EXPECT_EQ(got.count("bcc-bob@example.test INBOX"), 0u);  // not asked for
+
+  // The margins widen the window; no window at all takes everything.
+  c.users = {"alice@example.test"};
+  c.margin_after = 4000;
+  EXPECT_EQ(Select(c)["alice@example.test INBOX"], (std::set<std::string>{j, b, late}));
+  c.from.reset();
+  c.until.reset();
+  RestoreOptions o;
+  o.folder = "Recovered";
+  o.user_map["alice@example.test"] = "alice.new@example.test";
+  got = Select(c, o);
+  EXPECT_EQ(got["alice.new@example.test Recovered"], (std::set<std::string>{j, b, mine, late}));
+  EXPECT_EQ(got.size(), 1u);
+  // --by-date reads the Date header; these messages have none.
+  c.by_date = true;
+  c.from = 0;
+  EXPECT_TRUE(Select(c).empty());
+  c.users.clear();
+  EXPECT_FALSE(SelectForRestore(*vault_, nullptr, c, o).ok());
+}
+
+TEST_F(Selection, CopiesOfOneMessageAreSelectedOnce) {
+  Envelope e;
+  e.custodian = "alice@example.test";
+  const std::string head = "From: a@x\nTo: alice@example.test\nDate: Mon, 1 Jan 2024 10:00:00 +0000\nMessage-ID: <same@x>";
+  std::string first = Add("Received: from a by b\n" + head, e, 100, "the text");
+  std::string copy = Add("Received: from c by d\nReturn-Path: <a@x>\n" + head, e, 101, "the text");  // other trace, same message
+  // Same Message-ID and Date, different text: a different message, kept.
+  std::string other = Add(head, e, 102, "another text");
+  RestoreCriteria c;
+  c.users = {"alice@example.test"};
+  Result<std::vector<PlannedTarget>> plan = SelectForRestore(*vault_, nullptr, c, RestoreOptions{});
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->size(), 1u);
+  std::set<std::string> ids;
+  for (const PlannedMessage& m : (*plan)[0].messages) ids.insert(m.id);
+  EXPECT_EQ(ids.size(), 2u);
+  EXPECT_TRUE(ids.count(other));
+  EXPECT_EQ(ids.count(first) + ids.count(copy), 1u);
+  ASSERT_EQ((*plan)[0].copies.size(), 1u);
 }
 
 }  // namespace
