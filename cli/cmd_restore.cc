@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -31,13 +32,23 @@ using recovery::JobReport;
 using recovery::RestoreJob;
 
 std::atomic<bool> g_stop{false};
-extern "C" void OnStopSignal(int) { g_stop.store(true); }
 
 const std::string kBusyHint =
     "restore jobs run while `mailvault serve` and other restores are stopped (they hold the vault); "
     "to stop a running restore: mailvault job cancel ID";
 
 std::string JobsDir(const GlobalOptions& g) { return g.vault_dir + "/jobs"; }
+
+// r20261125-121609-5c5404: the only shape of id that may name a file under jobs/.
+bool ValidJobId(const std::string& id) {
+  if (id.size() != 23 || id[0] != 'r' || id[9] != '-' || id[16] != '-') return false;
+  for (size_t i = 1; i < id.size(); ++i) {
+    if (i == 9 || i == 16) continue;
+    const char c = id[i];
+    if (!(std::isdigit(static_cast<unsigned char>(c)) || (i > 16 && c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
 
 json ReportJson(const JobReport& r) {
   json boxes = json::array();
@@ -113,13 +124,22 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
   std::error_code ec;
   std::filesystem::create_directories(JobsDir(g), ec);
   const std::string pidfile = JobsDir(g) + "/" + job.id() + ".pid", cancelfile = JobsDir(g) + "/" + job.id() + ".cancel";
-  std::filesystem::remove(cancelfile, ec);
+  // A cancel asked for while this job was not running (the vault held by serve) still holds.
+  if (std::filesystem::exists(cancelfile)) {
+    (void)job.SetStatus("cancelled");
+    (void)AuditShell(s, "restore.cancel", job.id());
+    std::filesystem::remove(cancelfile, ec);
+    return Fail("job " + job.id() + " was cancelled (mailvault job cancel); start a new restore instead");
+  }
   { std::ofstream(pidfile) << ::getpid() << "\n"; }
   g_stop = false;
-  struct sigaction sa = {};
-  sa.sa_handler = OnStopSignal;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  // SIGINT and SIGTERM are taken by the watcher thread alone (sigtimedwait): delivered to a
+  // worker instead, a handler would cut its socket wait short (EINTR) in the middle of a chunk.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   RestoreJob::Progress progress;
   std::mutex mu;
@@ -129,7 +149,12 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
     const bool tty = StderrIsTerminal();
     std::unique_lock<std::mutex> l(mu);
     int ticks = 0;
-    while (!cv.wait_for(l, std::chrono::milliseconds(250), [&] { return finished; })) {
+    for (;;) {
+      l.unlock();
+      struct timespec tick = {0, 250 * 1000 * 1000};
+      if (sigtimedwait(&stop_signals, nullptr, &tick) > 0) g_stop = true;
+      l.lock();
+      if (finished) break;
       if (std::filesystem::exists(cancelfile)) {
         cancelled = true;
         g_stop = true;
@@ -151,14 +176,14 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
   }
   cv.notify_all();
   watcher.join();
-  if (cancelled || std::filesystem::exists(cancelfile)) {
+  if ((cancelled || std::filesystem::exists(cancelfile)) && !(r.ok() && r->status == "done")) {
     (void)job.SetStatus("cancelled");
+    (void)AuditShell(s, "restore.cancel", job.id());
     if (r.ok()) r->status = "cancelled";
   }
   std::filesystem::remove(pidfile, ec);
   std::filesystem::remove(cancelfile, ec);
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   if (!r.ok()) return Fail(r.error());
   (void)AuditShell(s, "restore.finish", job.id(), ReportJson(*r)["totals"]);
   PrintReport(*r, as_json);
@@ -208,6 +233,9 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->check(CLI::Range(5, 3600));
   cmd->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    // A TLS write to a server that has gone away raises SIGPIPE (OpenSSL writes with write(2)):
+    // that must be an error to retry, not the end of the process.
+    signal(SIGPIPE, SIG_IGN);
     Result<recovery::ImapEndpoint> endpoint = recovery::ParseImapUrl(to, no_tls);
     if (!endpoint.ok()) {
       *exit_code = Fail(endpoint.error());
@@ -345,6 +373,7 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   resume->add_flag("--json", job_json, "print the report as JSON");
   resume->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    signal(SIGPIPE, SIG_IGN);
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) return void(*exit_code = Fail(s.error()));
     Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
@@ -362,15 +391,20 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) {
       // Running: the process holding the vault polls for this file and stops.
-      const std::string pidfile = JobsDir(g) + "/" + job_id + ".pid";
-      std::ifstream in(pidfile);
+      // Someone holds the vault: the job itself (it polls for the cancel file and stops), or
+      // serve (then the file makes the job's next resume record the cancel and refuse).
+      if (s.error().code() != ErrorCode::kBusy) return void(*exit_code = Fail(s.error()));
+      if (!ValidJobId(job_id)) return void(*exit_code = Fail("no restore job " + job_id + " (see `mailvault job list`)"));
+      std::ifstream in(JobsDir(g) + "/" + job_id + ".pid");
       long pid = 0;
-      if (s.error().code() == ErrorCode::kBusy && in >> pid && pid > 0) {
-        std::ofstream(JobsDir(g) + "/" + job_id + ".cancel") << "cancel\n";
+      const bool running = in >> pid && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
+      std::ofstream(JobsDir(g) + "/" + job_id + ".cancel") << "cancel\n";
+      if (running) {
         std::cout << "asked the running job " << job_id << " (pid " << pid << ") to stop; it records the cancel itself\n";
-        return;
+      } else {
+        std::cout << "job " << job_id << " is not running and the vault is busy (serve?): the cancel is recorded at its next resume, which it refuses\n";
       }
-      return void(*exit_code = Fail(s.error()));
+      return;
     }
     Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
     if (!job.ok()) return void(*exit_code = Fail(job.error()));

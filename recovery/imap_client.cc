@@ -336,7 +336,7 @@ Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders(const std::vector<
     section += ")";
   }
   ImapResponse done;
-  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[" + section + "])", &done));
+  MV_ASSIGN_OR_RETURN(std::vector<ImapResponse> rs, Command("UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[" + section + "])", &done));
   if (done.status != "OK") return Refused("UID FETCH", done);
   std::vector<ImapMessageInfo> out;
   for (const ImapResponse& r : rs) {
@@ -348,6 +348,9 @@ Result<std::vector<ImapMessageInfo>> ImapClient::FetchHeaders(const std::vector<
       if (name == "UID") info.uid = ToU32(items[i + 1].text);
       else if (name == "RFC822.SIZE") info.size = std::strtoull(items[i + 1].text.c_str(), nullptr, 10);
       else if (name.rfind("BODY[HEADER", 0) == 0) info.header = items[i + 1].text;
+      else if (name == "FLAGS") {
+        for (const ImapToken& f : items[i + 1].children) info.deleted |= f.atom_is("\\Deleted");
+      }
     }
     if (info.uid) out.push_back(std::move(info));
   }
@@ -476,10 +479,11 @@ std::vector<uint32_t> ExpandUidSet(const std::string& set) {
     size_t colon = range.find(':');
     uint32_t a = ToU32(range.substr(0, colon)), b = colon == std::string::npos ? a : ToU32(range.substr(colon + 1));
     if (a == 0 || b == 0 || (b > a ? b - a : a - b) > (1u << 20)) return {};
+    // 64-bit counters: a range ending at 4294967295 must end, not wrap.
     if (a <= b) {
-      for (uint32_t u = a; u <= b; ++u) out.push_back(u);
+      for (uint64_t u = a; u <= b; ++u) out.push_back(static_cast<uint32_t>(u));
     } else {
-      for (uint32_t u = a; u >= b; --u) out.push_back(u);
+      for (int64_t u = a; u >= static_cast<int64_t>(b); --u) out.push_back(static_cast<uint32_t>(u));
     }
     if (comma == std::string::npos) break;
     i = comma + 1;

@@ -48,6 +48,7 @@ struct ImapMessageInfo {
   uint32_t uid = 0;
   uint64_t size = 0;
   std::string header;  // the full header block, as the server has it
+  bool deleted = false;  // flagged \Deleted: gone at the next EXPUNGE, so not "present"
 };
 
 struct ImapAppend {

@@ -1,5 +1,7 @@
 #include "recovery/restore.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -33,8 +35,14 @@ using nlohmann::json;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// A numeric loopback address (127.0.0.0/8, ::1) or "localhost": a name like 127.x.example
+// could resolve anywhere.
 bool IsLoopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "::1" || host == "[::1]" || host == "localhost" || host.rfind("127.", 0) == 0;
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 // State store keys (docs/formats.md, "restore jobs"): one header per job, one record per
@@ -65,7 +73,7 @@ std::string EncodeOutcome(const Outcome& o) {
   json j{{"k", KindName(o.kind)}, {"at", o.at}};
   if (o.uid) j["uid"] = o.uid;
   if (o.uid_validity) j["uv"] = o.uid_validity;
-  if (!o.why.empty()) j["why"] = o.why;
+  if (!o.why.empty()) j["why"] = ToValidUtf8(o.why);  // a server's words may be any bytes
   return j.dump();
 }
 
@@ -107,13 +115,43 @@ std::string InNamespace(const std::string& folder, const std::string& prefix) {
   return prefix + folder;
 }
 
+// The decoded-part hashes, or nullopt when the message cannot be parsed. The size limit is
+// raised by a tenth: a message near the vault's ceiling grows past it when sent with CRLF.
 std::optional<std::set<std::string>> ContentHashesOf(std::string_view raw) {
   ParseOptions po;
   po.content_hashes = true;
-  Result<ParsedMessage> p = ParseMessage(raw, MessageLimits{}, po);
-  if (!p.ok()) return std::nullopt;  // cannot be confirmed: treated as different
+  MessageLimits limits;
+  limits.max_message_bytes += limits.max_message_bytes / 10;
+  Result<ParsedMessage> p = ParseMessage(raw, limits, po);
+  if (!p.ok()) return std::nullopt;
   return p->ContentHashes();
 }
+
+// For mail that cannot be parsed: the body after the header block, line ends made LF. Our own
+// earlier append of such a message still matches (the same body), so it is not sent twice.
+std::string BodyDigest(std::string_view raw) {
+  size_t lf = raw.find("\n\n"), crlf = raw.find("\r\n\r\n");
+  size_t start = std::min(lf == std::string_view::npos ? raw.size() : lf + 2, crlf == std::string_view::npos ? raw.size() : crlf + 4);
+  std::string body;
+  body.reserve(raw.size() - start);
+  for (size_t i = start; i < raw.size(); ++i) {
+    if (raw[i] == '\r') {
+      if (i + 1 < raw.size() && raw[i + 1] == '\n') continue;
+      body.push_back('\n');
+      continue;
+    }
+    body.push_back(raw[i]);
+  }
+  return HexEncode(Sha256Of(body));
+}
+
+// What a folder's copy is compared by: the part hashes, or the body digest when unparseable.
+struct Fingerprint {
+  std::optional<std::set<std::string>> parts;
+  std::string body;
+  static Fingerprint Of(std::string_view raw) { return Fingerprint{ContentHashesOf(raw), BodyDigest(raw)}; }
+  bool Same(const Fingerprint& o) const { return parts && o.parts ? *parts == *o.parts : body == o.body; }
+};
 
 // Shared by all workers: at most `rate` bytes per second leave, in bursts of up to one second.
 class Bandwidth {
@@ -408,6 +446,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
           mailbox = NormalizeAddress(mapped->second);
         }
         std::string folder = !options.folder.empty() ? options.folder : is_sent ? options.sent_folder : "INBOX";
+        if (UpperAscii(folder) == "INBOX") folder = "INBOX";  // any case is the one INBOX (RFC 3501)
         auto target_key = std::make_pair(mailbox, folder);
         PlannedTarget& t = targets[target_key];
         if (t.mailbox.empty()) {
@@ -443,9 +482,9 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
       }
     }
     if (!collide.empty()) {
-      std::map<std::string, std::optional<std::set<std::string>>> hashes;
+      std::map<std::string, std::optional<Fingerprint>> hashes;
       MV_RETURN_IF_ERROR(vault.ReadMany(collide, [&](const ObjectId& id, Result<StoredMessage> m) {
-        if (m.ok()) hashes[id.Hex()] = ContentHashesOf(ToCrlf(m->raw));
+        if (m.ok()) hashes[id.Hex()] = Fingerprint::Of(ToCrlf(m->raw));
       }));
       std::map<std::string, size_t> order;
       for (size_t i = 0; i < t.messages.size(); ++i) order[t.messages[i].id] = i;
@@ -455,7 +494,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
         for (size_t i = 0; i < list.size(); ++i) {
           if (dropped.count(list[i]) || !hashes[list[i]]) continue;
           for (size_t j = i + 1; j < list.size(); ++j) {
-            if (!dropped.count(list[j]) && hashes[list[j]] && *hashes[list[j]] == *hashes[list[i]]) {
+            if (!dropped.count(list[j]) && hashes[list[j]] && hashes[list[j]]->Same(*hashes[list[i]])) {
               dropped.insert(list[j]);
               t.copies.emplace_back(list[j], list[i]);
             }
@@ -516,6 +555,7 @@ Status RestoreJob::SaveHeader() const {
          {"tls", static_cast<int>(target_.endpoint.tls)},
          {"verify", target_.endpoint.verify_certificate},
          {"ca_file", target_.endpoint.ca_file},
+         {"timeout", target_.endpoint.timeout.count()},
          {"auth_file", target_.auth_file},
          {"criteria", json::parse(criteria_json_)},
          {"options", json::parse(options_json_)},
@@ -542,6 +582,7 @@ Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(api::StateStore* store, con
   job->target_.endpoint.tls = static_cast<ImapEndpoint::Tls>(h.value("tls", 1));
   job->target_.endpoint.verify_certificate = h.value("verify", true);
   job->target_.endpoint.ca_file = h.value("ca_file", "");
+  job->target_.endpoint.timeout = std::chrono::seconds(h.value("timeout", int64_t{60}));
   job->target_.auth_file = h.value("auth_file", "");
   job->criteria_json_ = h["criteria"].dump();
   job->options_json_ = h["options"].dump();
@@ -700,20 +741,29 @@ struct TargetPass {
     return client;
   }
 
-  // The vault's bytes of these messages, by id.
-  Result<std::unordered_map<std::string, std::string>> ReadRaw(const std::vector<const PlannedMessage*>& list) {
+  // The vault's bytes of these messages, by id, and `list` cut to those that could be read: a
+  // message the vault cannot give back is a failure of its own (recorded), not of the folder.
+  Result<std::unordered_map<std::string, std::string>> ReadRaw(std::vector<const PlannedMessage*>* list) {
     std::vector<ObjectId> ids;
-    for (const PlannedMessage* m : list) ids.push_back(*ObjectId::FromHex(m->id));
+    for (const PlannedMessage* m : *list) ids.push_back(*ObjectId::FromHex(m->id));
     std::unordered_map<std::string, std::string> raw;
-    Status read_error = Status::Ok();
+    std::vector<std::pair<std::string, Outcome>> unreadable;
     MV_RETURN_IF_ERROR(vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
       if (!m.ok()) {
-        read_error = m.error().With("reading " + id.Hex() + " from the vault");
+        Outcome o;
+        o.kind = Outcome::Kind::kFailed;
+        o.why = "cannot read it from the vault: " + m.error().message() + " (run mailvault verify)";
+        o.at = Now();
+        unreadable.emplace_back(id.Hex(), o);
         return;
       }
       raw[id.Hex()] = std::move(m->raw);
     }));
-    MV_RETURN_IF_ERROR(read_error);
+    if (!unreadable.empty()) {
+      progress->failed += unreadable.size();
+      MV_RETURN_IF_ERROR(Record(unreadable));
+      std::erase_if(*list, [&](const PlannedMessage* m) { return raw.count(m->id) == 0; });
+    }
     return raw;
   }
 
@@ -726,6 +776,7 @@ struct TargetPass {
       }
     }
     if (pending.empty()) return Status::Ok();
+    MV_RETURN_IF_ERROR(Settle(pending));
     MV_ASSIGN_OR_RETURN(cred, credentials.For(target.mailbox));
     MV_ASSIGN_OR_RETURN(std::unique_ptr<ImapClient> client, Open(cred));
     // Folders other than INBOX live under the personal namespace ("Sent" is "INBOX/Sent" on
@@ -744,9 +795,12 @@ struct TargetPass {
     // The inventory: what the folder holds, by key. The body of a candidate is fetched only
     // when a selected message has its key.
     std::unordered_map<std::string, std::vector<uint32_t>> by_key;
-    if (exists) {
+    if (exists && box->exists > 0) {
       MV_ASSIGN_OR_RETURN(std::vector<ImapMessageInfo> inv, client->FetchHeaders({"MESSAGE-ID", "DATE", "FROM", "SUBJECT"}));
-      for (const ImapMessageInfo& i : inv) by_key[MatchKey(SummarizeHeaders(i.header + "\r\n"))].push_back(i.uid);
+      for (const ImapMessageInfo& i : inv) {
+        // A copy flagged \Deleted goes at the next EXPUNGE: it does not make ours redundant.
+        if (!i.deleted) by_key[MatchKey(SummarizeHeaders(i.header + "\r\n"))].push_back(i.uid);
+      }
     }
     // Appenders take what matching leaves, while matching goes on (their own connections).
     std::vector<std::thread> appenders;
@@ -773,12 +827,16 @@ struct TargetPass {
   Status Match(const std::vector<const PlannedMessage*>& pending,
                const std::unordered_map<std::string, std::vector<uint32_t>>& by_key, ImapClient& client) {
     if (by_key.empty()) return Queue(pending);  // an empty folder has nothing to match
-    std::unordered_map<uint32_t, std::optional<std::set<std::string>>> server_hashes;
+    std::unordered_map<uint32_t, std::optional<Fingerprint>> server_hashes;
     constexpr size_t kChunk = 256;
-    for (size_t at = 0; at < pending.size(); at += kChunk) {
+    for (size_t at = 0, next = 0; at < pending.size(); at = next) {
       if (GivingUp()) return Status::Ok();
-      std::vector<const PlannedMessage*> chunk(pending.begin() + at, pending.begin() + std::min(pending.size(), at + kChunk));
-      MV_ASSIGN_OR_RETURN(auto raw, ReadRaw(chunk));
+      uint64_t bytes = 0;
+      for (next = at; next < pending.size() && next - at < kChunk && (next == at || bytes + pending[next]->size <= kChunkBytes); ++next) {
+        bytes += pending[next]->size;
+      }
+      std::vector<const PlannedMessage*> chunk(pending.begin() + at, pending.begin() + next);
+      MV_ASSIGN_OR_RETURN(auto raw, ReadRaw(&chunk));
       // Candidates by key; their bodies in one fetch.
       std::vector<const std::vector<uint32_t>*> cands(chunk.size(), nullptr);
       std::vector<uint32_t> need;
@@ -792,7 +850,7 @@ struct TargetPass {
       }
       if (!need.empty()) {
         MV_ASSIGN_OR_RETURN(auto bodies, client.FetchMessages(need));
-        for (auto& [uid, body] : bodies) server_hashes[uid] = ContentHashesOf(body);
+        for (auto& [uid, body] : bodies) server_hashes[uid] = Fingerprint::Of(body);
         for (uint32_t uid : need) server_hashes.emplace(uid, std::nullopt);  // expunged meanwhile
       }
       std::vector<std::pair<std::string, Outcome>> present;
@@ -802,10 +860,10 @@ struct TargetPass {
         if (cands[i]) {
           // Hashed as IMAP carries it (CRLF, a bare CR made a line end): our own earlier
           // append of this message then hashes the same, whatever odd line ends it had.
-          std::optional<std::set<std::string>> mine = ContentHashesOf(ToCrlf(raw[chunk[i]->id]));
+          const Fingerprint mine = Fingerprint::Of(ToCrlf(raw[chunk[i]->id]));
           for (uint32_t uid : *cands[i]) {
             const auto& theirs = server_hashes[uid];
-            if (mine && theirs && *mine == *theirs) {
+            if (theirs && mine.Same(*theirs)) {
               match = uid;
               break;
             }
@@ -818,12 +876,20 @@ struct TargetPass {
           o.uid_validity = mailbox.uid_validity;
           o.why = "already in the mailbox as UID " + std::to_string(match) + ": same Message-ID and Date, same decoded content";
           o.at = Now();
+          // Sent by an earlier pass of this job whose answer was lost (a kill, a cut
+          // connection): found at or after the UIDNEXT its intent recorded, it is ours.
+          std::optional<Outcome> before = Previous(chunk[i]->id);
+          if (before && before->kind == Outcome::Kind::kIntent && before->uid_validity == mailbox.uid_validity &&
+              match >= before->uid) {
+            o.kind = Outcome::Kind::kAppended;
+            o.why = "appended by an earlier pass (its answer was lost); found as UID " + std::to_string(match);
+          }
           present.emplace_back(chunk[i]->id, o);
         } else {
           absent.push_back(chunk[i]);
         }
       }
-      progress->present += present.size();
+      for (const auto& [id, o] : present) ++(o.kind == Outcome::Kind::kAppended ? progress->appended : progress->present);
       MV_RETURN_IF_ERROR(Record(present));
       MV_RETURN_IF_ERROR(Queue(absent));
     }
@@ -841,6 +907,34 @@ struct TargetPass {
     }
     queue_cv.notify_all();
     return Status::Ok();
+  }
+
+  // An APPEND whose connection timed out or was cut (or whose sender was killed) may still be
+  // committing on the server: the command is not over there when it is over here. Reading the
+  // folder before it lands would miss it and send it again, so a pass that finds intents waits
+  // until the youngest is older than the timeout plus a grace period.
+  Status Settle(const std::vector<const PlannedMessage*>& pending) {
+    if (dry_run) return Status::Ok();
+    int64_t youngest = 0;
+    for (const PlannedMessage* m : pending) {
+      std::optional<Outcome> o = Previous(m->id);
+      if (o && o->kind == Outcome::Kind::kIntent) youngest = std::max(youngest, o->at);
+    }
+    const int64_t until = youngest + static_cast<int64_t>(endpoint.timeout.count()) + kSettleGraceSeconds;
+    while (youngest && Now() < until) {
+      if (stop && stop->load()) return Error(ErrorCode::kBusy, "stopped");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return Status::Ok();
+  }
+  static constexpr int64_t kSettleGraceSeconds = 5;
+  static constexpr uint64_t kChunkBytes = 32ull << 20;  // per chunk held in memory, per connection
+
+  std::optional<Outcome> Previous(const std::string& id) {
+    std::lock_guard<std::mutex> l(outcomes_mu);
+    auto it = outcomes.find(id);
+    if (it == outcomes.end()) return std::nullopt;
+    return it->second;
   }
 
   bool GivingUp() {
@@ -877,6 +971,15 @@ struct TargetPass {
         size_t take = batch;
         if (matching_done) take = std::clamp<size_t>(queue.size() / std::max<size_t>(options.connections, 1), 1, batch);
         take = std::min(take, queue.size());
+        // Memory is bounded by bytes too: a chunk of large messages is cut short.
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < take; ++k) {
+          bytes += queue[k]->size;
+          if (bytes > kChunkBytes && k > 0) {
+            take = k;
+            break;
+          }
+        }
         chunk.assign(queue.begin(), queue.begin() + take);
         queue.erase(queue.begin(), queue.begin() + take);
       }
@@ -885,8 +988,9 @@ struct TargetPass {
         if (!c.ok()) return Fail(c.error());
         client = std::move(*c);
       }
-      Result<std::unordered_map<std::string, std::string>> raw = ReadRaw(chunk);
+      Result<std::unordered_map<std::string, std::string>> raw = ReadRaw(&chunk);
       if (!raw.ok()) return Fail(raw.error());
+      if (chunk.empty()) continue;
       std::vector<std::pair<std::string, Outcome>> intents;
       std::vector<ImapAppend> appends;
       uint64_t bytes = 0;
@@ -983,17 +1087,25 @@ Result<JobReport> RestoreJob::Run(Vault& vault, const Credentials& credentials, 
           reports[i].error = "stopped before it finished";
           break;
         }
+        auto settled = [&] {
+          return std::count_if(outcomes[i].begin(), outcomes[i].end(),
+                               [](const auto& kv) { return kv.second.kind != Outcome::Kind::kIntent; });
+        };
+        const auto settled_before = settled();
         TargetPass pass{vault, dry_run ? nullptr : store_, id_, i, targets_[i], options_, target_.endpoint, credentials,
                         bandwidth, stop, progress, dry_run, outcomes[i], &dry_bytes[i]};
         Status s = pass.Run();
+        // A pass that got somewhere earns a fresh set of retries (a link cut every few minutes
+        // must not end a long restore).
+        if (!s.ok() && settled() > settled_before) attempt = -1;
         if (s.ok()) {
           reports[i].error.clear();
           break;
         }
-        reports[i].error = s.error().message();
+        reports[i].error = ToValidUtf8(s.error().message());
         if (Permanent(s.error()) || dry_run || attempt >= static_cast<int>(std::size(kPauses))) break;
         if (stop && stop->load()) break;
-        for (int w = 0; w < kPauses[attempt] * 10 && !(stop && stop->load()); ++w) {
+        for (int w = 0; w < kPauses[std::max(attempt, 0)] * 10 && !(stop && stop->load()); ++w) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
       }

@@ -430,10 +430,13 @@ gjob="" kills=0
 for round in 1 2 3 4; do
   if [[ -z $gjob ]]; then
     bg_mailvault "$work/g-$round.out" restore --to "imap://127.0.0.1:$DP" --no-tls --auth-file "$ADMIN_DV" \
-      --users ivan@example.test --workers 1 --connections 1 --batch 10 --bwlimit 150K --json
+      --users ivan@example.test --workers 1 --connections 1 --batch 10 --bwlimit 150K --timeout 5 --json
   else
     bg_mailvault "$work/g-$round.out" job resume "$gjob" --auth-file "$ADMIN_DV" --json
   fi
+  # A resume first waits out the previous run's intents (--timeout 5 + 5 s grace: an APPEND
+  # cut off here may still be committing on the server); kill it after that, mid-append.
+  [[ -z $gjob ]] || sleep 10
   random_sleep
   if kill -9 "$BG_PID" 2>/dev/null; then
     kills=$((kills + 1))
@@ -470,7 +473,7 @@ dv_verify "(g) after kill -9 x$kills and resumes: all ${#I_SET[@]} exactly once,
 
 ids_before=$(job_ids)
 bg_mailvault "$work/h.out" restore --to "imap://127.0.0.1:$DP" --no-tls --auth-file "$ADMIN_DV" \
-  --users judy@example.test --workers 1 --connections 1 --batch 10 --bwlimit 150K --json
+  --users judy@example.test --workers 1 --connections 1 --batch 10 --bwlimit 150K --timeout 5 --json
 pid=$BG_PID
 deadline=$((SECONDS + 30))
 while [[ $(dv_count judy@example.test) =~ ^(0|none)$ ]] && kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.02; done
