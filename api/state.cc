@@ -57,7 +57,7 @@ Result<std::optional<std::string>> StateStore::GetRaw(std::string_view key) cons
   return std::optional<std::string>(std::move(value));
 }
 
-Status StateStore::Write(const Batch& batch) {
+Status StateStore::Write(const Batch& batch, bool durable) {
   Batch sealed;
   sealed.reserve(batch.size());
   for (const auto& [k, v] : batch) {
@@ -69,17 +69,17 @@ Status StateStore::Write(const Batch& batch) {
     Seal(key_, k, *v, &box);
     sealed.emplace_back(k, std::move(box));
   }
-  return WriteRaw(sealed);
+  return WriteRaw(sealed, durable);
 }
 
-Status StateStore::WriteRaw(const Batch& batch) {
+Status StateStore::WriteRaw(const Batch& batch, bool durable) {
   rocksdb::WriteBatch wb;
   for (const auto& [k, v] : batch) {
     if (v) wb.Put(k, *v);
     else wb.Delete(k);
   }
   rocksdb::WriteOptions wo;
-  wo.sync = true;  // acknowledged means on disk
+  wo.sync = durable;  // acknowledged means on disk, unless the caller can recompute it
   rocksdb::Status s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "state store write");
   return Status::Ok();

@@ -35,7 +35,9 @@ class StateStore {
   ~StateStore();
 
   Result<std::optional<std::string>> Get(std::string_view key) const;
-  Status Write(const Batch& batch);
+  // durable = false: written through the WAL without waiting for the disk, for records that
+  // can be recomputed after a crash (a restore's outcomes: the next pass re-reads the folder).
+  Status Write(const Batch& batch, bool durable = true);
   // Calls fn(key, value) for every key starting with prefix, in key order, until it returns false.
   Status Scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn) const;
   // The last key starting with prefix, if any.
@@ -43,7 +45,7 @@ class StateStore {
 
   // For the tamper tests only: the stored (sealed) bytes, and writing them back unchecked.
   Result<std::optional<std::string>> GetRaw(std::string_view key) const;
-  Status WriteRaw(const Batch& batch);
+  Status WriteRaw(const Batch& batch, bool durable = true);
   const SecretKey& key() const { return key_; }
 
  private:

@@ -388,6 +388,9 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
   std::map<std::pair<std::string, std::string>, PlannedTarget> targets;
   std::map<std::pair<std::string, std::string>, std::map<std::string, size_t>> seen;
   std::unordered_map<std::string, std::string> match_key;  // id -> MatchKey
+  // id -> position in storage order (ReadMany's order): messages captured in the same second
+  // are kept in it, so an appender's chunk decodes few compression blocks, each once.
+  std::unordered_map<std::string, uint64_t> stored_at;
   Status failed = Status::Ok();
   MV_RETURN_IF_ERROR(vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
     if (!failed.ok()) return;
@@ -395,6 +398,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
       failed = m.error().With("reading " + id.Hex() + " for the restore plan");
       return;
     }
+    stored_at[id.Hex()] = stored_at.size();
     const MessageSummary summary = SummarizeHeaders(m->raw);
     if (c.by_date && (!summary.date || *summary.date < lo || *summary.date > hi)) return;
     std::optional<ParsedMessage> parsed;  // the full header, only when the envelope does not say
@@ -469,8 +473,8 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
   // different trace headers): the same key and the same decoded content are appended once.
   std::vector<PlannedTarget> out;
   for (auto& [key, t] : targets) {
-    std::sort(t.messages.begin(), t.messages.end(), [](const PlannedMessage& a, const PlannedMessage& b) {
-      return a.internal_date != b.internal_date ? a.internal_date < b.internal_date : a.id < b.id;
+    std::sort(t.messages.begin(), t.messages.end(), [&stored_at](const PlannedMessage& a, const PlannedMessage& b) {
+      return a.internal_date != b.internal_date ? a.internal_date < b.internal_date : stored_at[a.id] < stored_at[b.id];
     });
     std::map<std::string, std::vector<std::string>> by_key;
     for (const PlannedMessage& pm : t.messages) by_key[match_key[pm.id]].push_back(pm.id);
@@ -720,6 +724,8 @@ struct TargetPass {
   bool matching_done = false;
   Status failed = Status::Ok();
 
+  // Intents are durable before their APPEND leaves (synced). Outcomes need not wait for the
+  // disk: one lost in a crash is recomputed by the next pass, which re-reads the folder.
   Status Record(const std::vector<std::pair<std::string, Outcome>>& batch) {
     api::StateStore::Batch w;
     {
@@ -730,7 +736,8 @@ struct TargetPass {
       }
     }
     if (dry_run || !store || w.empty()) return Status::Ok();
-    return store->Write(w);  // synced: an intent is on disk before its APPEND leaves
+    const bool intents = batch.front().second.kind == Outcome::Kind::kIntent;
+    return store->Write(w, intents);
   }
 
   Result<std::unique_ptr<ImapClient>> Open(const ImapCredentials& cred) {
