@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -143,7 +142,6 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
 
   RestoreJob::Progress progress;
   std::mutex mu;
-  std::condition_variable cv;
   bool finished = false, cancelled = false;
   std::thread watcher([&] {
     const bool tty = StderrIsTerminal();
@@ -174,8 +172,7 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
     std::lock_guard<std::mutex> l(mu);
     finished = true;
   }
-  cv.notify_all();
-  watcher.join();
+  watcher.join();  // within a quarter of a second: it wakes from sigtimedwait that often
   if ((cancelled || std::filesystem::exists(cancelfile)) && !(r.ok() && r->status == "done")) {
     (void)job.SetStatus("cancelled");
     (void)AuditShell(s, "restore.cancel", job.id());
