@@ -430,9 +430,11 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
           for (const std::string& r : e.recipients) in |= NormalizeAddress(r) == u;
           out = NormalizeAddress(e.sender) == u;
           // A journal report's recipient list is the server's word on who received it. Other
-          // captures (Postfix always_bcc, an import without --custodian) name the archive's
-          // own address or nobody: there the headers say whose mail it is.
-          if (!in && !out && e.journal_report.empty()) header_names(u, &in, &out);
+          // captures (Postfix always_bcc, an import without --custodian, a report whose
+          // recipients could not be read, so that RCPT TO stands in: its `note` says so) name
+          // the archive's own address or nobody: there the headers say whose mail it is.
+          const bool report_says = !e.journal_report.empty() && e.note.empty();
+          if (!in && !out && !report_says) header_names(u, &in, &out);
         }
         if (in || out) {
           inbox |= in;

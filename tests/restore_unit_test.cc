@@ -199,6 +199,13 @@ TEST_F(Selection, EnvelopesSayWhoseMailItIsAndTheWindowIsOnCaptureTime) {
   Envelope other = journal;
   other.recipients = {"bob@example.test"};
   std::string not_hers = Add("From: carol@example.test\nTo: alice@example.test\nMessage-ID: <n@x>", other, 1000);
+  // A report whose recipients could not be read: RCPT TO stood in (the note says so), so the
+  // headers decide after all.
+  Envelope unread = journal;
+  unread.recipients = {"journal@example.test"};
+  unread.sender = "gina@example.test";
+  unread.note = "the report names no recipients; the envelope comes from RCPT TO";
+  std::string via_headers = Add("From: gina@example.test\nTo: alice@example.test\nMessage-ID: <u@x>", unread, 1000);
 
   RestoreCriteria c;
   c.users = {"alice@example.test", "carol@example.test", "bob@example.test"};
@@ -206,7 +213,7 @@ TEST_F(Selection, EnvelopesSayWhoseMailItIsAndTheWindowIsOnCaptureTime) {
   c.until = 1100;
   c.margin_before = c.margin_after = 0;
   auto got = Select(c);
-  EXPECT_EQ(got["alice@example.test INBOX"], (std::set<std::string>{j, b}));
+  EXPECT_EQ(got["alice@example.test INBOX"], (std::set<std::string>{j, b, via_headers}));
   EXPECT_EQ(got["alice@example.test Sent"], (std::set<std::string>{mine}));
   EXPECT_EQ(got["carol@example.test Sent"], (std::set<std::string>{j, not_hers}));
   EXPECT_EQ(got["bob@example.test INBOX"], (std::set<std::string>{b, not_hers}));
@@ -216,14 +223,14 @@ TEST_F(Selection, EnvelopesSayWhoseMailItIsAndTheWindowIsOnCaptureTime) {
   // The margins widen the window; no window at all takes everything.
   c.users = {"alice@example.test"};
   c.margin_after = 4000;
-  EXPECT_EQ(Select(c)["alice@example.test INBOX"], (std::set<std::string>{j, b, late}));
+  EXPECT_EQ(Select(c)["alice@example.test INBOX"], (std::set<std::string>{j, b, via_headers, late}));
   c.from.reset();
   c.until.reset();
   RestoreOptions o;
   o.folder = "Recovered";
   o.user_map["alice@example.test"] = "alice.new@example.test";
   got = Select(c, o);
-  EXPECT_EQ(got["alice.new@example.test Recovered"], (std::set<std::string>{j, b, mine, late}));
+  EXPECT_EQ(got["alice.new@example.test Recovered"], (std::set<std::string>{j, b, via_headers, mine, late}));
   EXPECT_EQ(got.size(), 1u);
   // --by-date reads the Date header; these messages have none.
   c.by_date = true;
