@@ -81,19 +81,9 @@ std::string Rfc3339(int64_t seconds) {
 }
 
 std::optional<int64_t> ParseRfc3339(std::string_view s) {
-  struct tm tm = {};
-  int y, mo, d, h = 0, mi = 0, se = 0;
-  std::string str(s);
-  int n = std::sscanf(str.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &se);
-  if (n != 3 && n != 6) return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = se;
-  return static_cast<int64_t>(timegm(&tm));
+  Result<int64_t> t = ParseIsoTime(std::string(s));
+  if (!t.ok()) return std::nullopt;
+  return *t;
 }
 
 std::string Scope::AsQuery() const {

@@ -252,12 +252,12 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     }
     auto fail = [&](const Error& e) { *exit_code = Fail(e); };
     if (!from.empty()) {
-      Result<int64_t> t = recovery::ParseIsoTime(from);
+      Result<int64_t> t = ParseIsoTime(from);
       if (!t.ok()) return fail(t.error().With("--from"));
       c.from = *t;
     }
     if (!until.empty()) {
-      Result<int64_t> t = recovery::ParseIsoTime(until);
+      Result<int64_t> t = ParseIsoTime(until);
       if (!t.ok()) return fail(t.error().With("--until"));
       c.until = *t;
     }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
+#include <ctime>
 
 namespace mailvault {
 
@@ -63,6 +65,60 @@ std::string Trim(std::string_view s) {
   size_t b = s.find_first_not_of(" \t\r");
   size_t e = s.find_last_not_of(" \t\r");
   return b == std::string_view::npos ? "" : std::string(s.substr(b, e - b + 1));
+}
+
+Result<int64_t> ParseIsoTime(const std::string& text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, used = 0;
+  const char* s = text.c_str();
+  if (std::sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10) {
+    return InvalidArgument("time \"" + text + "\" is not ISO 8601 (e.g. 2026-11-25T09:30:00Z)");
+  }
+  size_t i = 10;
+  if (i < text.size() && (text[i] == 'T' || text[i] == 't' || text[i] == ' ')) {
+    int n = 0;
+    if (std::sscanf(s + i + 1, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5) {
+      return InvalidArgument("time \"" + text + "\": expected HH:MM after the date");
+    }
+    i += 1 + 5;
+    if (i < text.size() && text[i] == ':') {
+      if (std::sscanf(s + i + 1, "%2d%n", &se, &n) != 1 || n != 2) return InvalidArgument("time \"" + text + "\": bad seconds");
+      i += 3;
+      if (i < text.size() && (text[i] == '.' || text[i] == ',')) {
+        ++i;
+        while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;  // fractions dropped
+      }
+    }
+  }
+  int64_t offset = 0;
+  if (i < text.size()) {
+    if (text[i] == 'Z' || text[i] == 'z') {
+      ++i;
+    } else if (text[i] == '+' || text[i] == '-') {
+      int oh = 0, om = 0, n = 0;
+      std::string tz = text.substr(i + 1);
+      if (std::sscanf(tz.c_str(), "%2d:%2d%n", &oh, &om, &n) == 2 && n == 5) {
+      } else if (std::sscanf(tz.c_str(), "%2d%2d%n", &oh, &om, &n) == 2 && n == 4) {
+      } else if (std::sscanf(tz.c_str(), "%2d%n", &oh, &n) == 1 && n == 2) {
+      } else {
+        return InvalidArgument("time \"" + text + "\": bad UTC offset");
+      }
+      if (oh > 23 || om > 59) return InvalidArgument("time \"" + text + "\": bad UTC offset");
+      offset = (text[i] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+      i += 1 + static_cast<size_t>(n);
+    }
+  }
+  if (i != text.size()) return InvalidArgument("time \"" + text + "\": unexpected \"" + text.substr(i) + "\"");
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || y < 1970) {
+    return InvalidArgument("time \"" + text + "\" is out of range");
+  }
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = se;
+  return static_cast<int64_t>(timegm(&tm)) - offset;
 }
 
 }  // namespace mailvault

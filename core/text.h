@@ -1,6 +1,7 @@
 // Small text helpers shared by every module that shows or matches mail text.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,11 @@ std::string Trim(std::string_view s);
 // An addr-spec as mailvault compares it: trimmed and lower-cased (local parts are case-sensitive
 // in theory and never in practice; custodian matching must not miss "John.Doe@X.com").
 std::string NormalizeAddress(std::string_view addr);
+
+// Seconds since the epoch of an ISO 8601 time: 2026-11-25, 2026-11-25T10:00,
+// 2026-11-25T10:00:00Z, …+01:00, …-0430 (no offset: UTC; fractions of a second dropped). The
+// error names the text and says what was expected.
+Result<int64_t> ParseIsoTime(const std::string& text);
 
 // Calls fn(line number from 1, line without its '\n') for every line of text, stopping at the
 // first error fn returns: the loop of every line-oriented file mailvault reads (the config

@@ -90,8 +90,6 @@ Result<Credentials> ReadCredentials(const std::string& path);
 
 // "imap://host:port" (STARTTLS, or plain with allow_plain) or "imaps://host:port".
 Result<ImapEndpoint> ParseImapUrl(const std::string& url, bool allow_plain);
-// ISO 8601: 2026-11-25, 2026-11-25T10:00, 2026-11-25T10:00:00Z, …+01:00 (no offset: UTC).
-Result<int64_t> ParseIsoTime(const std::string& text);
 
 // One message planned into one target.
 struct PlannedMessage {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/message.h"
+#include "core/text.h"
 #include "recovery/imap_client.h"
 #include "recovery/restore.h"
 #include "tests/test_util.h"
