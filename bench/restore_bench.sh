@@ -422,33 +422,7 @@ record_run() { # record_run CASE SECONDS
 }
 
 # ---- 1./2. mbsync ---------------------------------------------------------------------------
-write_rc() { # write_rc RC MAILDIR USER (the config of tests/recovery/bench_mbsync.sh)
-  cat >"$1" <<EOF
-IMAPAccount dovecot
-Host 127.0.0.1
-Port $imap_port
-User $3
-Pass $MV_DOVECOT_USER_PASS
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore far
-Account dovecot
-
-MaildirStore near
-Path $2/
-Inbox $2
-
-Channel push
-Far :far:
-Near :near:
-Patterns INBOX
-Sync Push
-Create Far
-Expunge None
-SyncState *
-EOF
-}
+write_rc() { mbsync_push_rc "$1" "$2" "$3" "$imap_port"; }  # write_rc RC MAILDIR USER
 # mbsync_run CASE USER RUN
 mbsync_run() {
   local k=$1 u=$2 r=$3 md=$work/md-$1-$3 rc_file=$work/mbsyncrc-$1-$3 t0 s rc=0

@@ -48,33 +48,7 @@ DP=$(free_port)
 dovecot_imap_start "$DV" "$DP" || exit 1
 
 # write_rc RC MAILDIR USER
-write_rc() {
-  cat >"$1" <<EOF
-IMAPAccount dovecot
-Host 127.0.0.1
-Port $DP
-User $3
-Pass $MV_DOVECOT_USER_PASS
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore far
-Account dovecot
-
-MaildirStore near
-Path $2/
-Inbox $2
-
-Channel push
-Far :far:
-Near :near:
-Patterns INBOX
-Sync Push
-Create Far
-Expunge None
-SyncState *
-EOF
-}
+write_rc() { mbsync_push_rc "$1" "$2" "$3" "$DP"; }  # write_rc RC MAILDIR USER
 
 since() { python3 -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$1" "$EPOCHREALTIME"; }
 rate() { python3 -c 'import sys; print("%.0f" % (float(sys.argv[1]) / float(sys.argv[2])))' "$1" "$2"; }

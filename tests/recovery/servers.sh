@@ -59,6 +59,36 @@ MV_CYRUS_BIN=${MV_CYRUS_BIN:-/usr/lib/cyrus/bin}
 
 imap_tool() { python3 "$MV_RECOVERY_DIR/imap_tool.py" "$@"; }
 
+# mbsync_push_rc RC MAILDIR USER PORT: an mbsync config pushing MAILDIR into USER's INBOX on
+# the Dovecot at 127.0.0.1:PORT (the benchmark peer of the restore; the blank lines matter).
+mbsync_push_rc() {
+  cat >"$1" <<EOF
+IMAPAccount dovecot
+Host 127.0.0.1
+Port $4
+User $3
+Pass $MV_DOVECOT_USER_PASS
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore far
+Account dovecot
+
+MaildirStore near
+Path $2/
+Inbox $2
+
+Channel push
+Far :far:
+Near :near:
+Patterns INBOX
+Sync Push
+Create Far
+Expunge None
+SyncState *
+EOF
+}
+
 ########################################################################################
 # Cyrus IMAP
 ########################################################################################
