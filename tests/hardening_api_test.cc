@@ -1,0 +1,2 @@
+// Issue 13 regression tests (see the issue text in the commit log).
+#include <gtest/gtest.h>
