@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "capture/password_check.h"
 #include "core/file_util.h"
 #include "core/text.h"
 #include "vault/crypto.h"
@@ -159,7 +160,7 @@ namespace {
 struct LiveSettings {
   CaptureSettings settings;
   std::shared_ptr<asio::ssl::context> tls;  // null: no STARTTLS
-  std::map<std::string, std::string> users;  // login -> password hash
+  PasswordTable passwords;  // the auth-users file
 };
 
 Result<std::shared_ptr<const LiveSettings>> Build(const CaptureSettings& s) {
@@ -181,6 +182,7 @@ Result<std::shared_ptr<const LiveSettings>> Build(const CaptureSettings& s) {
   if (s.require_tls && !live->tls) return InvalidArgument("require-tls needs tls-certificate and tls-key");
   if (!s.auth_users_file.empty()) {
     MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(s.auth_users_file, 4 << 20));
+    std::map<std::string, std::string> users;  // login -> password hash
     MV_RETURN_IF_ERROR(ForEachLine(text, [&](int lineno, std::string_view line) -> Status {
       if (line.empty() || line[0] == '#') return Status::Ok();
       size_t sp = line.find(' ');
@@ -188,12 +190,13 @@ Result<std::shared_ptr<const LiveSettings>> Build(const CaptureSettings& s) {
         return InvalidArgument(s.auth_users_file + ":" + std::to_string(lineno) +
                                ": expected \"LOGIN HASH\" with a hash from `mailvault hash-password`");
       }
-      live->users[std::string(line.substr(0, sp))] = std::string(line.substr(sp + 1));
+      users[std::string(line.substr(0, sp))] = std::string(line.substr(sp + 1));
       return Status::Ok();
     }));
+    live->passwords = PasswordTable(std::move(users));
     if (!live->tls) return InvalidArgument("SMTP AUTH needs TLS (passwords are never taken in the clear): set tls-certificate and tls-key");
   }
-  if (s.require_auth && live->users.empty()) return InvalidArgument("require-auth needs an auth-users file with at least one user");
+  if (s.require_auth && live->passwords.empty()) return InvalidArgument("require-auth needs an auth-users file with at least one user");
   return std::shared_ptr<const LiveSettings>(live);
 }
 
@@ -209,7 +212,8 @@ class CaptureServer::Impl {
         live_(std::move(live)),
         io_(),
         accept_strand_(asio::make_strand(io_)),
-        ingest_(PoolSize(config_.ingest_threads)) {}
+        ingest_(PoolSize(config_.ingest_threads)),
+        passwords_(kPasswordCheckThreads, kMaxPendingPasswordChecks) {}
 
   // The transit budget (SessionSettings::reserve/release), shared by every session.
   bool Reserve(size_t n) {
@@ -254,6 +258,12 @@ class CaptureServer::Impl {
   asio::strand<asio::io_context::executor_type> accept_strand_;  // every acceptor operation
   std::atomic<bool> accept_stopping_{false};
   asio::thread_pool ingest_;
+  // SMTP AUTH's scrypt runs here, never on the I/O threads: two at a time (each holds 32 MiB or
+  // more and a core for a good fraction of a second), at most kMaxPendingPasswordChecks queued
+  // or running; beyond that AUTH is answered 454 4.7.0 at once.
+  static constexpr size_t kPasswordCheckThreads = 2;
+  static constexpr size_t kMaxPendingPasswordChecks = 16;
+  PasswordCheckPool passwords_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   std::vector<ListenAddress> bound_;
   std::vector<std::string> warnings_;
@@ -302,7 +312,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Called (on the strand) when the server stops.
   void Shutdown() {
     if (closed_ || refused_) return;  // a refusal is being written; it closes by itself
-    if (session_.Shutdown() && !writing_ && !delivering_) Act(SmtpSession::Next::kClose);
+    if (session_.Shutdown() && !writing_ && !delivering_ && !checking_) Act(SmtpSession::Next::kClose);
   }
   void ForceClose() { Close(); }
   asio::any_io_executor get_executor_for_post() const { return strand_; }
@@ -320,12 +330,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     CaptureServer::Impl* server = server_;
     s.reserve = [server](size_t n) { return server->Reserve(n); };
     s.release = [server](size_t n) { server->ReleaseTransit(n); };
-    if (!live_->users.empty()) {
+    if (!live_->passwords.empty()) {
       std::shared_ptr<const LiveSettings> live = live_;
       s.check_password = [live](std::string_view user, std::string_view password) {
-        auto it = live->users.find(std::string(user));
-        return it != live->users.end() && VerifyPassword(password, it->second);
+        return live->passwords.Check(user, password);
       };
+      s.defer_password_checks = true;  // CheckPassword() runs it on the server's password pool
     }
     return s;
   }
@@ -344,8 +354,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       Clock::time_point now = Clock::now();
       bool idle = now >= last_activity_ + st.idle_timeout;
       bool too_long = now >= started_ + st.session_timeout;
-      if (delivering_) {
-        // The vault is slow, not the client; look again later (the session limit, already
+      if (delivering_ || checking_) {
+        // The vault (or the password pool) is slow, not the client; look again later (the session limit, already
         // past perhaps, must not make this fire at once over and over).
         last_activity_ = now;
         ArmTimerAt(now + st.idle_timeout);
@@ -395,6 +405,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return Handshake();
       case SmtpSession::Next::kClose:
         return Close();
+      case SmtpSession::Next::kCheckPassword:
+        return CheckPassword();
     }
   }
 
@@ -409,6 +421,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
       tls_->async_read_some(asio::buffer(buffer_), done);
     } else {
       socket_.async_read_some(asio::buffer(buffer_), done);
+    }
+  }
+
+  // The session waits (reading nothing) while its password is checked on the password pool.
+  void CheckPassword() {
+    checking_ = true;
+    auto self = shared_from_this();
+    auto check = std::make_shared<SmtpSession::PasswordCheck>(session_.TakePasswordCheck());
+    std::shared_ptr<const LiveSettings> live = live_;
+    bool queued = server_->passwords_.Submit([this, self, check, live] {
+      const bool ok = live->passwords.Check(check->user, check->password);
+      asio::post(strand_, [this, self, ok] {
+        checking_ = false;
+        last_activity_ = Clock::now();
+        if (closed_) return;
+        session_.PasswordChecked(ok ? SmtpSession::PasswordVerdict::kOk : SmtpSession::PasswordVerdict::kWrong);
+        Act(session_.Resume());
+      });
+    });
+    if (!queued) {
+      checking_ = false;
+      session_.PasswordChecked(SmtpSession::PasswordVerdict::kBusy);
+      Act(session_.Resume());
     }
   }
 
@@ -504,6 +539,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<char, 16384> buffer_;
   bool writing_ = false;
   bool delivering_ = false;
+  bool checking_ = false;  // a password check is on the password pool
   bool closed_ = false;
   bool refused_ = false;
   Clock::time_point started_, last_activity_;
@@ -648,6 +684,9 @@ void CaptureServer::Impl::Stop(std::chrono::milliseconds drain) {
   // Deliveries still in the vault call back into this object: wait for every one (each ends
   // at a group commit, or with an error; the vault always answers).
   while (in_flight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Queued password checks are dropped (their connections are closed by now); a running one
+  // finishes and posts to its strand, which io_.stop() then discards with the connection.
+  passwords_.Stop();
   io_.stop();
   for (auto& t : threads_) t.join();
   threads_.clear();

@@ -237,6 +237,8 @@ SmtpSession::Next SmtpSession::Run() {
         return Next::kStartTls;
       case State::kDelivering:
         return Next::kDeliver;
+      case State::kAuthChecking:
+        return Next::kCheckPassword;
       case State::kData: {
         if (!OnDataBytes()) {
           in_.erase(0, pos_);
@@ -525,16 +527,46 @@ void SmtpSession::AuthResponse(std::string_view line) {
 }
 
 void SmtpSession::FinishAuth(std::string_view user, std::string_view password) {
-  if (user.empty() || !settings_.check_password(user, password)) {
-    // Each guess costs the server a scrypt; three per session is plenty for a real client.
-    if (++auth_failures_ >= kMaxAuthFailures) {
-      Reply("535 5.7.8 authentication credentials invalid");
-      return Abort("4.7.0 too many failed authentications; closing");
-    }
-    return Error("535 5.7.8 authentication credentials invalid");
+  state_ = State::kAuthChecking;
+  pending_check_ = PasswordCheck{std::string(user), std::string(password)};
+  // Deferred: Run() hands the check to the transport and reads nothing more until it answers.
+  if (settings_.defer_password_checks) return;
+  const bool ok = !user.empty() && settings_.check_password(user, password);
+  PasswordChecked(ok ? PasswordVerdict::kOk : PasswordVerdict::kWrong);
+}
+
+SmtpSession::PasswordCheck SmtpSession::TakePasswordCheck() {
+  PasswordCheck c;
+  c.user = pending_check_.user;  // kept: PasswordChecked needs the user name
+  c.password = std::move(pending_check_.password);
+  pending_check_.password.clear();
+  return c;
+}
+
+void SmtpSession::PasswordChecked(PasswordVerdict verdict) {
+  if (state_ != State::kAuthChecking) return;
+  state_ = State::kReady;
+  std::string user = std::move(pending_check_.user);
+  pending_check_ = {};
+  switch (verdict) {
+    case PasswordVerdict::kOk:
+      auth_user_ = std::move(user);
+      Reply("235 2.7.0 authentication successful");
+      break;
+    case PasswordVerdict::kWrong:
+      // Each guess costs the server a scrypt; three per session is plenty for a real client.
+      if (++auth_failures_ >= kMaxAuthFailures) {
+        Reply("535 5.7.8 authentication credentials invalid");
+        return Abort("4.7.0 too many failed authentications; closing");
+      }
+      Error("535 5.7.8 authentication credentials invalid");
+      break;
+    case PasswordVerdict::kBusy:
+      // RFC 4954 6: not a wrong password, so not counted as a guess or a protocol error.
+      Reply("454 4.7.0 temporary authentication failure: too many logins being checked; try again later");
+      break;
   }
-  auth_user_ = std::string(user);
-  Reply("235 2.7.0 authentication successful");
+  if (shutting_down_) Abort("4.3.2 the archive is shutting down; try again later");
 }
 
 bool SmtpSession::OnDataBytes() {

@@ -45,6 +45,10 @@ struct SessionSettings {
   bool require_auth = false;   // MAIL is refused until AUTH
   // Checks a user name and password (AUTH PLAIN/LOGIN); null: AUTH is not offered.
   std::function<bool(std::string_view user, std::string_view password)> check_password;
+  // The transport checks passwords itself, elsewhere (scrypt is slow by design and must not
+  // run on an I/O thread): the session asks with Next::kCheckPassword instead of calling
+  // check_password, and waits for PasswordChecked().
+  bool defer_password_checks = false;
   // A memory budget shared by all sessions for message bytes in transit: reserve(n) is asked
   // before n more bytes are held (false: over budget: the message is read to its end and
   // answered 452 4.3.1, nothing kept); release(n) gives bytes back. Null: no budget.
@@ -71,6 +75,16 @@ class SmtpSession {
     kDeliver,  // write the output, store TakeTransaction(), then call Delivered()
     kStartTls, // write the output, run the TLS handshake, then call TlsStarted()
     kClose,    // write the output, then close the connection
+    kCheckPassword,  // write the output, check TakePasswordCheck(), then call PasswordChecked()
+  };
+
+  struct PasswordCheck {
+    std::string user, password;
+  };
+  enum class PasswordVerdict {
+    kOk,
+    kWrong,
+    kBusy,  // no capacity to check now: answered 454 4.7.0, the client may try again later
   };
 
   SmtpSession(SessionSettings settings, std::string peer);
@@ -90,6 +104,10 @@ class SmtpSession {
   // The outcome of a delivery: a complete reply line without CRLF, e.g. "250 2.0.0 Ok: ...".
   // LMTP repeats it once per accepted recipient (the message is stored once for all).
   void Delivered(std::string_view reply);
+  // The credentials to check (after Next::kCheckPassword).
+  PasswordCheck TakePasswordCheck();
+  // The outcome of that check.
+  void PasswordChecked(PasswordVerdict verdict);
   // The handshake succeeded: the session starts over (RFC 3207), with nothing buffered.
   void TlsStarted();
   // The server is stopping: the next command (or the end of the current transaction) is
@@ -105,7 +123,7 @@ class SmtpSession {
   bool tls_active() const { return tls_active_; }
 
  private:
-  enum class State { kStart, kReady, kMail, kRcpt, kData, kDelivering, kAuthPlain, kAuthLoginUser, kAuthLoginPassword, kTls, kClosed };
+  enum class State { kStart, kReady, kMail, kRcpt, kData, kDelivering, kAuthPlain, kAuthLoginUser, kAuthLoginPassword, kAuthChecking, kTls, kClosed };
 
   Next Run();
   Next OnCommand(std::string_view line);
@@ -134,6 +152,7 @@ class SmtpSession {
   std::string helo_;
   std::string auth_user_;
   std::string auth_login_user_;
+  PasswordCheck pending_check_;  // kAuthChecking: the credentials the transport is checking
   uint64_t messages_ = 0;
 
   Transaction txn_;

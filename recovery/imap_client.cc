@@ -391,6 +391,35 @@ Result<std::vector<std::pair<uint32_t, std::string>>> ImapClient::FetchMessages(
   return out;
 }
 
+Status ValidateImapFlag(std::string_view flag) {
+  auto bad = [&](const std::string& why) {
+    std::string shown;
+    for (unsigned char c : flag.substr(0, 64)) {
+      if (c >= 0x20 && c < 0x7f) {
+        shown.push_back(static_cast<char>(c));
+      } else {
+        static const char kHex[] = "0123456789abcdef";
+        shown += std::string("\\x") + kHex[c >> 4] + kHex[c & 15];
+      }
+    }
+    if (flag.size() > 64) shown += "...";
+    return InvalidArgument("\"" + shown + "\" is not an IMAP flag: " + why +
+                           " (give a system flag such as \\Seen or \\Flagged, or a keyword such as $Junk)");
+  };
+  if (flag.size() > kMaxImapFlagBytes) return bad("longer than " + std::to_string(kMaxImapFlagBytes) + " bytes");
+  std::string_view atom = flag;
+  if (!atom.empty() && atom[0] == '\\') atom.remove_prefix(1);  // a system flag: "\\" atom
+  if (atom.empty()) return bad("it is empty");
+  for (unsigned char c : atom) {
+    if (c < 0x20 || c >= 0x7f) return bad("it holds a control character, a line break or a non-ASCII byte");
+    if (std::strchr(" (){%*\"\\]", c)) return bad(std::string("it holds '") + static_cast<char>(c) + "'");
+  }
+  if (flag.size() == atom.size() + 1) {
+    if (Upper(std::string(atom)) == "RECENT") return bad("\\Recent is set by the server alone");
+  }
+  return Status::Ok();
+}
+
 std::string UidSet(std::vector<uint32_t> uids) {
   std::sort(uids.begin(), uids.end());
   uids.erase(std::unique(uids.begin(), uids.end()), uids.end());
@@ -408,6 +437,11 @@ std::string UidSet(std::vector<uint32_t> uids) {
 
 Result<std::vector<ImapAppendResult>> ImapClient::Append(const std::string& mailbox, const std::vector<ImapAppend>& messages,
                                                          size_t window) {
+  // Flags go into the command as atoms: one that is not an atom could end the flag list or the
+  // line and run a command of its own. Nothing is sent when one is bad.
+  for (const ImapAppend& m : messages) {
+    for (const std::string& f : m.flags) MV_RETURN_IF_ERROR(ValidateImapFlag(f));
+  }
   const bool literal_plus = Has("LITERAL+");
   if (!literal_plus) window = 1;  // a synchronising literal waits for "+" each time
   std::vector<ImapAppendResult> out(messages.size());
@@ -495,6 +529,9 @@ std::vector<uint32_t> ExpandUidSet(const std::string& set) {
 
 Result<std::vector<ImapAppendResult>> ImapClient::MultiAppend(const std::string& mailbox, const std::vector<ImapAppend>& messages,
                                                               ImapAppendResult* refusal) {
+  for (const ImapAppend& m : messages) {  // as in Append: flags are atoms, or nothing is sent
+    for (const std::string& f : m.flags) MV_RETURN_IF_ERROR(ValidateImapFlag(f));
+  }
   const bool literal_plus = Has("LITERAL+");
   const std::string tag = NextTag();
   std::string out = tag + " APPEND " + ImapQuote(mailbox);

@@ -13,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -111,6 +112,14 @@ class ImapClient {
   std::set<std::string> caps_;
   uint64_t tag_ = 0;
 };
+
+// Refuses what is not an IMAP flag a client may set (RFC 3501 §9 "flag"): a system flag
+// ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", or "\\" + an atom for an
+// extension) or a keyword (an atom, e.g. "$Junk"). An atom is 7-bit text without controls,
+// spaces or any of ( ) { % * " \\ ]; so a flag can never end the flag list or the command
+// line of an APPEND. \\Recent is the server's alone. The error names the flag.
+Status ValidateImapFlag(std::string_view flag);
+inline constexpr size_t kMaxImapFlagBytes = 256;  // no server keeps a longer keyword
 
 // "1:3,7,9:10" for the UIDs (sorted, duplicates dropped).
 std::string UidSet(std::vector<uint32_t> uids);

@@ -142,17 +142,26 @@ Result<std::optional<ImapResponse>> ImapResponseReader::Next() {
   std::string line;
   std::vector<std::string> literals;
   size_t at = pos_;
+  // Checked as soon as the bytes seen (or a literal announced) say the response is over the
+  // limit, not when it is complete: the point is not to buffer it.
+  auto too_big = [&](uint64_t bytes) { return bytes > limits_.max_response_bytes; };
+  auto over = [&] {
+    return LimitExceeded("an IMAP response over " + std::to_string(limits_.max_response_bytes) +
+                         " bytes (limits.max_response_bytes)");
+  };
   for (;;) {
     size_t crlf = buf_.find("\r\n", at);
     if (crlf == std::string::npos) {
       if (buf_.size() - at > limits_.max_line_bytes) {
         return LimitExceeded("an IMAP response line over " + std::to_string(limits_.max_line_bytes) + " bytes");
       }
+      if (too_big(buf_.size() - pos_)) return over();
       return std::optional<ImapResponse>();
     }
     if (crlf - at > limits_.max_line_bytes) {
       return LimitExceeded("an IMAP response line over " + std::to_string(limits_.max_line_bytes) + " bytes");
     }
+    if (too_big(crlf + 2 - pos_)) return over();
     std::string_view seg(buf_.data() + at, crlf - at);
     if (seg.find('\0') != std::string_view::npos) return MalformedInput("IMAP response: a NUL outside a literal");
     std::optional<uint64_t> lit = TrailingLiteral(seg);
@@ -167,6 +176,9 @@ Result<std::optional<ImapResponse>> ImapResponseReader::Next() {
     }
     if (literals.size() >= limits_.max_literals) return LimitExceeded("more than " + std::to_string(limits_.max_literals) + " literals in one IMAP response");
     size_t data = crlf + 2;
+    // The literal and at least the CRLF that ends the response after it (*lit is at most
+    // max_literal_bytes: no overflow).
+    if (too_big(data - pos_ + *lit + 2)) return over();
     if (buf_.size() - data < *lit) return std::optional<ImapResponse>();  // the literal is still arriving
     line.append(seg.substr(0, seg.rfind('{')));
     line += '\0' + std::to_string(literals.size()) + '\0';

@@ -24,6 +24,10 @@ struct ImapLimits {
   uint64_t max_literal_bytes = 160ull << 20;  // a message (above the vault's 150 MiB ceiling)
   size_t max_literals = 10000;                // per response
   size_t max_depth = 16;                      // nested parentheses in one response
+  // One whole response: its lines, CRLFs and literals together. One message (a literal) and
+  // the FETCH line around it fit; a response of literal after literal does not, so a server
+  // cannot make the client buffer max_literals × max_literal_bytes before it answers.
+  uint64_t max_response_bytes = 192ull << 20;
 };
 
 // One token of a response line.

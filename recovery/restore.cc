@@ -212,6 +212,13 @@ json CriteriaJson(const RestoreCriteria& c) {
 
 // ---- inputs ----
 
+Status ValidateRestoreOptions(const RestoreOptions& options) {
+  for (const std::string& f : options.flags) {
+    if (Status st = ValidateImapFlag(f); !st.ok()) return st.error().With("--flag");
+  }
+  return Status::Ok();
+}
+
 Result<ImapEndpoint> ParseImapUrl(const std::string& url, bool allow_plain) {
   ImapEndpoint e;
   std::string rest;
@@ -298,6 +305,7 @@ Result<ImapCredentials> Credentials::For(const std::string& address) const {
 
 Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searcher* searcher, const RestoreCriteria& c,
                                                     const RestoreOptions& options) {
+  MV_RETURN_IF_ERROR(ValidateRestoreOptions(options));
   if (c.users.empty()) return InvalidArgument("name the custodians whose mail is restored (--users)");
   std::vector<std::string> users;
   for (const std::string& u : c.users) users.push_back(NormalizeAddress(u));
@@ -465,6 +473,7 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
 Result<std::unique_ptr<RestoreJob>> RestoreJob::Create(api::StateStore* store, const RestoreTarget& target,
                                                        const RestoreCriteria& criteria, const RestoreOptions& options,
                                                        std::vector<PlannedTarget> plan) {
+  MV_RETURN_IF_ERROR(ValidateRestoreOptions(options));
   char stamp[32];
   time_t now = std::time(nullptr);
   struct tm tm;
@@ -1008,6 +1017,8 @@ struct TargetPass {
 
 Result<JobReport> RestoreJob::Run(Vault& vault, const Credentials& credentials, std::atomic<bool>* stop,
                                   Progress* progress, bool dry_run) {
+  // A job stored before flags were checked may hold one that injects IMAP commands.
+  MV_RETURN_IF_ERROR(ValidateRestoreOptions(options_));
   Progress local;
   if (!progress) progress = &local;
   if (!dry_run) MV_RETURN_IF_ERROR(SetStatus("running"));
@@ -1102,6 +1113,7 @@ Result<JobReport> RestoreJob::Run(Vault& vault, const Credentials& credentials, 
 
 Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Credentials& credentials,
                          const RestoreOptions& options, std::vector<PlannedTarget> plan) {
+  MV_RETURN_IF_ERROR(ValidateRestoreOptions(options));
   RestoreJob job(nullptr, "dry-run");
   job.target_ = target;
   job.options_ = options;

@@ -68,6 +68,10 @@ struct RestoreOptions {
   size_t batch = 128;                   // messages per MULTIAPPEND (or in flight), per journal write
 };
 
+// Refuses options a job must not run with: today, --flag values that are not IMAP flags (each
+// goes into every APPEND command). SelectForRestore, RestoreJob::Create, DryRun and Run call it.
+Status ValidateRestoreOptions(const RestoreOptions& options);
+
 // Where the job appends and as whom. Passwords are never stored: a resumed job reads the
 // auth file again.
 struct RestoreTarget {

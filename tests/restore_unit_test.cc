@@ -262,5 +262,38 @@ TEST_F(Selection, CopiesOfOneMessageAreSelectedOnce) {
   ASSERT_EQ((*plan)[0].copies.size(), 1u);
 }
 
+// Issue 13: a --flag value went into APPEND as it was, so "\\Seen)\r\nx CREATE y" ran a
+// command on the server. A job with such a flag is refused before anything is planned or sent.
+TEST_F(Selection, FlagsThatAreNotImapFlagsAreRefusedUpFront) {
+  Envelope e;
+  e.custodian = "alice@example.test";
+  Add("From: a@x\nTo: alice@example.test\nMessage-ID: <f@x>", e, 100);
+  RestoreCriteria c;
+  c.users = {"alice@example.test"};
+  for (const char* bad : {"\\Seen)\r\nx1 CREATE Injected", "urgent)", "a b", "\\", "", "{5}", "%", "x\"y", "]",
+                          "\\Recent", "caf\xc3\xa9"}) {
+    RestoreOptions o;
+    o.flags = {"\\Seen", bad};
+    Result<std::vector<PlannedTarget>> plan = SelectForRestore(*vault_, nullptr, c, o);
+    EXPECT_FALSE(plan.ok()) << bad;
+    if (!plan.ok()) {
+      EXPECT_EQ(plan.error().code(), ErrorCode::kInvalidArgument) << bad;
+      EXPECT_NE(plan.error().message().find("--flag"), std::string::npos) << plan.error().message();
+    }
+    // A dry run refuses it too, before connecting anywhere.
+    RestoreTarget target{"imap://127.0.0.1:1", {}, ""};
+    target.endpoint.host = "127.0.0.1";
+    target.endpoint.port = 1;
+    Result<JobReport> dry = DryRun(*vault_, target, Credentials{}, o, {});
+    EXPECT_FALSE(dry.ok()) << bad;
+  }
+  for (const char* good : {"\\Seen", "\\Flagged", "\\Answered", "\\Draft", "\\Deleted", "$Junk", "$label1", "Restored",
+                           "\\X-Extension", "a.b-c_d"}) {
+    RestoreOptions o;
+    o.flags = {good};
+    EXPECT_TRUE(SelectForRestore(*vault_, nullptr, c, o).ok()) << good;
+  }
+}
+
 }  // namespace
 }  // namespace mailvault::recovery

@@ -57,8 +57,8 @@ int MillisLeft(Clock::time_point deadline) {
 
 // Between fork and exec only async-signal-safe calls: everything is prepared before fork.
 // `status` is close-on-exec: if execv fails, its errno goes there.
-[[noreturn]] void ExecChild(const char* path, char* const argv[], int in, int out, int err, int status, pid_t parent,
-                            const rlimit& as, const rlimit& cpu) {
+[[noreturn]] void ExecChild(const char* path, char* const argv[], char* const envp[], int in, int out, int err, int status,
+                            pid_t parent, const rlimit& as, const rlimit& cpu) {
   // Die with the thread that started us, even if it is killed before it can kill us.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(126);
@@ -84,7 +84,7 @@ int MillisLeft(Clock::time_point deadline) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   signal(SIGPIPE, SIG_DFL);
-  execv(path, argv);
+  execve(path, argv, envp);
   int e = errno;
   ssize_t ignored = write(3, &e, sizeof e);
   (void)ignored;
@@ -147,6 +147,11 @@ HelperRun RunHelperProcess(const std::string& path, std::string_view input, cons
   const rlimit cpu{cpu_s, cpu_s + 1};
   std::string path_copy = path;
   char* argv[] = {path_copy.data(), nullptr};
+  // The helper parses hostile PDFs: it gets none of our environment (MAILVAULT_PASSPHRASE and
+  // the key file's path live there), only what poppler needs to run.
+  char env_path[] = "PATH=/usr/bin:/bin";
+  char env_lang[] = "LANG=C.UTF-8";
+  char* envp[] = {env_path, env_lang, nullptr};
   const pid_t parent = getpid();
 
   pid_t pid = fork();
@@ -155,7 +160,7 @@ HelperRun RunHelperProcess(const std::string& path, std::string_view input, cons
     return run;
   }
   if (pid == 0) {
-    ExecChild(path_copy.c_str(), argv, in_child.get(), out_child.get(), err_child.get(), status_child.get(), parent, as,
+    ExecChild(path_copy.c_str(), argv, envp, in_child.get(), out_child.get(), err_child.get(), status_child.get(), parent, as,
               cpu);
   }
 

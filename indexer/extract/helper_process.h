@@ -33,8 +33,9 @@ struct HelperRun {
 };
 
 // Runs `path` (no arguments) with `input` on its stdin. Safe to call from several threads.
-// The child gets no file descriptors but 0, 1 and 2, an empty signal mask, no core dumps, and
-// dies with the calling thread (PR_SET_PDEATHSIG). The caller must not set SIGCHLD to SIG_IGN.
+// The child gets no file descriptors but 0, 1 and 2, an empty signal mask, no core dumps, an
+// environment of PATH=/usr/bin:/bin and LANG=C.UTF-8 alone (nothing of the caller's, whose
+// environment may hold MAILVAULT_PASSPHRASE), and dies with the calling thread (PR_SET_PDEATHSIG). The caller must not set SIGCHLD to SIG_IGN.
 HelperRun RunHelperProcess(const std::string& path, std::string_view input, const HelperLimits& limits);
 
 }  // namespace mailvault::extract_internal
