@@ -1,5 +1,6 @@
 // The SMTP/LMTP command and DATA parser (capture/smtp_session.h), fed whole and in pieces.
-// Input: byte 0 picks the protocol, STARTTLS and the piece size; the rest is what a client
+// Input: byte 0 picks the protocol, STARTTLS, whether password checks are deferred to the
+// transport (as the server does) and the piece size; the rest is what a client
 // sends. Checks: every reply line is "ddd" + ' ' or '-' and ends in CRLF; nothing stored is
 // over the size limit; without STARTTLS (which drops what arrived with it, by design) the
 // answers and the messages do not depend on how the input was cut.
@@ -27,6 +28,7 @@ Run Drive(const SessionSettings& settings, std::string_view input, size_t piece)
   session.Greet();
   bool closed = false;
   size_t delivered = 0;
+  size_t checks = 0;
   auto handle = [&](SmtpSession::Next next) {
     for (;;) {
       r.output += session.TakeOutput();
@@ -35,6 +37,16 @@ Run Drive(const SessionSettings& settings, std::string_view input, size_t piece)
         if (t.data.size() > settings.limits.max_message_bytes) std::abort();
         r.messages.push_back(t.data);
         session.Delivered(++delivered % 3 ? "250 2.0.0 Ok" : "451 4.3.0 later");
+        next = session.Resume();
+        continue;
+      }
+      if (next == SmtpSession::Next::kCheckPassword) {
+        // As the server's password pool answers: the check, or "busy" every third time.
+        mailvault::capture::SmtpSession::PasswordCheck c = session.TakePasswordCheck();
+        using Verdict = mailvault::capture::SmtpSession::PasswordVerdict;
+        session.PasswordChecked(++checks % 3 == 0                          ? Verdict::kBusy
+                                : settings.check_password(c.user, c.password) ? Verdict::kOk
+                                                                              : Verdict::kWrong);
         next = session.Resume();
         continue;
       }
@@ -75,7 +87,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   s.limits.max_message_bytes = 4096;
   s.limits.max_recipients = 5;
   s.check_password = [](std::string_view u, std::string_view p) { return u == "u" && p == "p"; };
-  size_t piece = 1 + (mode >> 2);
+  s.defer_password_checks = mode & 4;
+  size_t piece = 1 + (mode >> 3);
   Run whole = Drive(s, input, input.size() ? input.size() : 1);
   Run cut = Drive(s, input, piece);
   CheckReplies(whole.output);
