@@ -1,5 +1,10 @@
 #include "api/auth.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
 #include "core/bytes.h"
 #include "vault/crypto.h"
 
@@ -18,6 +23,21 @@ int64_t SteadyMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 }  // namespace
+
+std::string ClientKey(const std::string& peer) {
+  in6_addr a6;
+  if (::inet_pton(AF_INET6, peer.c_str(), &a6) != 1) return peer;  // IPv4 (or not an address): as it is
+  if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+    char v4[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &a6.s6_addr[12], v4, sizeof v4)) return v4;
+    return peer;
+  }
+  // One site or one customer line gets a whole /64 (RFC 6177): its 2^64 addresses are one client.
+  std::memset(&a6.s6_addr[8], 0, 8);
+  char v6[INET6_ADDRSTRLEN];
+  if (!::inet_ntop(AF_INET6, &a6, v6, sizeof v6)) return peer;
+  return std::string(v6) + "/64";
+}
 
 uint64_t Authenticator::failed_logins() const {
   std::lock_guard<std::mutex> l(mu_);
@@ -54,8 +74,9 @@ void Authenticator::RecordFailure(const std::string& name, const std::string& pe
 }
 
 std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& name, const std::string& password,
-                                                            const std::string& peer) {
+                                                            const std::string& peer_address) {
   const int64_t now = Now();
+  const std::string peer = ClientKey(peer_address);
   {
     std::lock_guard<std::mutex> l(mu_);
     auto p = by_peer_.find(peer);
@@ -91,9 +112,12 @@ std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& n
     return AuthRefusal{429, "this account is locked after repeated failed logins; an admin can unlock it", (*user)->locked_until - now};
   }
   {
-    // scrypt needs ~32 MiB and ~0.1 s: only a few at once, or a login storm takes the memory.
-    std::unique_lock<std::mutex> l(checks_mu_);
-    if (!checks_cv_.wait_for(l, std::chrono::seconds(5), [&] { return checks_running_ < settings_.password_checks_at_once; })) {
+    // scrypt takes tens of MiB and a large fraction of a second: only a few at once, or a
+    // login storm takes the memory and the CPU. A login that finds every slot taken is
+    // refused at once rather than parked: a parked login holds an API worker, and a few
+    // hundred of them held every worker and stalled every other request for seconds.
+    std::lock_guard<std::mutex> l(checks_mu_);
+    if (checks_running_ >= settings_.password_checks_at_once) {
       return AuthRefusal{503, "too many logins at once; try again in a moment", 1};
     }
     ++checks_running_;
@@ -104,7 +128,6 @@ std::variant<LoginResult, AuthRefusal> Authenticator::Login(const std::string& n
     std::lock_guard<std::mutex> l(checks_mu_);
     --checks_running_;
   }
-  checks_cv_.notify_one();
   if (!good) {
     int64_t lock_until = 0;
     int count = 0;

@@ -4,15 +4,18 @@
 //   - A failed login for a name makes the next attempt wait min(2^(k-1), 60) s after failure k
 //     (429 + Retry-After, no password check); 10 in a row lock the name for 15 min. Unknown
 //     names are treated the same, and checked against a dummy hash, so neither the answer nor
-//     its timing tells whether a user exists. An address with 30 failures in the last 10 min
-//     is refused until fewer than 30 remain in that window (at most 10 min). Nothing locks forever: anyone could lock out the CEO.
+//     its timing tells whether a user exists. An address (an IPv6 /64: ClientKey) with 30
+//     failures in the last 10 min is refused until fewer than 30 remain in that window (at
+//     most 10 min). Nothing locks forever: anyone could lock out the CEO.
+//   - At most password_checks_at_once scrypt checks run at a time; a login that finds them all
+//     busy gets 503 + Retry-After at once instead of waiting, so a login storm holds at most
+//     that many API workers and every other request keeps being answered.
 //   - Sessions ("mvs_…") expire after 30 min idle and 8 h at most; logout, a password or role
 //     change and disabling the user end them. Only SHA-256 of a token is kept.
 //   - A token acts with its user's current role and scope; disabling the user stops it.
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <variant>
 #include <cstdint>
 #include <deque>
@@ -42,8 +45,16 @@ struct AuthSettings {
   int64_t max_backoff_seconds = 60;
   int per_address_failures = 30;
   int64_t per_address_window = 10 * 60;
-  size_t password_checks_at_once = 2;  // scrypt takes ~32 MiB and ~0.1 s each
+  // Password checks (scrypt: 32 MiB and ~0.1 s each at N=2^15, 4x both at 2^17) at once; a
+  // login past this is refused with 503 at once, never queued (see Login).
+  size_t password_checks_at_once = 2;
 };
+
+// Whom the per-address login limit counts a peer address as: an IPv4 address as it is (also
+// when it arrives IPv4-mapped, ::ffff:a.b.c.d), an IPv6 address as its /64 ("2001:db8::/64"):
+// one subscriber gets a whole /64, so counting single addresses would let one client
+// try without limit.
+std::string ClientKey(const std::string& peer);
 
 // Why a login or a credential was refused: the HTTP status, what to say, and when to retry.
 struct AuthRefusal {
@@ -98,8 +109,7 @@ class Authenticator {
   std::map<std::string, int64_t> last_used_flushed_;    // token id -> last_used written
   uint64_t failed_logins_ = 0;
   std::mutex checks_mu_;
-  std::condition_variable checks_cv_;
-  size_t checks_running_ = 0;
+  size_t checks_running_ = 0;  // REQUIRES: checks_mu_
 };
 
 }  // namespace mailvault::api

@@ -161,22 +161,23 @@ bool ExportRunner::SaveUnlessCancelled(const ExportJob& job) {
   return true;
 }
 
-void ExportRunner::Cancel(const std::string& id) {
+Status ExportRunner::Cancel(const std::string& id, const std::function<Status(const ExportJob&)>& before_write) {
   // Under mu_ throughout, so the runner's next save (SaveUnlessCancelled) sees the
-  // cancellation and cannot write its own state over it.
+  // cancellation and cannot write its own state over it, and ExpireOld cannot expire the job
+  // between what before_write saw and what is written.
   std::lock_guard<std::mutex> l(mu_);
+  MV_ASSIGN_OR_RETURN(std::optional<ExportJob> found, records_->GetJob(id));
+  if (!found) return NotFound("no export " + id);
+  ExportJob job = *found;
+  MV_RETURN_IF_ERROR(before_write(job));
   cancelled_.insert(id);
-  Result<std::optional<ExportJob>> j = records_->GetJob(id);
-  if (j.ok() && *j) {
-    ExportJob job = **j;
-    ::unlink(ArtefactPath(job).c_str());
-    ::unlink((ArtefactPath(job) + ".part").c_str());
-    ::unlink(ManifestPath(job).c_str());
-    if (job.state == "queued" || job.state == "running") job.state = "cancelled";
-    else if (job.state == "done") job.state = "deleted";
-    job.finished = job.finished ? job.finished : NowSeconds();
-    (void)records_->PutJob(job);
-  }
+  ::unlink(ArtefactPath(job).c_str());
+  ::unlink((ArtefactPath(job) + ".part").c_str());
+  ::unlink(ManifestPath(job).c_str());
+  if (job.state == "queued" || job.state == "running") job.state = "cancelled";
+  else if (job.state == "done") job.state = "deleted";
+  job.finished = job.finished ? job.finished : NowSeconds();
+  return records_->PutJob(job);
 }
 
 size_t ExportRunner::ExpireOld() {
@@ -184,14 +185,22 @@ size_t ExportRunner::ExpireOld() {
   if (!jobs.ok()) return 0;
   size_t n = 0;
   const int64_t now = NowSeconds();
-  for (ExportJob& j : *jobs) {
-    if (j.state != "done" || j.expires_at == 0 || j.expires_at > now) continue;
+  auto due = [now](const ExportJob& j) { return j.state == "done" && j.expires_at != 0 && j.expires_at <= now; };
+  for (const ExportJob& listed : *jobs) {
+    if (!due(listed)) continue;
+    // Looked at again under the lock: request threads and the runner call this at once, and a
+    // job may have been deleted since the list was read.
+    std::lock_guard<std::mutex> l(mu_);
+    Result<std::optional<ExportJob>> current = records_->GetJob(listed.id);
+    if (!current.ok() || !*current || !due(**current)) continue;
+    ExportJob j = **current;
     ::unlink(ArtefactPath(j).c_str());
     ::unlink(ManifestPath(j).c_str());
     j.state = "expired";
     if (records_->PutJob(j).ok()) {
       ++n;
       AuditEvent e;
+      e.user = j.owner;
       e.auth = "system";
       e.action = "export.expire";
       e.target = j.id;

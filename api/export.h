@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -33,11 +34,15 @@ class ExportRunner {
   Status Start();
   void Stop();
   void Enqueue(const std::string& id);
-  // Stops the job if it runs; its files are deleted.
-  void Cancel(const std::string& id);
+  // Stops the job if it runs; its files are deleted. before_write sees the job as it is at
+  // that moment, with no expiry or state change able to come in between (the audit entry:
+  // when it fails, nothing is cancelled).
+  Status Cancel(const std::string& id, const std::function<Status(const ExportJob&)>& before_write);
   std::string ArtefactPath(const ExportJob& j) const;
   std::string ManifestPath(const ExportJob& j) const;
-  // Deletes artefacts past their expiry; returns how many.
+  // Deletes artefacts past their expiry; returns how many. Safe to call from any thread, as
+  // often as wanted: each export expires once (one export.expire entry), and one deleted or
+  // cancelled meanwhile stays so.
   size_t ExpireOld();
 
   // Writes one export (exposed for tests): the messages of ids, in order, to out_path.
@@ -57,6 +62,8 @@ class ExportRunner {
   Records* records_;
   AuditLog* audit_;
   ExportSettings settings_;
+  // Held across every change of a job's state (saves, cancellation, expiry) together with the
+  // entry that records it, so that two of them cannot interleave.
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::string> queue_;

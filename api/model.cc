@@ -279,6 +279,14 @@ Status Records::PutUser(const User& u) {
   return store_->Write({{"u/" + u.name, Dump(u.ToJson())}});
 }
 
+Status Records::CreateUser(const User& u, const std::function<Status()>& before_write) {
+  std::lock_guard<std::mutex> l(rmw_);
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->Get("u/" + u.name));
+  if (existing) return Error(ErrorCode::kAlreadyExists, "a user named " + u.name + " exists");
+  MV_RETURN_IF_ERROR(before_write());
+  return store_->Write({{"u/" + u.name, Dump(u.ToJson())}});
+}
+
 Status Records::UpdateUser(const std::string& name, const std::function<Status(User&)>& edit) {
   std::lock_guard<std::mutex> l(rmw_);
   MV_ASSIGN_OR_RETURN(std::optional<User> u, GetRecord<User>(store_, "u/" + name));

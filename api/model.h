@@ -101,9 +101,14 @@ class Records {
 
   Result<std::optional<User>> GetUser(const std::string& name) const;
   Status PutUser(const User& u);
+  // Writes a new user: kAlreadyExists when the name is taken. The check and the write are one
+  // step under the lock every other user change takes, so of two creations of one name
+  // exactly one succeeds. before_write runs in between (the audit entry: recorded only for
+  // the creation that happens, and the user is not written when it fails).
+  Status CreateUser(const User& u, const std::function<Status()>& before_write);
   // Reads the user, applies edit and writes it back, with no other change to the records in
   // between (a failed login's lock must not undo an admin's change made meanwhile). NotFound
-  // when there is no such user.
+  // when there is no such user; an error from edit writes nothing.
   Status UpdateUser(const std::string& name, const std::function<Status(User&)>& edit);
   Result<std::vector<User>> Users() const;
 

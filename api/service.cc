@@ -305,8 +305,9 @@ Response ApiService::Dispatch(const Request& req, Principal* who, std::string* r
         if (no->status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"mailvault\"");
         // Refused credentials are audited (nobody is authenticated: the route is the target),
         // at most once a minute per address with the count of the others, so that anyone who
-        // can reach the port cannot fill the disk with audit entries.
-        if (uint64_t suppressed = 0; RefusalToAudit(req.peer, &suppressed)) {
+        // can reach the port cannot fill the disk with audit entries (an IPv6 /64 counts as
+        // one address, ClientKey).
+        if (uint64_t suppressed = 0; RefusalToAudit(ClientKey(req.peer), &suppressed)) {
           (void)Audit(c, "auth.refused", std::string(req.method) + " " + route->path, no->status,
                       json{{"reason", no->detail}, {"refusals_not_recorded_since_last", suppressed}});
         }
@@ -375,8 +376,18 @@ Response ApiService::Login(Context& c) {
   std::string password = StringField(c.body, "password", true, 1024);
   std::variant<LoginResult, AuthRefusal> r = auth_->Login(name, password, c.req.peer);
   if (const AuthRefusal* no = std::get_if<AuthRefusal>(&r)) {
-    Status s = Audit(c, "auth.login_failed", name, no->status, json{{"reason", no->detail}});
-    (void)s;
+    // A password that was checked and wrong (401) is always recorded. A refusal made without
+    // checking one (429 backoff or lock, 503 busy) costs the client nothing and comes back at
+    // once, so a login storm would turn into thousands of synced entries a second: those are
+    // recorded like refused credentials, the first per address each minute with the count of
+    // the others.
+    uint64_t suppressed = 0;
+    if (no->status == 401) {
+      (void)Audit(c, "auth.login_failed", name, no->status, json{{"reason", no->detail}});
+    } else if (RefusalToAudit("login " + ClientKey(c.req.peer), &suppressed)) {
+      (void)Audit(c, "auth.login_failed", name, no->status,
+                  json{{"reason", no->detail}, {"refusals_not_recorded_since_last", suppressed}});
+    }
     Response resp = Problem(no->status, no->status == 401 ? "unauthenticated" : no->status == 429 ? "too-many-attempts" : "busy", no->detail);
     if (no->retry_after > 0) resp.headers.emplace_back("Retry-After", std::to_string(no->retry_after));
     return resp;
@@ -433,11 +444,15 @@ Response ApiService::CreateUser(Context& c) {
       Fail(400, "bad-query", "scope.query: " + q.error().message());
     }
   }
+  // Checked here to spare a slow password hash for a name that is taken; CreateUser checks
+  // again, atomically, so that two admins creating one name make one user and one entry.
   if (Must(records_->GetUser(name))) Fail(409, "conflict", "a user named " + name + " exists");
   u.password_hash = HashPassword(password);
   u.created = u.credentials_changed = NowSeconds();
-  Must(Audit(c, "user.create", name, 201, json{{"role", RoleName(u.role)}, {"scope", u.scope.ToJson()}}));
-  Must(records_->PutUser(u));
+  Status s = records_->CreateUser(
+      u, [&] { return Audit(c, "user.create", name, 201, json{{"role", RoleName(u.role)}, {"scope", u.scope.ToJson()}}); });
+  if (!s.ok() && s.error().code() == ErrorCode::kAlreadyExists) Fail(409, "conflict", s.error().message());
+  Must(s);
   return Response::Json(201, u.PublicJson());
 }
 
@@ -487,8 +502,9 @@ Response ApiService::UpdateUser(Context& c) {
   if (scope) changed["scope"] = scope->ToJson();
   if (unlock) changed["unlock"] = true;
   const bool end_sessions = role || password_hash || scope || (disabled && *disabled);
-  Must(Audit(c, "user.update", name, 200, changed));
   User written;
+  // The entry is written inside the update, once the change is known to be valid against the
+  // record as it is now: a change refused there (or a user gone meanwhile) leaves no entry.
   Status s = records_->UpdateUser(name, [&](User& u) -> Status {
     if (role) u.role = *role;
     if (password_hash) u.password_hash = *password_hash;
@@ -501,7 +517,7 @@ Response ApiService::UpdateUser(Context& c) {
     if (!u.scope.empty() && u.role != Role::kReviewer) return InvalidArgument("only reviewers are scoped (clear the scope with \"scope\": null)");
     if (end_sessions) u.credentials_changed = NowSeconds();
     written = u;
-    return Status::Ok();
+    return Audit(c, "user.update", name, 200, changed);
   });
   if (!s.ok() && s.error().code() == ErrorCode::kInvalidArgument) BadRequest(s.error().message());
   Must(s);
@@ -865,8 +881,9 @@ Response ApiService::ExportManifest(Context& c) {
 
 Response ApiService::DeleteExport(Context& c) {
   ExportJob j = OwnJob(c);
-  Must(Audit(c, "export.delete", j.id, 204, json{{"state", j.state}}));
-  exports_->Cancel(j.id);
+  // Recorded with the state the job has when it is cancelled (not when it was read above):
+  // an expiry in between would otherwise make the entry say "done" of an expired export.
+  Must(exports_->Cancel(j.id, [&](const ExportJob& now) { return Audit(c, "export.delete", j.id, 204, json{{"state", now.state}}); }));
   return Response::Empty(204);
 }
 
