@@ -23,7 +23,10 @@ PasswordTable::PasswordTable(std::map<std::string, std::string> users, VerifyFn 
   std::string_view common = "$scrypt$ln=15,r=8,p=1$";
   size_t most = 0;
   for (const auto& [p, n] : params) {
-    if (n > most) most = n, common = p;
+    if (n > most) {
+      most = n;
+      common = p;
+    }
   }
   dummy_ = std::string(common) + Base64Encode(RandomBytes(16)) + "$" + Base64Encode(RandomBytes(32));
   for (auto& [login, hash] : users) users_.emplace(login, std::move(hash));

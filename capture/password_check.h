@@ -27,7 +27,7 @@ class PasswordTable {
   // How a password is checked against a hash: VerifyPassword (vault/crypto.h); tests count.
   using VerifyFn = std::function<bool(std::string_view password, std::string_view hash)>;
 
-  PasswordTable() = default;
+  PasswordTable() : PasswordTable(std::map<std::string, std::string>{}) {}
   // users: login -> "$scrypt$..." hash.
   explicit PasswordTable(std::map<std::string, std::string> users, VerifyFn verify = {});
 
