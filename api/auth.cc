@@ -199,6 +199,7 @@ std::variant<Principal, AuthRefusal> Authenticator::Authenticate(const std::stri
     if ((*t)->expires < now) return AuthRefusal{401, "the API token has expired; create a new one", 0};
     p.name = (*t)->user;
     p.auth = "token:" + (*t)->id;
+    p.issued_by = (*t)->issued_by;
     issued = 0;  // tokens outlive password changes (they are revoked one by one)
     // last_used is written at most once a minute per token: not a synced write per request.
     bool flush = false;
@@ -220,6 +221,12 @@ std::variant<Principal, AuthRefusal> Authenticator::Authenticate(const std::stri
   if (issued && issued < (*user)->credentials_changed) {
     Logout(hash);
     return AuthRefusal{401, "the account's password or role changed since this session began; log in again", 0};
+  }
+  // Checked at every use, not only when the token was made: a role changed since must not
+  // turn an admin's token into a way to read mail as someone else.
+  if (!p.issued_by.empty() && ReadsContent((*user)->role)) {
+    return AuthRefusal{401, "this API token was created by the admin " + p.issued_by + ", and a " + RoleName((*user)->role) +
+                                " acts only with credentials of their own; log in and create a token (POST /api/v1/tokens)", 0};
   }
   p.role = (*user)->role;
   p.scope = (*user)->scope;

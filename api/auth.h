@@ -35,6 +35,7 @@ struct Principal {
   Scope scope;
   std::string auth;          // "session" or "token:<id>"
   std::string session_hash;  // for logout
+  std::string issued_by;     // the admin who created the token for this user, if one did
 };
 
 struct AuthSettings {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "core/bytes.h"
 #include "core/file_util.h"
 #include "core/message.h"
+#include "core/text.h"
 #include "indexer/searcher.h"
 
 namespace mailvault::api {
@@ -381,10 +383,17 @@ Status ExportRunner::Write(const Vault& vault, const Records& records, const std
       if (s.date) date = Rfc3339(*s.date);
       Result<ParsedMessage> parsed = ParseMessage(raw, MessageLimits{});
       if (parsed.ok()) to = Join(parsed->to);
+      // Each custodian once, compared whole (a substring test dropped bob@x after jimbob@x),
+      // and only those of the job's scope: the others' mailboxes are not the reviewer's to see.
+      std::vector<std::string> named;
       for (const Envelope& e : m->envelopes) {
-        if (!e.custodian.empty() && custodian.find(e.custodian) == std::string::npos) {
-          custodian += (custodian.empty() ? "" : "; ") + e.custodian;
+        if (e.custodian.empty() || std::find(named.begin(), named.end(), e.custodian) != named.end()) continue;
+        if (!job->custodians.empty() &&
+            std::find(job->custodians.begin(), job->custodians.end(), NormalizeAddress(e.custodian)) == job->custodians.end()) {
+          continue;
         }
+        named.push_back(e.custodian);
+        custodian += (custodian.empty() ? "" : "; ") + e.custodian;
       }
       manifest += CsvField(id.Hex()) + "," + CsvField(message_id) + "," + CsvField(date) + "," + CsvField(from) + "," +
                   CsvField(to) + "," + std::to_string(raw.size()) + "," + sha + "," + CsvField(custodian) + "\r\n";

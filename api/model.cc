@@ -24,6 +24,8 @@ const char* RoleName(Role r) {
   return "reviewer";
 }
 
+bool ReadsContent(Role r) { return r == Role::kReviewer || r == Role::kAuditor; }
+
 std::optional<Role> ParseRole(std::string_view s) {
   for (Role r : {Role::kAdmin, Role::kOperator, Role::kReviewer, Role::kAuditor}) {
     if (s == RoleName(r)) return r;
@@ -156,13 +158,16 @@ Result<User> User::FromJson(const json& j) {
 }
 
 json Token::ToJson() const {
-  return json{{"id", id}, {"hash", hash}, {"user", user}, {"label", label},
-              {"created", created}, {"expires", expires}, {"last_used", last_used}};
+  json j{{"id", id}, {"hash", hash}, {"user", user}, {"label", label},
+         {"created", created}, {"expires", expires}, {"last_used", last_used}};
+  if (!issued_by.empty()) j["issued_by"] = issued_by;
+  return j;
 }
 
 json Token::PublicJson() const {
   json j{{"id", id}, {"user", user}, {"label", label}, {"created", Rfc3339(created)}, {"expires_at", Rfc3339(expires)}};
   if (last_used) j["last_used"] = Rfc3339(last_used);
+  if (!issued_by.empty()) j["issued_by"] = issued_by;
   return j;
 }
 
@@ -173,6 +178,7 @@ Result<Token> Token::FromJson(const json& j) {
     t.hash = j.at("hash").get<std::string>();
     t.user = j.at("user").get<std::string>();
     t.label = Field<std::string>(j, "label", "");
+    t.issued_by = Field<std::string>(j, "issued_by", "");
     t.created = Field<int64_t>(j, "created", 0);
     t.expires = Field<int64_t>(j, "expires", 0);
     t.last_used = Field<int64_t>(j, "last_used", 0);
@@ -196,10 +202,12 @@ Result<SavedSearch> SavedSearch::FromJson(const json& j) {
 }
 
 json ExportJob::ToJson() const {
-  return json{{"id", id}, {"owner", owner}, {"format", format}, {"query", query}, {"filter", filter},
-              {"state", state}, {"error", error}, {"total", total}, {"done", done}, {"bytes", bytes},
-              {"manifest_sha256", manifest_sha256}, {"artefact_sha256", artefact_sha256},
-              {"created", created}, {"finished", finished}, {"expires_at", expires_at}};
+  json j{{"id", id}, {"owner", owner}, {"format", format}, {"query", query}, {"filter", filter},
+         {"state", state}, {"error", error}, {"total", total}, {"done", done}, {"bytes", bytes},
+         {"manifest_sha256", manifest_sha256}, {"artefact_sha256", artefact_sha256},
+         {"created", created}, {"finished", finished}, {"expires_at", expires_at}};
+  if (!custodians.empty()) j["custodians"] = custodians;
+  return j;
 }
 
 json ExportJob::PublicJson(bool with_query) const {
@@ -223,6 +231,7 @@ Result<ExportJob> ExportJob::FromJson(const json& j) {
     e.format = j.at("format").get<std::string>();
     e.query = j.at("query").get<std::string>();
     e.filter = Field<std::string>(j, "filter", "");
+    e.custodians = Field<std::vector<std::string>>(j, "custodians", {});
     e.state = j.at("state").get<std::string>();
     e.error = Field<std::string>(j, "error", "");
     e.total = Field<uint64_t>(j, "total", 0);
@@ -317,7 +326,8 @@ Status Records::TouchToken(const std::string& hash, int64_t when) {
 }
 Result<std::vector<Token>> Records::Tokens() const { return ScanRecords<Token>(store_, "t/"); }
 
-Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& user, const std::string& label, int days) {
+Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& user, const std::string& label, int days,
+                                                           const std::string& issued_by) {
   Token t;
   t.id = NewRecordId();
   // 32 random bytes: the entropy makes a slow hash unnecessary; only SHA-256 is stored.
@@ -325,6 +335,7 @@ Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& us
   t.hash = Sha256Hex(secret);
   t.user = user;
   t.label = label;
+  t.issued_by = issued_by;
   t.created = NowSeconds();
   t.expires = t.created + int64_t{days} * 86400;
   MV_RETURN_IF_ERROR(PutToken(t));

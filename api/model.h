@@ -26,6 +26,9 @@ namespace mailvault::api {
 
 enum class Role { kAdmin, kOperator, kReviewer, kAuditor };
 const char* RoleName(Role r);
+// Reviewers read mail, auditors the audit trail (queries, who looked at what): the roles
+// nobody may act as but their holder.
+bool ReadsContent(Role r);
 std::optional<Role> ParseRole(std::string_view s);
 
 // What a scoped reviewer may see: messages of these custodians (any, when empty) that also
@@ -60,6 +63,10 @@ struct Token {
   std::string hash;  // hex SHA-256 of the secret token
   std::string user;
   std::string label;
+  // The admin who created it for `user`, "" when the user made it (or the shell did). Every
+  // action taken with it names them, and it stops working while its user's role can read
+  // mail or the audit trail (docs/api.md, "API tokens").
+  std::string issued_by;
   int64_t created = 0, expires = 0, last_used = 0;
   nlohmann::json ToJson() const;
   nlohmann::json PublicJson() const;
@@ -75,6 +82,9 @@ struct SavedSearch {
 
 struct ExportJob {
   std::string id, owner, format, query, filter, state = "queued", error;
+  // The custodians of the owner's scope when the export was made (empty: unscoped); the
+  // manifest's custodian column names no one else.
+  std::vector<std::string> custodians;
   uint64_t total = 0, done = 0, bytes = 0;
   std::string manifest_sha256, artefact_sha256;
   int64_t created = 0, finished = 0, expires_at = 0;
@@ -120,7 +130,8 @@ class Records {
   Status TouchToken(const std::string& hash, int64_t when);
   Result<std::vector<Token>> Tokens() const;
   // Creates an API token for user; returns the record and the secret (shown once).
-  Result<std::pair<Token, std::string>> CreateToken(const std::string& user, const std::string& label, int days);
+  Result<std::pair<Token, std::string>> CreateToken(const std::string& user, const std::string& label, int days,
+                                                    const std::string& issued_by = "");
 
   Result<std::optional<SavedSearch>> GetSavedSearch(const std::string& id) const;
   Status PutSavedSearch(const SavedSearch& s);

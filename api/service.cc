@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <set>
@@ -122,6 +123,27 @@ json EnvelopeJson(const Envelope& e) {
   return j;
 }
 
+// What of a capture's envelope a reviewer with this scope may see. A scope's custodians
+// admit a message because one of its captures is theirs; the message's other captures (other
+// people's mailboxes, journal reports whose recipient lists name Bcc recipients) are not. So
+// a custodian-scoped reviewer sees only the captures of their custodians, without journal
+// report text and with recipients cut to those custodians; a query-only scope limits which
+// messages, not which captures (nullopt: not shown at all).
+std::optional<Envelope> EnvelopeInScope(const Envelope& e, const Scope& scope) {
+  if (scope.custodians.empty()) return e;
+  auto theirs = [&](const std::string& address) {
+    return std::find(scope.custodians.begin(), scope.custodians.end(), NormalizeAddress(address)) != scope.custodians.end();
+  };
+  if (e.custodian.empty() || !theirs(e.custodian)) return std::nullopt;
+  Envelope shown = e;
+  shown.journal_report.clear();
+  shown.recipients.clear();
+  for (const std::string& r : e.recipients) {
+    if (theirs(r)) shown.recipients.push_back(r);
+  }
+  return shown;
+}
+
 }  // namespace
 
 struct ApiService::Context {
@@ -213,6 +235,8 @@ Status ApiService::Audit(Context& c, const std::string& action, const std::strin
     e.user = c.who->name;
     e.role = RoleName(c.who->role);
     e.auth = c.who->auth;
+    // A token an admin made for someone else: every entry it causes names the admin too.
+    if (!c.who->issued_by.empty()) details["issued_by"] = c.who->issued_by;
   }
   e.source = c.req.peer;
   e.action = action;
@@ -412,6 +436,7 @@ Response ApiService::Logout(Context& c) {
 
 Response ApiService::Me(Context& c) {
   json j{{"name", c.who->name}, {"role", RoleName(c.who->role)}, {"auth", c.who->auth}};
+  if (!c.who->issued_by.empty()) j["issued_by"] = c.who->issued_by;
   if (!c.who->scope.empty()) j["scope"] = c.who->scope.ToJson();
   return Response::Json(200, j);
 }
@@ -541,14 +566,28 @@ Response ApiService::ListTokens(Context& c) {
 Response ApiService::CreateToken(Context& c) {
   std::string label = StringField(c.body, "label", false, 200);
   int days = static_cast<int>(IntField(c.body, "expires_days", settings_.default_token_days, 1, settings_.max_token_days));
-  std::string user = c.who->name;
+  std::string user = c.who->name, issued_by;
   if (c.body.contains("user")) {
     user = StringField(c.body, "user", true, 64);
     if (user != c.who->name && c.who->role != Role::kAdmin) Fail(403, "forbidden", "only an admin creates tokens for others");
-    if (!ValidUserName(user) || !Must(records_->GetUser(user))) BadRequest("no user named " + user);
+    std::optional<User> holder = ValidUserName(user) ? Must(records_->GetUser(user)) : std::nullopt;
+    if (!holder) BadRequest("no user named " + user);
+    if (user != c.who->name) {
+      // Separation of duties: an admin reads no mail and no audit trail, so may not hold a
+      // credential that does. Such people create their own tokens; a service account that
+      // needs one gets it from `mailvault token create` on the host (also audited).
+      if (ReadsContent(holder->role)) {
+        (void)Audit(c, "token.create", user, 403, json{{"label", label}, {"role", RoleName(holder->role)}});
+        Fail(403, "forbidden", std::string("an admin may not create a token for a ") + RoleName(holder->role) +
+                                   ": they read what an admin may not; " + user + " logs in and creates their own");
+      }
+      issued_by = c.who->name;
+    }
   }
-  Must(Audit(c, "token.create", user, 201, json{{"label", label}, {"expires_days", days}}));
-  auto [token, secret] = Must(records_->CreateToken(user, label, days));
+  json details{{"label", label}, {"expires_days", days}};
+  if (!issued_by.empty()) details["for_other_user"] = true;
+  Must(Audit(c, "token.create", user, 201, details));
+  auto [token, secret] = Must(records_->CreateToken(user, label, days, issued_by));
   json j = token.PublicJson();
   j["token"] = secret;
   return Response::Json(201, j);
@@ -671,7 +710,10 @@ Response ApiService::GetMessage(Context& c) {
     if (!(*s)->notes.empty()) j["index_notes"] = (*s)->notes;
   }
   json envs = json::array();
-  for (const StoredEnvelope& e : Must(vault_->GetEnvelopes(id))) envs.push_back(EnvelopeJson(e.envelope));
+  for (const StoredEnvelope& e : Must(vault_->GetEnvelopes(id))) {
+    std::optional<Envelope> shown = EnvelopeInScope(e.envelope, c.who->scope);
+    if (shown) envs.push_back(EnvelopeJson(*shown));
+  }
   j["envelopes"] = envs;
   // The fingerprints beyond the id: the header key and the SHA-256 of each decoded part (what
   // recovery matches a mailbox's copy by, BLUEPRINT decision 10), as `mailvault show` prints.
@@ -835,6 +877,7 @@ Response ApiService::CreateExport(Context& c) {
   // The scope in force now is stored with the job: the export is what the reviewer could see
   // when they asked.
   j.filter = c.who->scope.AsQuery();
+  j.custodians = c.who->scope.custodians;  // the manifest names only these (export.h)
   j.id = NewRecordId();
   j.owner = c.who->name;
   j.created = NowSeconds();
