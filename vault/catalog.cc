@@ -47,7 +47,7 @@ std::string EncodePackInfo(const PackInfo& p) {
   w.PutVarint(p.number);
   w.PutVarint(p.applied_bytes);
   w.PutVarint(p.records);
-  w.PutU8(p.sealed ? 1 : 0);
+  w.PutU8(p.sealed ? 1 : p.closed ? 2 : 0);  // 2 (closed) is read as open by older versions
   w.PutString(p.sha256);
   return w.Take();
 }
@@ -59,7 +59,8 @@ bool DecodePackInfo(std::string_view b, PackInfo* p) {
       !r.GetVarint(&p->records) || !r.GetU8(&sealed) || !r.GetString(&sha)) {
     return false;
   }
-  p->sealed = sealed != 0;
+  p->sealed = sealed == 1;
+  p->closed = sealed == 2;
   p->sha256 = std::string(sha);
   return true;
 }

@@ -62,6 +62,9 @@ struct PackInfo {
   uint64_t records = 0;
   bool sealed = false;
   std::string sha256;          // of the sealed pack's bytes before its SEAL record
+  // Closed without a seal: damage was found in it (or it is shorter than the catalog knew),
+  // so nothing is ever appended to it again. Its intact records stay readable.
+  bool closed = false;
 };
 
 struct VaultStats {

@@ -141,17 +141,72 @@ bool RecordScanner::Next(RawRecord* rec) {
   Result<RawRecord> r = ParseFramedRecord(data_.substr(pos_), base_ + pos_);
   if (!r.ok()) {
     error_ = r.error().message();
-    // A frame whose declared length runs past the end of the file is what an interrupted
-    // append leaves behind; so is a header cut short.
-    size_t left = data_.size() - pos_;
-    torn_ = left < kRecordHeaderSize ||
-            (DecodeU32(data_.data() + pos_) == kRecordMagic &&
-             kRecordOverhead + static_cast<uint64_t>(DecodeU32(data_.data() + pos_ + 8)) > left);
     return false;
   }
+  error_.clear();
   *rec = *r;
   pos_ += rec->length;
   return true;
+}
+
+namespace {
+// Could these bytes be the start of a frame the writer was still appending? Every byte that is
+// present must be what a writer puts there: the magic, a known type, zero flags and reserved
+// bytes, and a length the format allows.
+bool PlausibleFrameStart(std::string_view b) {
+  char magic[4];
+  EncodeU32(magic, kRecordMagic);
+  for (size_t i = 0; i < 4 && i < b.size(); ++i) {
+    if (b[i] != magic[i]) return false;
+  }
+  if (b.size() > 4 && (static_cast<uint8_t>(b[4]) < 1 || static_cast<uint8_t>(b[4]) > 4)) return false;
+  for (size_t i = 5; i < 8 && i < b.size(); ++i) {
+    if (b[i] != 0) return false;
+  }
+  if (b.size() >= kRecordHeaderSize && DecodeU32(b.data() + 8) > kMaxRecordBody) return false;
+  return true;
+}
+}  // namespace
+
+bool RecordScanner::torn() const {
+  if (pos_ >= data_.size()) return false;
+  std::string_view rest = data_.substr(pos_);
+  if (!PlausibleFrameStart(rest)) return false;
+  if (rest.size() >= kRecordHeaderSize && kRecordOverhead + static_cast<uint64_t>(DecodeU32(rest.data() + 8)) <= rest.size()) {
+    return false;  // the whole frame is present, and wrong: damage
+  }
+  // A complete frame whose length field alone was damaged: with the length that reaches
+  // exactly to the end, its CRC checks out. That record was written whole: not torn.
+  if (rest.size() >= kRecordOverhead) {
+    std::string patched(rest.substr(0, rest.size() - kRecordTrailerSize));
+    EncodeU32(patched.data() + 8, static_cast<uint32_t>(rest.size() - kRecordOverhead));
+    if (Crc32c(patched) == DecodeU32(rest.data() + rest.size() - kRecordTrailerSize)) return false;
+  }
+  // A valid frame after it means the length was damaged, not that the write was cut short.
+  return FindFrame(pos_ + 1) == data_.size();
+}
+
+size_t RecordScanner::FindFrame(size_t from) const {
+  char magic[4];
+  EncodeU32(magic, kRecordMagic);
+  std::string_view needle(magic, 4);
+  for (size_t at = from; at < data_.size();) {
+    size_t hit = data_.find(needle, at);
+    if (hit == std::string_view::npos) break;
+    if (ParseFramedRecord(data_.substr(hit), base_ + hit).ok()) return hit;
+    at = hit + 1;
+  }
+  return data_.size();
+}
+
+RecordScanner::Damage RecordScanner::Skip() {
+  Damage d;
+  d.begin = base_ + pos_;
+  d.why = error_;
+  pos_ = FindFrame(pos_ + 1);
+  d.end = base_ + pos_;
+  error_.clear();
+  return d;
 }
 
 Result<RawRecord> ParseFramedRecord(std::string_view b, uint64_t offset) {

@@ -91,9 +91,10 @@ struct RawRecord {
   std::string_view body;
 };
 
-// Walks the records of a pack held in memory. Stops at the end, or at the first frame that is
-// torn or damaged: tail() tells which, and where, so the caller can truncate a torn tail of the
-// open pack or report corruption in a sealed one.
+// Walks the records of a pack held in memory. Next() stops at the end, or at the first frame
+// that does not parse; then torn() says whether that is the unfinished tail of an interrupted
+// append (the only bytes a caller may ever cut off), and Skip() steps over damage to the next
+// valid frame, so one bad frame never hides the intact records after it.
 class RecordScanner {
  public:
   // pack_bytes holds the pack from offset `base` on (0: the whole pack); offsets are pack offsets.
@@ -101,18 +102,32 @@ class RecordScanner {
   // False at the end or at a bad frame (then error() says why).
   bool Next(RawRecord* rec);
   uint64_t offset() const { return base_ + pos_; }
+  bool at_end() const { return pos_ >= data_.size(); }
   // Set when Next() stopped before the end of the bytes.
   const std::string& error() const { return error_; }
-  // True when what follows the last good record is only a partial write: a frame whose length
-  // runs past the end of the file. Bytes that are present but wrong are not torn: corrupt.
-  bool torn() const { return torn_; }
+  // True when what follows the last good record can only be a partial write: a plausible
+  // frame header (or a prefix of one) whose declared length runs past the end of the bytes,
+  // with no valid frame anywhere after it. An impossible length, a bad magic, zeros (what a
+  // power loss leaves in a file extended but never written) or a valid frame further on are
+  // damage, not a torn tail: cutting there would cut acknowledged records.
+  bool torn() const;
+  // After Next() stopped at a bad frame: moves to the next valid frame (magic, sane length,
+  // CRC) or to the end, and returns where the damage began and ended.
+  struct Damage {
+    uint64_t begin = 0;
+    uint64_t end = 0;
+    std::string why;
+  };
+  Damage Skip();
 
  private:
+  // The offset within data_ of the next valid frame at or after from, or data_.size().
+  size_t FindFrame(size_t from) const;
+
   std::string_view data_;
   uint64_t base_;
   uint64_t pos_;  // within data_
   std::string error_;
-  bool torn_ = false;
 };
 
 // Parses one framed record at the start of bytes (for reads through the catalog).

@@ -309,7 +309,7 @@ Status Vault::Recover(OpenReport* report) {
     MV_RETURN_IF_ERROR(ReplayPack(n, info, i + 1 == on_disk.size(), report));
   }
   MV_ASSIGN_OR_RETURN(infos, catalog_->Packs());
-  if (!on_disk.empty() && infos.count(on_disk.back()) && !infos[on_disk.back()].sealed) {
+  if (!on_disk.empty() && infos.count(on_disk.back()) && !infos[on_disk.back()].sealed && !infos[on_disk.back()].closed) {
     Status s = OpenPackForAppend(on_disk.back(), false);
     if (s.ok()) return s;
     report->warnings.push_back(s.error().message() + "; new messages go to a new pack");
@@ -323,7 +323,22 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
   struct stat fst;
   if (::stat(path.c_str(), &fst) != 0) return ErrnoError("cannot stat", path, errno);
   uint64_t size = static_cast<uint64_t>(fst.st_size);
-  if (info.applied_bytes >= size && info.applied_bytes > 0) return Status::Ok();
+  if (info.applied_bytes > size) {
+    // Acknowledged records were in the bytes that are gone. Appending at the shorter size
+    // would bury the gap under new records: close the pack and say what is missing.
+    report->warnings.push_back(path + " is " + std::to_string(size) + " bytes, shorter than the " +
+                               std::to_string(info.applied_bytes) +
+                               " bytes the catalog recorded: acknowledged records past byte " + std::to_string(size) +
+                               " are missing (restore this pack from a copy; `mailvault verify` names the messages)");
+    if (!info.closed && !info.sealed) {
+      info.closed = true;
+      Catalog::Batch batch(catalog_.get());
+      batch.PutPack(info);
+      return catalog_->Commit(&batch);
+    }
+    return Status::Ok();
+  }
+  if (info.applied_bytes == size && info.applied_bytes > 0) return Status::Ok();
   MV_ASSIGN_OR_RETURN(int fd, PackFd(number));
   std::string bytes;
   MV_RETURN_IF_ERROR(PreadAll(fd, 0, size, &bytes, path));
@@ -364,34 +379,37 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     in_batch = 0;
     return Status::Ok();
   };
-  while (scanner.Next(&rec)) {
-    // Flush only where a block starts, so applied_bytes always lands on a block boundary.
-    bool starts_block = rec.type != RecordType::kMessage ||
-                        (rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0);
-    if (starts_block && in_batch >= kReplayBatchRecords) MV_RETURN_IF_ERROR(flush(rec.offset));
-    Status s = Status::Ok();
-    if (rec.type == RecordType::kMessage) {
-      Result<DecodedMessage> d = cursor.Next(rec);
-      s = d.ok() ? ApplyMessage(*d, number, &batch, &st, &fresh) : d.status();
-    } else if (rec.type == RecordType::kSeal) {
-      Result<SealRecord> seal = DecodeSealBody(rec.body);
-      if (seal.ok()) {
-        info.sealed = true;
-        info.sha256 = seal->sha256;
+  for (;;) {
+    while (scanner.Next(&rec)) {
+      // Flush only where a block starts, so applied_bytes always lands on a block boundary.
+      bool starts_block = rec.type != RecordType::kMessage ||
+                          (rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0);
+      if (starts_block && in_batch >= kReplayBatchRecords) MV_RETURN_IF_ERROR(flush(rec.offset));
+      Status s = Status::Ok();
+      if (rec.type == RecordType::kMessage) {
+        Result<DecodedMessage> d = cursor.Next(rec);
+        s = d.ok() ? ApplyMessage(*d, number, &batch, &st, &fresh) : d.status();
+      } else if (rec.type == RecordType::kSeal) {
+        Result<SealRecord> seal = DecodeSealBody(rec.body);
+        if (seal.ok()) {
+          info.sealed = true;
+          info.closed = false;
+          info.sha256 = seal->sha256;
+        }
+        s = seal.status();
+      } else {
+        s = ApplyRecord(rec, number, &batch, &st, &fresh);
       }
-      s = seal.status();
-    } else {
-      s = ApplyRecord(rec, number, &batch, &st, &fresh);
+      if (!s.ok()) report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + s.error().message());
+      ++info.records;
+      ++report->records_replayed;
+      ++in_batch;
     }
-    if (!s.ok()) report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + s.error().message());
-    ++info.records;
-    ++report->records_replayed;
-    ++in_batch;
-  }
-  uint64_t good_end = scanner.offset();
-  if (good_end < size) {
+    if (scanner.at_end()) break;
     if (last && scanner.torn()) {
-      // An append cut short by a crash: it was never acknowledged. Drop it.
+      // An append cut short by a crash: it was never acknowledged (acknowledgement follows the
+      // fdatasync of the whole group). Drop it, and only it.
+      uint64_t good_end = scanner.offset();
       if (::truncate(path.c_str(), static_cast<off_t>(good_end)) != 0) return ErrnoError("cannot truncate", path, errno);
       int tfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (tfd >= 0) {
@@ -399,13 +417,18 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
         ::close(tfd);
       }
       report->torn_bytes_dropped += size - good_end;
-    } else {
-      report->warnings.push_back(path + ": damaged record at offset " + std::to_string(good_end) + " (" + scanner.error() +
-                                 "); later records of this pack are not in the catalog. Run `mailvault verify`.");
-      info.sealed = true;  // never append after damage
+      size = good_end;
+      break;
     }
+    // Damage: step over it to the next valid frame and go on. Only the damaged record is lost,
+    // and the members after it in its compression block (they need it as history; the cursor
+    // names them). Nothing is cut, and nothing more is appended to this pack.
+    RecordScanner::Damage d = scanner.Skip();
+    report->warnings.push_back(path + ": damaged bytes at offset " + std::to_string(d.begin) + ".." + std::to_string(d.end) +
+                               " (" + d.why + "); the record there is lost, the records after it were read. Run `mailvault verify`.");
+    if (!info.sealed) info.closed = true;  // never append after damage
   }
-  return flush(good_end);
+  return flush(size);
 }
 
 Status Vault::ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batch* batch, VaultStats* st,
@@ -1157,6 +1180,7 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     std::lock_guard<std::mutex> l(mu);
     report.problems.push_back(p);
   };
+  for (const auto& [n, info] : infos) expected[n];  // every pack, even one with no message left
   for (auto& entry : expected) {
     // Named, not a structured binding: the lambdas below capture them (clang 14 cannot).
     const uint64_t pack = entry.first;
@@ -1170,6 +1194,7 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
                                         : PreadAll(fd, 0, static_cast<size_t>(st.st_size), &bytes, path);
     if (fd >= 0) ::close(fd);
     if (!rs.ok()) {
+      if (want.empty()) problem("pack " + path + ": " + rs.error().message());
       for (auto& [off, e] : want) problem("message " + e.id.Hex() + ": " + rs.error().message());
       continue;
     }
@@ -1177,6 +1202,10 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     report.bytes_checked += bytes.size();
     uint32_t version;
     if (!DecodePackHeader(bytes, &version).ok()) problem("pack " + path + ": its header is damaged");
+    if (infos[pack].applied_bytes > bytes.size()) {
+      problem("pack " + path + ": " + std::to_string(bytes.size()) + " bytes, shorter than the " +
+              std::to_string(infos[pack].applied_bytes) + " bytes the catalog recorded (cut off)");
+    }
     if (sample_percent >= 100.0 && infos[pack].sealed) {
       size_t seal_len = kRecordOverhead + 40;
       if (bytes.size() < kPackHeaderSize + seal_len ||
@@ -1185,32 +1214,51 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
       }
     }
     // Split the pack into units that decode independently: each compression block, and each
-    // envelope record. A damaged frame is skipped by jumping to the next offset the catalog knows.
+    // envelope record. Damaged bytes are stepped over to the next valid frame.
     struct Unit {
       std::vector<RawRecord> records;
     };
     std::vector<Unit> units;
-    std::map<uint64_t, std::string> frame_errors;  // offset -> why its frame is unreadable
-    uint64_t pos = kPackHeaderSize;
-    while (pos < bytes.size()) {
-      Result<RawRecord> rec = ParseFramedRecord(std::string_view(bytes).substr(pos), pos);
-      if (!rec.ok()) {
-        frame_errors[pos] = rec.error().message();
-        auto next = want.upper_bound(pos);
-        if (next == want.end()) break;
-        pos = next->first;
-        continue;
-      }
-      if (rec->type == RecordType::kMessage) {
-        bool starts = rec->body.size() >= kMessageRecordFixed && DecodeU32(rec->body.data() + kMessageRecordFixed - 4) == 0;
-        if (starts || units.empty() || units.back().records.empty() || units.back().records.back().type != RecordType::kMessage) {
-          units.push_back({});
+    std::vector<RecordScanner::Damage> damage;
+    RecordScanner scanner(bytes, std::min<uint64_t>(kPackHeaderSize, bytes.size()));
+    for (;;) {
+      RawRecord rec;
+      while (scanner.Next(&rec)) {
+        if (rec.type == RecordType::kMessage) {
+          bool starts = rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0;
+          if (starts || units.empty() || units.back().records.empty() || units.back().records.back().type != RecordType::kMessage) {
+            units.push_back({});
+          }
+          units.back().records.push_back(rec);
+        } else if (rec.type == RecordType::kEnvelope) {
+          units.push_back({{rec}});
+          units.push_back({});  // a message after an envelope record starts a new unit
         }
-        units.back().records.push_back(*rec);
-      } else if (rec->type == RecordType::kEnvelope) {
-        units.push_back({{*rec}});
       }
-      pos += rec->length;
+      if (scanner.at_end()) break;
+      damage.push_back(scanner.Skip());
+      units.push_back({});  // nothing decodes across damage
+    }
+    auto damage_at = [&](uint64_t off) -> const RecordScanner::Damage* {
+      for (const auto& d : damage) {
+        if (off >= d.begin && off < d.end) return &d;
+      }
+      return nullptr;
+    };
+    for (const auto& d : damage) {
+      bool named = false;
+      for (auto it = want.lower_bound(d.begin); it != want.end() && it->first < d.end; ++it) named = true;
+      if (named) continue;  // reported below, by message
+      std::string what = "pack " + path + ": bytes " + std::to_string(d.begin) + ".." + std::to_string(d.end) +
+                         " are damaged (" + d.why + ")";
+      // The id field of a damaged message or envelope record, when its header still reads: a
+      // hint for the administrator, not proof (the id bytes may be what was damaged).
+      std::string_view at = std::string_view(bytes).substr(d.begin);
+      if (at.size() >= kRecordHeaderSize + ObjectId::kSize) {
+        what += "; if it held a message or an envelope, its id field reads " +
+                ObjectId::FromBytes(at.substr(kRecordHeaderSize, ObjectId::kSize)).Hex();
+      }
+      problem(what);
     }
     if (sample_percent < 100.0) {
       std::vector<Unit> kept;
@@ -1224,8 +1272,8 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     std::mutex outcome_mu;
     std::atomic<size_t> next{0};
     auto work = [&] {
-      BlockCursor cursor(this);
       for (size_t i; (i = next.fetch_add(1)) < units.size();) {
+        BlockCursor cursor(this);  // a unit after damage may start mid-block: no stale history
         for (const RawRecord& rec : units[i].records) {
           std::string why;
           if (rec.type == RecordType::kMessage) {
@@ -1265,10 +1313,11 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
         why = o->second;
       } else if (sample_percent < 100.0) {
         continue;  // not in the sample
+      } else if (const RecordScanner::Damage* d = damage_at(off)) {
+        why = (d->begin == off ? "" : "its record is unreadable: ") + d->why;
       } else {
-        auto fe = frame_errors.upper_bound(off);
-        why = fe != frame_errors.begin() ? std::prev(fe)->second : "its record is missing from the pack";
-        if (fe != frame_errors.begin() && std::prev(fe)->first != off) why = "its record is unreadable: " + why;
+        why = off >= bytes.size() ? "its record is missing from the pack (the pack was cut off)"
+                                  : "its record is missing from the pack";
       }
       if (why.empty()) {
         (e.envelope ? report.envelopes_checked : report.messages_checked)++;
