@@ -384,14 +384,19 @@ Status ExportRunner::Write(const Vault& vault, const Records& records, const std
       Result<ParsedMessage> parsed = ParseMessage(raw, MessageLimits{});
       if (parsed.ok()) to = Join(parsed->to);
       // Each custodian once, compared whole (a substring test dropped bob@x after jimbob@x),
-      // and only those of the job's scope: the others' mailboxes are not the reviewer's to see.
+      // and only the captures of the job's scope: the others' mailboxes are not the
+      // reviewer's to see (the mbox separator's sender comes from those captures too).
+      auto in_scope = [&](const Envelope& e) {
+        return job->custodians.empty() ||
+               (!e.custodian.empty() &&
+                std::find(job->custodians.begin(), job->custodians.end(), NormalizeAddress(e.custodian)) != job->custodians.end());
+      };
       std::vector<std::string> named;
+      std::string sender;
       for (const Envelope& e : m->envelopes) {
+        if (!in_scope(e)) continue;
+        if (sender.empty()) sender = e.sender;
         if (e.custodian.empty() || std::find(named.begin(), named.end(), e.custodian) != named.end()) continue;
-        if (!job->custodians.empty() &&
-            std::find(job->custodians.begin(), job->custodians.end(), NormalizeAddress(e.custodian)) == job->custodians.end()) {
-          continue;
-        }
         named.push_back(e.custodian);
         custodian += (custodian.empty() ? "" : "; ") + e.custodian;
       }
@@ -400,9 +405,7 @@ Status ExportRunner::Write(const Vault& vault, const Records& records, const std
       if (zip) {
         failed = add_zip_entry("messages/" + id.Hex() + ".eml", raw);
       } else {
-        std::string chunk = "From " + (m->envelopes.empty() || m->envelopes.front().sender.empty() ? std::string("MAILER-DAEMON")
-                                                                                                      : m->envelopes.front().sender) +
-                            " " + AscTime(s.date.value_or(now)) + "\n";
+        std::string chunk = "From " + (sender.empty() ? std::string("MAILER-DAEMON") : sender) + " " + AscTime(s.date.value_or(now)) + "\n";
         AppendMboxrd(raw, &chunk);
         if (std::fwrite(chunk.data(), 1, chunk.size(), mbox) != chunk.size()) failed = IoError("writing " + part);
       }

@@ -470,6 +470,18 @@ def check_tokens(c):
     c.r.status("DELETE own token: 204", resp, 204)
     resp = c.api.call("GET", "/api/v1/me", token=t["token"])
     c.r.problem("the revoked API token: 401", resp, 401, "unauthenticated")
+    # Issue 13 item 6: an admin cannot hold a credential that reads mail or the audit trail.
+    for role in ("reviewer", "auditor"):
+        resp = c.call("admin", "POST", "/api/v1/tokens", body={"user": c.users[role]["name"], "label": "impersonation"})
+        c.r.problem("POST /tokens as admin for a %s: 403" % role, resp, 403, "forbidden")
+    resp = c.call("admin", "POST", "/api/v1/tokens", body={"user": c.users["operator"]["name"], "label": "monitoring"})
+    if c.r.status("POST /tokens as admin for an operator: 201", resp, 201):
+        made = resp.json()
+        me = c.api.call("GET", "/api/v1/me", token=made["token"])
+        c.r.check("  ... /me names the admin as issued_by",
+                  me.status == 200 and me.json().get("issued_by") == c.users["admin"]["name"], me.brief())
+        resp = c.call("admin", "DELETE", "/api/v1/tokens/" + urllib.parse.quote(made["id"]))
+        c.r.status("  ... the admin revokes it: 204", resp, 204)
 
 
 def check_admin(c):
