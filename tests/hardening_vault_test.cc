@@ -3,6 +3,7 @@
 // exactly what was lost.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "core/message.h"
 #include "tests/test_util.h"
@@ -384,6 +386,121 @@ TEST_F(CorruptionMatrix, DamageDoesNotMarkAPackSealed) {
   Result<VerifyReport> vr = (*v)->Verify();
   ASSERT_TRUE(vr.ok());
   for (const std::string& p : vr->problems) EXPECT_EQ(p.find("checksum recorded when it was sealed"), std::string::npos) << p;
+}
+
+}  // namespace
+}  // namespace mailvault
+
+namespace mailvault {
+namespace {
+
+// Fills the file system at dir until it refuses a byte, then gives `leave` bytes back, so the
+// next appends pass the free-space check and meet the full disk in the middle of a write.
+std::string FillDisk(const std::string& dir, off_t leave) {
+  std::string path = dir + "/filler";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  EXPECT_GE(fd, 0);
+  std::string chunk(64 << 10, 'f');
+  for (size_t n = chunk.size(); n > 0;) {
+    ssize_t w = ::write(fd, chunk.data(), n);
+    if (w < 0) {
+      if (errno != ENOSPC) ADD_FAILURE() << "filler: " << strerror(errno);
+      n /= 2;  // the last blocks, in smaller writes
+    }
+  }
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  EXPECT_EQ(::ftruncate(fd, std::max<off_t>(0, size - leave)), 0);
+  ::fsync(fd);
+  ::close(fd);
+  return path;
+}
+
+// A full disk (ENOSPC on the pack append, the SEAL, the new pack and the catalog, whichever
+// comes first) must not latch: once space is freed the same open vault takes mail again, and
+// health() says it was failing meanwhile. Nothing acknowledged is lost.
+TEST(VaultFaults, AFullDiskDoesNotLatchAndHealthTellsMeanwhile) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root (CI runs as root)";
+  InitMessageParsing();
+  TempDir mnt;
+  ASSERT_EQ(::mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=6m"), 0) << strerror(errno);
+  VaultOptions o;
+  o.auto_train_messages = 0;
+  o.min_free_bytes = 0;  // let the appends themselves meet the full disk
+  o.seal_bytes = 96 << 10;
+  KeySource keys;
+  keys.key_file = mnt / "master.key";
+  bool created;
+  ASSERT_TRUE(Vault::Init(mnt / "v", keys, o, &created).ok());
+  std::map<ObjectId, std::string> acked;
+  {
+    auto v = Vault::Open(mnt / "v", keys, o);
+    ASSERT_TRUE(v.ok()) << v.error().ToString();
+    std::mt19937 rng(3);
+    int n = 0;
+    auto next_message = [&] {
+      std::string body;
+      for (int k = 0; k < 300; ++k) body += std::to_string(rng()) + " ";
+      std::string tag = std::to_string(n++);
+      return SimpleMessage("fault " + tag, body, "<fault" + tag + "@x>");
+    };
+    int refused_while_appending = 0;  // past the free-space check: the append itself failed
+    for (int round = 0; round < 4; ++round) {
+      SCOPED_TRACE("round " + std::to_string(round));
+      for (int i = 0; i < 20 + round * 7; ++i) {
+        std::string raw = next_message();
+        Result<IngestResult> r = (*v)->Ingest(raw, Env("s"));
+        ASSERT_TRUE(r.ok()) << r.error().ToString();
+        acked[r->id] = raw;
+      }
+      std::string filler = FillDisk(mnt.path(), (round + 1) * (round + 1) * (8 << 10));
+      int refused = 0;
+      // Bursts: each message alone passes the free-space check, a group together does not.
+      for (int burst = 0; burst < 40 && refused < 3; ++burst) {
+        std::vector<std::pair<std::string, std::future<Result<IngestResult>>>> f;
+        for (int i = 0; i < 24; ++i) {
+          std::string raw = next_message();
+          auto fut = (*v)->IngestAsync(raw, Env("s"));
+          f.emplace_back(std::move(raw), std::move(fut));
+        }
+        for (auto& [raw, fut] : f) {
+          Result<IngestResult> r = fut.get();
+          if (r.ok()) {
+            acked[r->id] = raw;  // it fit
+          } else {
+            ++refused;
+            if (r.error().message().find("nearly full") == std::string::npos) ++refused_while_appending;
+          }
+        }
+      }
+      EXPECT_GT(refused, 0);
+      VaultHealth h = (*v)->health();
+      EXPECT_FALSE(h.ok);
+      EXPECT_NE(h.error.find("No space left"), std::string::npos) << h.error;
+      ASSERT_EQ(::unlink(filler.c_str()), 0);
+      // Space is back: the same vault takes mail again, without a reopen. The first attempt
+      // may come within the retry interval of the last failure.
+      Result<IngestResult> r = Error(ErrorCode::kIoError, "not tried");
+      for (int i = 0; i < 50 && !r.ok(); ++i) {
+        std::string raw = next_message();
+        r = (*v)->Ingest(raw, Env("s"));
+        if (r.ok()) acked[r->id] = raw;
+        else std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      ASSERT_TRUE(r.ok()) << "still latched: " << r.error().ToString();
+      EXPECT_TRUE((*v)->health().ok);
+    }
+    EXPECT_GT(refused_while_appending, 0) << "no round reached the append path";
+    EXPECT_GE((*v)->health().recoveries, 4u);
+    for (auto& [id, raw] : acked) EXPECT_EQ(*(*v)->ReadMessage(id), raw);
+  }
+  auto v = Vault::Open(mnt / "v", keys, o);
+  ASSERT_TRUE(v.ok()) << v.error().ToString();
+  for (auto& [id, raw] : acked) EXPECT_EQ(*(*v)->ReadMessage(id), raw);
+  Result<VerifyReport> vr = (*v)->Verify();
+  ASSERT_TRUE(vr.ok());
+  EXPECT_TRUE(vr->ok()) << vr->problems[0];
+  v->reset();
+  ::umount(mnt.path().c_str());
 }
 
 }  // namespace

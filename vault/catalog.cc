@@ -299,4 +299,10 @@ Status Catalog::Commit(Batch* batch) {
   return Status::Ok();
 }
 
+Status Catalog::Resume() {
+  rocksdb::Status s = db_->Resume();
+  if (!s.ok()) return FromRocks(s, "resume after an error");
+  return Status::Ok();
+}
+
 }  // namespace mailvault

@@ -627,9 +627,11 @@ Result<std::shared_ptr<Vault::Pending>> Vault::Prepare(std::string_view raw, con
   struct statvfs fs;
   if (::statvfs(dir_.c_str(), &fs) == 0 &&
       static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < options_.min_free_bytes + raw.size()) {
-    return Error(ErrorCode::kIoError, "the vault's file system is nearly full (less than " +
-                                          std::to_string(options_.min_free_bytes >> 20) +
-                                          " MiB free); free space and retry (No space left for new messages)");
+    Error e(ErrorCode::kIoError, "the vault's file system is nearly full (less than " +
+                                     std::to_string(options_.min_free_bytes >> 20) +
+                                     " MiB free); free space and retry (No space left for new messages)");
+    SetFailing(e);  // cleared by the next group that commits
+    return e;
   }
   auto p = std::make_shared<Pending>();
   p->id = ObjectId::Of(raw);
@@ -738,13 +740,79 @@ Vault::EncodedBlock Vault::EncodeBlock(const std::vector<std::shared_ptr<Pending
   return out;
 }
 
+VaultHealth Vault::health() const {
+  std::lock_guard<std::mutex> l(health_mu_);
+  return health_;
+}
+
+void Vault::SetFailing(const Error& e) {
+  std::lock_guard<std::mutex> l(health_mu_);
+  if (health_.ok) {
+    health_.ok = false;
+    health_.since_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+    health_.failed_groups = 0;
+  }
+  health_.error = e.message();
+  health_.failed_groups++;
+}
+
+void Vault::SetHealthy() {
+  std::lock_guard<std::mutex> l(health_mu_);
+  if (health_.ok) return;
+  health_.ok = true;
+  health_.error.clear();
+  health_.since_us = 0;
+  health_.recoveries++;
+}
+
+Status Vault::ReopenForAppend() {
+  pack_.reset();
+  MV_RETURN_IF_ERROR(catalog_->Resume());
+  MV_ASSIGN_OR_RETURN(std::vector<uint64_t> on_disk, ListPackNumbers(PacksPath(dir_)));
+  MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
+  MV_ASSIGN_OR_RETURN(stats_, catalog_->Stats());
+  OpenReport report;
+  if (!on_disk.empty()) {
+    uint64_t last = on_disk.back();
+    PackInfo info = infos.count(last) ? infos[last] : PackInfo{last, 0, 0, false, ""};
+    MV_RETURN_IF_ERROR(ReplayPack(last, info, true, &report));
+    MV_ASSIGN_OR_RETURN(infos, catalog_->Packs());
+  }
+  {
+    std::lock_guard<std::mutex> l(change_mu_);
+    last_change_ = stats_.next_change - 1;
+  }
+  change_cv_.notify_all();
+  uint64_t last = on_disk.empty() ? 0 : on_disk.back();
+  if (last && infos.count(last) && !infos[last].sealed && !infos[last].closed &&
+      ::access(PackPath(last).c_str(), F_OK) == 0) {
+    MV_RETURN_IF_ERROR(OpenPackForAppend(last, false));
+    if (pack_->size >= options_.seal_bytes) return SealCurrentPack();  // the seal that failed
+    return Status::Ok();
+  }
+  return OpenPackForAppend(last + 1, true);
+}
+
 void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   auto fail_all = [&](const Error& e) {
+    SetFailing(e);
     for (auto& p : group) p->done(e);
   };
   if (!pack_) {
-    fail_all(IoError("the vault has no writable pack (an earlier error); reopen the vault"));
-    return;
+    // An earlier failure dropped the pack. Try again (not more than every 200 ms, so a disk
+    // that stays full is not hammered): the cause may be gone.
+    auto now = std::chrono::steady_clock::now();
+    Status s = Error(ErrorCode::kIoError, health().error);
+    if (now - last_reopen_try_ >= std::chrono::milliseconds(200)) {
+      last_reopen_try_ = now;
+      s = ReopenForAppend();
+    }
+    if (!s.ok() || !pack_) {
+      pack_.reset();
+      fail_all(IoError("the vault cannot append (" + s.error().message() + "); it retries by itself"));
+      return;
+    }
   }
   OpenPack& pack = *pack_;
   const std::string path = PackPath(pack.number);
@@ -886,7 +954,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   if (!s.ok()) {
     // Take the partial append back, so the pack ends at a record boundary again.
     if (::ftruncate(pack.fd, static_cast<off_t>(base)) != 0 || ::lseek(pack.fd, static_cast<off_t>(base), SEEK_SET) < 0) {
-      pack_.reset();  // unknown state: no further appends until the vault is reopened (replay truncates)
+      pack_.reset();  // unknown state: the next group reopens the pack (replay cuts the partial append)
     }
     fail_all(s.error().With("nothing of this group was stored"));
     return;
@@ -899,13 +967,15 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   batch.PutStats(st);
   s = catalog_->Commit(&batch);
   if (!s.ok()) {
-    // The pack holds the messages durably and the next open replays them into the catalog,
-    // but this process can no longer answer for them: stop accepting appends.
+    // The pack holds the messages durably, but the catalog does not know them: drop the pack,
+    // so the next group first replays them into the catalog (ReopenForAppend). The senders
+    // hear a temporary failure and send again, which finds them stored.
     pack_.reset();
-    fail_all(s.error().With("stored in the pack, but the catalog could not be updated; reopen the vault"));
+    fail_all(s.error().With("stored in the pack, but the catalog could not be updated; the vault retries by itself"));
     return;
   }
   stats_ = st;
+  SetHealthy();
   {
     std::lock_guard<std::mutex> l(change_mu_);
     last_change_ = st.next_change - 1;
@@ -921,7 +991,11 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   }
   if (pack.size >= options_.seal_bytes) {
     Status seal = SealCurrentPack();
-    if (!seal.ok()) pack_.reset();
+    if (!seal.ok()) {
+      // The group is durable and answered; the next group reopens (and seals) by itself.
+      pack_.reset();
+      SetFailing(seal.error().With("sealing or starting a pack"));
+    }
   }
 }
 

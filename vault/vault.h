@@ -82,6 +82,17 @@ struct OpenReport {
   std::vector<std::string> warnings;
 };
 
+// Whether the vault is taking mail. A failed append, seal, new pack or catalog write puts it
+// in the failing state; the committer retries on its own (at most every retry interval) and
+// the next group that commits clears it. Serve's /healthz and `status` report it.
+struct VaultHealth {
+  bool ok = true;
+  std::string error;           // the failure that put it in this state
+  int64_t since_us = 0;        // when it began failing (0 when ok)
+  uint64_t failed_groups = 0;  // commit groups refused since it began failing
+  uint64_t recoveries = 0;     // times it came back by itself since open
+};
+
 class Vault {
  public:
   ~Vault();
@@ -144,6 +155,8 @@ class Vault {
   Result<VerifyReport> Verify(double sample_percent = 100.0,
                               const std::function<void(uint64_t done, uint64_t total)>& progress = {});
 
+  VaultHealth health() const;
+
   const std::string& dir() const { return dir_; }
   // Commit groups (one append + fsync each) since open: group commit at work.
   uint64_t commit_groups() const { return commit_groups_.load(); }
@@ -173,6 +186,12 @@ class Vault {
   Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
   Status OpenPackForAppend(uint64_t number, bool create);
   Status SealCurrentPack();
+  // After a failure dropped the open pack: clears the catalog's error, replays what the pack
+  // holds and the catalog lacks (cutting only an unfinished append), and opens a pack for
+  // appending again. Runs on the committer thread.
+  Status ReopenForAppend();
+  void SetFailing(const Error& e);
+  void SetHealthy();
   Result<std::shared_ptr<Pending>> Prepare(std::string_view raw, const Envelope& envelope);
   void Submit(std::shared_ptr<Pending> p);
   void CommitLoop();
@@ -226,6 +245,10 @@ class Vault {
   std::unique_ptr<OpenPack> pack_;
   VaultStats stats_;
   std::atomic<uint64_t> commit_groups_{0};
+
+  mutable std::mutex health_mu_;
+  VaultHealth health_;                              // REQUIRES: health_mu_
+  std::chrono::steady_clock::time_point last_reopen_try_{};  // the committer's own
 
   mutable std::mutex change_mu_;
   mutable std::condition_variable change_cv_;
