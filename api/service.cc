@@ -364,8 +364,13 @@ Response ApiService::Dispatch(const Request& req, Principal* who, std::string* r
 // ---- operations -----------------------------------------------------------------------------
 
 Response ApiService::Healthz(Context&) {
-  json j{{"status", "ok"}};
-  return Response::Json(200, j);
+  // A load balancer or a monitor reads this: a vault that refuses mail is not healthy, even
+  // though the API answers. The vault's state comes from serve's status (refreshed each second).
+  json s = status_ ? status_() : json::object();
+  if (s.contains("vault") && s["vault"].value("state", "ok") != "ok") {
+    return Response::Json(503, json{{"status", "failing"}, {"vault", s["vault"]}});
+  }
+  return Response::Json(200, json{{"status", "ok"}});
 }
 
 Response ApiService::Metrics(Context&) {

@@ -5,6 +5,7 @@
 // `status` needs no connection to it and works while serve holds the vault's lock.
 #include <signal.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -138,6 +139,25 @@ class IndexFollower {
   std::thread thread_;
 };
 
+// The status file is padded to a fixed size, so that when the disk is full (exactly when an
+// administrator runs `mailvault status`) it can still be rewritten in place, in blocks it
+// already owns, after the atomic replace has failed for want of a new block.
+constexpr size_t kStatusFileBytes = 32 << 10;
+
+Status WriteStatusFile(const std::string& path, const json& j) {
+  std::string text = j.dump(2) + "\n";
+  if (text.size() < kStatusFileBytes) text.append(kStatusFileBytes - text.size(), ' ');  // JSON allows trailing space
+  Status s = ReplaceFileDurably(path, text, 0600);
+  if (s.ok()) return s;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+  struct stat st;
+  if (fd < 0) return s;
+  bool fits = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) == text.size();
+  bool wrote = fits && ::pwrite(fd, text.data(), text.size(), 0) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return wrote ? Status::Ok() : s;
+}
+
 json StatusJson(const Vault& vault, const capture::CaptureServer& server, const IndexFollower* indexer,
                 const std::vector<capture::ListenAddress>& bound, int64_t started, double rate) {
   capture::CaptureStats s = server.stats();
@@ -162,6 +182,13 @@ json StatusJson(const Vault& vault, const capture::CaptureServer& server, const 
          {"messages_per_second", rate},
          {"queues", json{{"in_flight", s.in_flight}, {"vault_commit", vault.queued()}}},
          {"vault_changes", last}};
+  VaultHealth h = vault.health();
+  j["vault"] = json{{"state", h.ok ? "ok" : "failing"}, {"recoveries", h.recoveries}};
+  if (!h.ok) {
+    j["vault"]["error"] = h.error;
+    j["vault"]["since"] = FormatDate(h.since_us / 1000000);
+    j["vault"]["failed_groups"] = h.failed_groups;
+  }
   if (indexer) {
     uint64_t applied = indexer->applied();
     uint64_t lag = last > applied ? last - applied : 0;
@@ -338,7 +365,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       std::lock_guard<std::mutex> l(last_status->first);
       last_status->second = j;
     }
-    if (Status s = ReplaceFileDurably(StatusPath(g.vault_dir), j.dump(2) + "\n", 0600); !s.ok()) {
+    if (Status s = WriteStatusFile(StatusPath(g.vault_dir), j); !s.ok()) {
       Log("cannot write status: " + s.error().ToString());
     }
   }
@@ -404,6 +431,11 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     std::cout << "running:        pid " << j["pid"] << " since " << j["started"].get<std::string>() << "\n";
+    if (j.contains("vault") && j["vault"].value("state", "ok") != "ok") {
+      std::cout << "VAULT FAILING:  since " << j["vault"].value("since", "") << ", " << j["vault"].value("failed_groups", 0)
+                << " commit groups refused (mail gets 4xx and is retried): " << j["vault"].value("error", "")
+                << "\n                it resumes by itself once the cause is gone\n";
+    }
     for (const auto& a : j["listen"]) std::cout << "listening:      " << a.get<std::string>() << "\n";
     std::cout << "sessions:       " << j["sessions"] << " open, " << j["connections"] << " since start ("
               << j["refused_connections"] << " refused)\n"
