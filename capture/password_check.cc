@@ -20,7 +20,7 @@ PasswordTable::PasswordTable(std::map<std::string, std::string> users, VerifyFn 
   for (auto& [login, hash] : users) {
     if (!ParamsOf(hash).empty()) ++params[ParamsOf(hash)];
   }
-  std::string_view common = "$scrypt$ln=15,r=8,p=1$";
+  std::string_view common = "$scrypt$ln=17,r=8,p=1$";  // HashPassword's default (vault/crypto.h)
   size_t most = 0;
   for (const auto& [p, n] : params) {
     if (n > most) {

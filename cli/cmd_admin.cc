@@ -14,7 +14,7 @@ void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("init", "create a vault (and a key file, mode 0600, if none exists)");
   static bool passphrase = false;
   cmd->add_flag("--passphrase", passphrase, "protect the master key with a passphrase instead of a key file "
-                                                   "(read from MAILVAULT_PASSPHRASE or, with --passphrase-stdin, stdin)");
+                                                   "(at least 12 characters; read from MAILVAULT_PASSPHRASE or, with --passphrase-stdin, stdin)");
   cmd->callback([&g, exit_code] {
     if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
       *exit_code = Fail(s.error());

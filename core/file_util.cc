@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 namespace mailvault {
 
@@ -37,6 +38,40 @@ Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
   Status s = PreadAll(fd, 0, static_cast<size_t>(st.st_size), &out, path);
   ::close(fd);
   if (!s.ok()) return s.error();
+  return out;
+}
+
+Result<std::string> ReadPrivateFile(const std::string& path, uint64_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    if (errno == ENOENT) return NotFound(path + " does not exist");
+    return ErrnoError("cannot open", path, errno);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoError("cannot stat", path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgument(path + " is not a regular file (" +
+                           (S_ISDIR(st.st_mode) ? std::string("a directory") : std::string("a device, FIFO or socket")) +
+                           "); give the path of the file itself");
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 0777));
+    return InvalidArgument(path + " holds secrets and other users can access it (mode " + mode + "); run: chmod 600 " + path);
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return LimitExceeded(path + " is " + std::to_string(st.st_size) + " bytes, more than the " +
+                         std::to_string(max_bytes) + " expected");
+  }
+  // Back to blocking reads (O_NONBLOCK was only for the open).
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) (void)::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  std::string out;
+  MV_RETURN_IF_ERROR(PreadAll(fd, 0, static_cast<size_t>(st.st_size), &out, path));
   return out;
 }
 

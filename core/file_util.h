@@ -12,6 +12,14 @@ namespace mailvault {
 
 // Reads a whole file, refusing one larger than max_bytes.
 Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes);
+// Reads a file that holds secrets (a key file, passwords). Opens it once (O_NONBLOCK, so a FIFO
+// cannot hang us), fstat()s that descriptor, and refuses, before reading a byte, anything but a
+// regular file and any mode that gives the group or others access; then reads from the same
+// descriptor, so what was checked is what is read. A symbolic link is followed: its own mode
+// means nothing, and the file it names (the descriptor) is what is checked. Errors:
+// kNotFound (missing), kInvalidArgument (not a regular file; group/other access, with the
+// `chmod 600` to run), kLimitExceeded (larger than max_bytes), kIoError.
+Result<std::string> ReadPrivateFile(const std::string& path, uint64_t max_bytes);
 // Creates path (failing if it exists) with the given mode, writes data, fsyncs file and directory.
 Status WriteNewFileDurably(const std::string& path, std::string_view data, int mode);
 // Replaces path atomically (write to a temporary, fsync, rename, fsync the directory).

@@ -261,12 +261,13 @@ Result<ImapEndpoint> ParseImapUrl(const std::string& url, bool allow_plain) {
 }
 
 Result<Credentials> ReadCredentials(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return NotFound("cannot read the auth file " + path + ": " + std::strerror(errno));
-  if (st.st_mode & 077) {
-    return InvalidArgument("the auth file " + path + " holds passwords and others can read it: chmod 600 " + path);
+  // The mode is checked on the open descriptor before a byte is read (ReadPrivateFile).
+  Result<std::string> read = ReadPrivateFile(path, 16 << 20);
+  if (!read.ok()) {
+    if (read.error().code() == ErrorCode::kInvalidArgument) return InvalidArgument("the auth file " + read.error().message());
+    return read.error().With("cannot read the auth file");
   }
-  MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 16 << 20));
+  const std::string& text = *read;
   Credentials c;
   MV_RETURN_IF_ERROR(ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
     std::string line = Trim(raw);

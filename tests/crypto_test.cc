@@ -1,9 +1,18 @@
 #include "vault/crypto.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <fstream>
+#include <future>
+
+#include "core/file_util.h"
+#include "recovery/restore.h"
 #include "tests/test_util.h"
+#include "vault/vault.h"
 
 namespace mailvault {
 namespace {
@@ -85,6 +94,144 @@ TEST(CryptoTest, KeyslotOpensOnlyWithThePassphrase) {
   Result<SecretKey> bad = Keyslot::Unlock(slot, "wrong horse");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().code(), ErrorCode::kBadKey);
+}
+
+
+// ---- issue 13 item 9: secret files are checked on the descriptor that is read, before reading ----
+
+std::string WriteWithMode(const std::string& path, const std::string& text, mode_t mode) {
+  std::ofstream(path) << text;
+  ::chmod(path.c_str(), mode);
+  return path;
+}
+
+// Runs f on a thread; if it has not returned within a few seconds (blocked opening a FIFO with
+// no writer), opens the FIFO's write end to let it go and reports the hang.
+template <typename F>
+bool ReturnsPromptly(const std::string& fifo, F f) {
+  auto done = std::async(std::launch::async, f);
+  if (done.wait_for(std::chrono::seconds(3)) == std::future_status::ready) return true;
+  int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+  done.wait();
+  if (w >= 0) ::close(w);
+  return false;
+}
+
+TEST(SecretFileTest, KeyFileModeIsCheckedBeforeItsContentsAreRead) {
+  testing::TempDir dir;
+  // Group/other-readable and too large to be a key file: refused for its mode, which is
+  // decided before anything is read (the size limit, a property of the contents, never comes up).
+  std::string loose = WriteWithMode(dir / "loose.key", std::string(100 << 10, 'x'), 0644);
+  Result<SecretKey> r = KeyFile::Read(loose);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kBadKey) << r.error().ToString();
+  EXPECT_NE(r.error().message().find("chmod 600"), std::string::npos) << r.error().message();
+  // Group-readable only: refused too; a valid key file's contents are not used.
+  SecretKey k = SecretKey::Random();
+  std::string group = WriteWithMode(dir / "group.key", KeyFile::Format(k), 0640);
+  r = KeyFile::Read(group);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("mode 640"), std::string::npos) << r.error().message();
+  // 0600: accepted.
+  std::string tight = WriteWithMode(dir / "tight.key", KeyFile::Format(k), 0600);
+  r = KeyFile::Read(tight);
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(r->view(), k.view());
+}
+
+TEST(SecretFileTest, KeyFileThroughASymlinkIsJudgedByTheFileItNames) {
+  // Symbolic links are followed (secret mounts are often links); the link's own mode (0777)
+  // means nothing, the opened file's mode decides.
+  testing::TempDir dir;
+  SecretKey k = SecretKey::Random();
+  std::string tight = WriteWithMode(dir / "tight.key", KeyFile::Format(k), 0600);
+  std::string loose = WriteWithMode(dir / "loose.key", KeyFile::Format(k), 0644);
+  ASSERT_EQ(::symlink(tight.c_str(), (dir / "to-tight").c_str()), 0);
+  ASSERT_EQ(::symlink(loose.c_str(), (dir / "to-loose").c_str()), 0);
+  Result<SecretKey> r = KeyFile::Read(dir / "to-tight");
+  ASSERT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(r->view(), k.view());
+  r = KeyFile::Read(dir / "to-loose");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("chmod 600"), std::string::npos) << r.error().message();
+}
+
+TEST(SecretFileTest, KeyFileThatIsNotARegularFileIsRefused) {
+  testing::TempDir dir;
+  ASSERT_EQ(::mkdir((dir / "d").c_str(), 0700), 0);
+  Result<SecretKey> r = KeyFile::Read(dir / "d");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code(), ErrorCode::kBadKey) << r.error().ToString();
+  EXPECT_NE(r.error().message().find("not a regular file"), std::string::npos) << r.error().message();
+  // A FIFO (mode 0600, nobody writing): refused at once, not waited on.
+  const std::string fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  Result<SecretKey> f = Error(ErrorCode::kInternal, "not run");
+  EXPECT_TRUE(ReturnsPromptly(fifo, [&] { f = KeyFile::Read(fifo); })) << "KeyFile::Read blocked on a FIFO";
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message().find("not a regular file"), std::string::npos) << f.error().message();
+}
+
+TEST(SecretFileTest, RestoreAuthFileIsCheckedOnItsDescriptor) {
+  testing::TempDir dir;
+  Result<recovery::Credentials> c = recovery::ReadCredentials(WriteWithMode(dir / "loose", "a@x l p\n", 0644));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message().find("chmod 600"), std::string::npos) << c.error().message();
+  c = recovery::ReadCredentials(WriteWithMode(dir / "group", "a@x l p\n", 0660));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message().find("chmod 600"), std::string::npos) << c.error().message();
+  c = recovery::ReadCredentials(WriteWithMode(dir / "tight", "a@x l p\n", 0600));
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  ASSERT_EQ(::symlink((dir / "tight").c_str(), (dir / "link").c_str()), 0);
+  c = recovery::ReadCredentials(dir / "link");
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  // A directory (mode 0700 passes a mode check by path) is not a file of credentials.
+  ASSERT_EQ(::mkdir((dir / "d").c_str(), 0700), 0);
+  c = recovery::ReadCredentials(dir / "d");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code(), ErrorCode::kInvalidArgument) << c.error().ToString();
+  EXPECT_NE(c.error().message().find("not a regular file"), std::string::npos) << c.error().message();
+  // A FIFO of mode 0600 with nobody writing: refused at once, not waited on forever.
+  const std::string fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  Result<recovery::Credentials> f = Error(ErrorCode::kInternal, "not run");
+  EXPECT_TRUE(ReturnsPromptly(fifo, [&] { f = recovery::ReadCredentials(fifo); })) << "ReadCredentials blocked on a FIFO";
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message().find("not a regular file"), std::string::npos) << f.error().message();
+}
+
+// ---- issue 13 item 9: scrypt at OWASP's advice, a 12-character minimum master passphrase ----
+
+TEST(CryptoTest, DefaultScryptIsAtLeastOwaspsAdvice) {
+  ScryptParams d;
+  EXPECT_GE(d.n, 1u << 17);
+  EXPECT_GE(d.r, 8u);
+  EXPECT_GE(d.p, 1u);
+  // The defaults run (EVP_PBE_scrypt's memory cap allows them) and say so in the hash.
+  std::string h = HashPassword("correct horse battery staple");
+  EXPECT_EQ(h.rfind("$scrypt$ln=17,r=8,p=1$", 0), 0u) << h;
+  EXPECT_TRUE(VerifyPassword("correct horse battery staple", h));
+  // Hashes and keyslots made with the old default keep verifying: their parameters are stored.
+  std::string old = HashPassword("old password", ScryptParams{1 << 15, 8, 1});
+  EXPECT_EQ(old.rfind("$scrypt$ln=15,r=8,p=1$", 0), 0u) << old;
+  EXPECT_TRUE(VerifyPassword("old password", old));
+  SecretKey m = SecretKey::Random();
+  std::string slot = Keyslot::Create(m, "an old passphrase", ScryptParams{1 << 15, 8, 1});
+  EXPECT_NE(slot.find("kdf: scrypt N=32768 r=8 p=1"), std::string::npos) << slot;
+  Result<SecretKey> back = Keyslot::Unlock(slot, "an old passphrase");
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_EQ(back->view(), m.view());
+}
+
+TEST(CryptoTest, NewMasterPassphrasesHaveAtLeastTwelveCharacters) {
+  testing::TempDir dir;
+  KeySource keys;
+  keys.passphrase = "elevenchars";  // 11
+  bool created = false;
+  Status s = Vault::Init(dir / "v", keys, VaultOptions{}, &created);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.error().message().find("at least 12"), std::string::npos) << s.error().message();
 }
 
 }  // namespace

@@ -171,14 +171,13 @@ Result<SecretKey> KeyFile::Parse(std::string_view text, const std::string& path)
 }
 
 Result<SecretKey> KeyFile::Read(const std::string& path) {
-  MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 64 << 10));
-  struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%o", static_cast<unsigned>(st.st_mode & 0777));
-    return Error(ErrorCode::kBadKey, path + " is readable by other users (mode " + mode + "); run: chmod 600 " + path);
+  // The mode is checked on the open descriptor before a byte is read (ReadPrivateFile).
+  Result<std::string> text = ReadPrivateFile(path, 64 << 10);
+  if (!text.ok()) {
+    if (text.error().code() == ErrorCode::kInvalidArgument) return Error(ErrorCode::kBadKey, text.error().message());
+    return text.error();
   }
-  return Parse(text, path);
+  return Parse(*text, path);
 }
 
 Status KeyFile::Create(const std::string& path, const SecretKey& key) {

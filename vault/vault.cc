@@ -227,7 +227,7 @@ Status Vault::Init(const std::string& dir, const KeySource& keys, const VaultOpt
   VaultFile vf;
   vf.id = RandomBytes(16);
   if (keys.passphrase) {
-    if (keys.passphrase->size() < 8) return InvalidArgument("the passphrase is too short (at least 8 characters)");
+    if (keys.passphrase->size() < 12) return InvalidArgument("the passphrase is too short (at least 12 characters)");
     master = SecretKey::Random();
     MV_RETURN_IF_ERROR(WriteNewFileDurably(KeyslotPath(dir), Keyslot::Create(master, *keys.passphrase, ScryptParams{}), 0600));
     vf.passphrase = true;
