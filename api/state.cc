@@ -1,5 +1,9 @@
 #include "api/state.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
@@ -28,6 +32,8 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& vault_di
   options.keep_log_file_num = 4;
   rocksdb::DB* raw = nullptr;
   const std::string dir = vault_dir + "/state";
+  // Owner-only whatever the umask (RocksDB would make it 0755 & ~umask).
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("cannot create", dir, errno);
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
   return std::unique_ptr<StateStore>(new StateStore(std::unique_ptr<rocksdb::DB>(raw), key));

@@ -231,6 +231,42 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     });
   });
 
+  static uint64_t after_seq = 0;
+  static size_t list_limit = 1000;
+  static std::string list_action, list_user;
+  auto* alist = audit->add_subcommand("list", "print audit entries, oldest first (itself recorded as audit.read)");
+  alist->add_option("--after-seq", after_seq, "only entries after this sequence number");
+  alist->add_option("--action", list_action, "only this action (\"message\" also matches message.view, message.raw, ...)");
+  alist->add_option("--user", list_user, "only this user");
+  alist->add_option("--limit", list_limit, "at most this many entries (default 1000)");
+  alist->add_flag("--json", as_json, "one JSON object a line");
+  alist->callback([&g, exit_code] {
+    WithState(g, exit_code, [](ShellState& s) -> Status {
+      json filters{{"after_seq", after_seq}, {"limit", list_limit}};
+      if (!list_action.empty()) filters["action"] = list_action;
+      if (!list_user.empty()) filters["user"] = list_user;
+      MV_RETURN_IF_ERROR(AuditShell(s, "audit.read", "", json{{"filters", filters}}));
+      api::AuditLog::Filter f;
+      f.after_seq = after_seq;
+      f.limit = list_limit;
+      f.action = list_action;
+      f.user = list_user;
+      MV_ASSIGN_OR_RETURN(std::vector<api::AuditEntry> entries, s.audit->Read(f));
+      for (const api::AuditEntry& e : entries) {
+        if (as_json) {
+          std::cout << e.ToJson().dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+        } else {
+          json j = e.ToJson();
+          std::cout << e.seq << "  " << j.value("time", "") << "  " << (e.event.user.empty() ? "-" : e.event.user) << "  "
+                    << e.event.source << "  " << e.event.action << "  " << (e.event.target.empty() ? "-" : e.event.target)
+                    << (e.event.details.empty() ? "" : "  " + e.event.details.dump(-1, ' ', false, json::error_handler_t::replace))
+                    << "\n";
+        }
+      }
+      return Status::Ok();
+    });
+  });
+
   // ---- api bench-search: the in-process side of bench/api_bench.sh ----
   // The same queries the API is timed with, run by N threads straight on the index (one
   // Searcher each, as the API's workers have), for the same time: what a search costs here

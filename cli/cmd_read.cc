@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <optional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "capture/mail_source.h"
 #include "cli/commands.h"
+#include "cli/shell_state.h"
 #include "core/bytes.h"
 #include "core/file_util.h"
 #include "core/message.h"
@@ -74,6 +77,28 @@ std::unique_ptr<Vault> OpenOrFail(GlobalOptions& g, int* exit_code) {
   return std::move(*v);
 }
 
+// Opens the vault with its audit trail, for commands that show or write out mail: like the REST
+// API, the shell records who read what, and the entry is durable before the content goes out.
+std::optional<ShellState> OpenAuditedOrFail(GlobalOptions& g, int* exit_code) {
+  if (!ResolveOrFail(g, exit_code)) return std::nullopt;
+  Result<ShellState> s = OpenShellState(g, "while `mailvault serve` runs, read mail through the REST API");
+  if (!s.ok()) {
+    *exit_code = Fail(s.error().With("reading mail is audited, and the audit trail cannot be opened"));
+    return std::nullopt;
+  }
+  return std::move(*s);
+}
+
+// Records the audit entry for showing or writing out mail; false (and a failure reported) when it
+// could not be made durable: then nothing may be shown.
+bool AuditOrFail(ShellState& s, const std::string& action, const std::string& target, json details, int* exit_code) {
+  if (Status st = AuditShell(s, action, target, std::move(details)); !st.ok()) {
+    *exit_code = Fail(st.error().With("cannot record the audit entry, so nothing is shown"));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
@@ -119,8 +144,9 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cmd->add_option("ID", id_arg, "message id (or a unique prefix of at least 6 hex digits)")->required();
   cmd->add_flag("--json", as_json, "print as JSON");
   cmd->callback([&g, exit_code] {
-    auto vault = OpenOrFail(g, exit_code);
-    if (!vault) return;
+    std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
+    if (!state) return;
+    Vault* vault = state->vault.get();
     Result<ObjectId> id = vault->Resolve(id_arg);
     if (!id.ok()) {
       *exit_code = Fail(id.error());
@@ -164,6 +190,7 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     } else {
       j["parse_error"] = parsed.error().message();
     }
+    if (!AuditOrFail(*state, "message.view", id->Hex(), json::object(), exit_code)) return;
     if (as_json) {
       std::cout << Dump(j) << "\n";
       return;
@@ -208,14 +235,16 @@ void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string id_arg;
   cmd->add_option("ID", id_arg, "message id (or a unique prefix)")->required();
   cmd->callback([&g, exit_code] {
-    auto vault = OpenOrFail(g, exit_code);
-    if (!vault) return;
+    std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
+    if (!state) return;
+    Vault* vault = state->vault.get();
     Result<ObjectId> id = vault->Resolve(id_arg);
     Result<std::string> raw = id.ok() ? vault->ReadMessage(*id) : Result<std::string>(id.error());
     if (!raw.ok()) {
       *exit_code = Fail(raw.error());
       return;
     }
+    if (!AuditOrFail(*state, "message.raw", id->Hex(), json{{"bytes", raw->size()}}, exit_code)) return;
     Status s = WriteAll(1, *raw, "stdout");
     if (!s.ok()) *exit_code = Fail(s.error());
   });
@@ -229,8 +258,9 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cmd->add_option("TARGET", target, "the mbox file or Maildir directory to create")->required();
   cmd->add_option("ID", ids, "message ids (default: every message)");
   cmd->callback([&g, exit_code] {
-    auto vault = OpenOrFail(g, exit_code);
-    if (!vault) return;
+    std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
+    if (!state) return;
+    Vault* vault = state->vault.get();
     std::vector<ObjectId> chosen;
     for (const std::string& s : ids) {
       Result<ObjectId> id = vault->Resolve(s);
@@ -250,6 +280,16 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
         return;
       }
     }
+    json details{{"format", format}, {"messages", chosen.size()}};
+    if (ids.empty()) {
+      details["all"] = true;
+    } else {
+      details["ids"] = json::array();
+      for (const ObjectId& id : chosen) details["ids"].push_back(id.Hex());
+    }
+    std::error_code ec;
+    const std::filesystem::path where = std::filesystem::absolute(target, ec);
+    if (!AuditOrFail(*state, "export.create", ec ? target : where.string(), details, exit_code)) return;
     uint64_t n = 0;
     Status s;
     if (format == "mbox") {

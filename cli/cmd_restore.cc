@@ -122,6 +122,7 @@ void PrintPlan(const JobReport& r, bool as_json) {
 int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Credentials& cred, bool as_json) {
   std::error_code ec;
   std::filesystem::create_directories(JobsDir(g), ec);
+  std::filesystem::permissions(JobsDir(g), std::filesystem::perms::owner_all, ec);
   const std::string pidfile = JobsDir(g) + "/" + job.id() + ".pid", cancelfile = JobsDir(g) + "/" + job.id() + ".cancel";
   // A cancel asked for while this job was not running (the vault held by serve) still holds.
   if (std::filesystem::exists(cancelfile)) {

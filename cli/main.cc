@@ -1,5 +1,7 @@
 // mailvault-admin: every subcommand of `mailvault` (see `mailvault --help`). The `mailvault`
 // front (main_front.cc) answers search and count itself and runs this for everything else.
+#include <sys/stat.h>
+
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -7,6 +9,10 @@
 
 int main(int argc, char** argv) {
   using namespace mailvault::cli;
+  // Everything mailvault creates (the vault, its catalog, index and state, exports, restore
+  // jobs) is for its owner only, whatever the caller's umask: the index holds mail's words in
+  // clear. Files and directories that must be shared are chmod'ed explicitly (none today).
+  ::umask(077);
   mailvault::InitMessageParsing();
   CLI::App app{"mailvault: an archive that keeps every message once, compressed, encrypted and fingerprinted"};
   app.require_subcommand(1);

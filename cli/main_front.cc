@@ -6,6 +6,7 @@
 // libraries (RocksDB, GMime and theirs: 39 shared objects) costs about 10 ms per process. This
 // binary links only Xapian and zstd, so `mailvault search` in a script's loop starts in about
 // 2 ms (docs/benchmarks.md). Everything else pays one extra exec, well under a millisecond.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -43,6 +44,7 @@ std::string AdminPath() {
 
 int main(int argc, char** argv) {
   using namespace mailvault::cli;
+  ::umask(077);  // owner-only, as in mailvault-admin (main.cc), which inherits it
   const std::string sub = Subcommand(argc, argv);
   if (sub != "search" && sub != "count") {
     const std::string admin = AdminPath();

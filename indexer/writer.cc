@@ -1,6 +1,9 @@
 #include "indexer/index.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -53,13 +56,15 @@ Result<std::unique_ptr<IndexWriter>> IndexWriter::Recreate(const std::string& va
   std::unique_ptr<IndexWriter> w(new IndexWriter(IndexDir(vault_dir), options));
   size_t n = options.shards ? options.shards : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, kMaxShards);
   std::error_code ec;
-  std::filesystem::create_directories(w->dir_, ec);
+  std::filesystem::create_directories(DirName(w->dir_), ec);
+  // Owner-only whatever the umask: the index holds the words of every message in clear.
+  if (!ec && ::mkdir(w->dir_.c_str(), 0700) != 0 && errno != EEXIST) ec = std::error_code(errno, std::generic_category());
   if (ec) return IoError("cannot create " + w->dir_ + ": " + ec.message());
   // Open every shard with DB_CREATE_OR_OVERWRITE first: that takes each shard's lock, so a
   // running writer is not pulled from under; then drop shards beyond the new count.
   MV_RETURN_IF_ERROR(w->OpenShards(n, Xapian::DB_CREATE_OR_OVERWRITE));
   for (size_t k = n; k < kMaxShards; ++k) std::filesystem::remove_all(ShardDir(w->dir_, k), ec);
-  MV_RETURN_IF_ERROR(ReplaceFileDurably(w->dir_ + "/shards", std::to_string(n) + "\n", 0644));
+  MV_RETURN_IF_ERROR(ReplaceFileDurably(w->dir_ + "/shards", std::to_string(n) + "\n", 0600));
   return w;
 }
 

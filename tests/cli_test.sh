@@ -4,6 +4,9 @@
 #   cli_test.sh PATH_TO_MAILVAULT    (needs MAILVAULT_CORPUS, the corpus Maildir)
 set -euo pipefail
 MV=$1
+# The caller's umask must not decide who can read the vault (issue 13 item 9): run with a
+# permissive one and check every file and directory the commands create below.
+umask 022
 : "${MAILVAULT_CORPUS:?set MAILVAULT_CORPUS to the corpus Maildir (scripts/test.sh does)}"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -83,6 +86,41 @@ diff <(mv list --json | python3 -c 'import json,sys; print("\n".join(sorted(m["i
      <("$MV" --vault "$T/v2" --key-file "$T/k2" list --json | python3 -c 'import json,sys; print("\n".join(sorted(m["id"] for m in json.load(sys.stdin))))') \
   || fail "mbox export did not round-trip every message"
 
+# reading mail from the shell is audited like the REST API (issue 13 item 9): cat is
+# message.raw, show message.view, export export.create; the entry is durable before the
+# content goes out, and with no audit trail to write to nothing goes out at all
+audit_count() { mv audit verify --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["entries"])'; }
+a0=$(audit_count)
+mv cat "$id" >/dev/null || fail "cat"
+mv show "$id" >/dev/null || fail "show"
+mv export --to mbox "$T/audited.mbox" "$id" >/dev/null || fail "export one message"
+mv audit verify | grep -q "^audit trail ok" || fail "audit verify after cat/show/export: $(mv audit verify 2>&1)"
+a1=$(audit_count)
+[ "$a1" -eq $((a0 + 3)) ] || fail "cat/show/export recorded $((a1 - a0)) audit entries, not 3"
+# (`audit list` records an audit.read of its own before it reads)
+mv audit list --json --after-seq "$a0" > "$T/audit.json" || fail "audit list"
+python3 - "$T/audit.json" "$id" "$T/audited.mbox" <<'PY' || fail "audit entries: $(cat "$T/audit.json")"
+import json, sys
+es = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+assert len(es) == 4 and es[3]["action"] == "audit.read", es
+acts = [(e["action"], e["target"], e["source"]) for e in es[:3]]
+assert acts[0] == ("message.raw", sys.argv[2], "cli"), acts
+assert acts[1] == ("message.view", sys.argv[2], "cli"), acts
+assert acts[2][0] == "export.create" and acts[2][1].endswith("audited.mbox") and acts[2][2] == "cli", acts
+assert es[0]["details"]["bytes"] > 0 and es[2]["details"]["messages"] == 1 and es[2]["details"]["format"] == "mbox", es
+PY
+# no audit trail to write to (its store replaced by a file): nothing is shown or exported
+cp -r "$T/v" "$T/vnoaudit"
+rm -rf "$T/vnoaudit/state" && : > "$T/vnoaudit/state"
+nov() { "$MV" --vault "$T/vnoaudit" --key-file "$T/k" "$@"; }
+out=$(nov cat "$id" 2>/dev/null) && fail "cat without an audit trail succeeded"
+[ -z "$out" ] || fail "cat without an audit trail wrote the message"
+out=$(nov show "$id" 2>/dev/null) && fail "show without an audit trail succeeded"
+[ -z "$out" ] || fail "show without an audit trail printed the message"
+nov export --to mbox "$T/noaudit.mbox" "$id" >/dev/null 2>&1 && fail "export without an audit trail succeeded"
+[ ! -e "$T/noaudit.mbox" ] || fail "export without an audit trail created its file"
+rm -rf "$T/vnoaudit"
+
 # stats
 mv stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["messages"]==303 and d["duplicates"]==300 and d["stored_bytes"]<d["raw_bytes"], d' || fail "stats"
 
@@ -93,6 +131,14 @@ mv rebuild >/dev/null
 mv list > "$T/list.after"
 cmp "$T/list.before" "$T/list.after" || fail "list differs after rebuild"
 mv cat "$id" | cmp - "$T/in/Maildir/cur/$first" || fail "cat after rebuild"
+
+# the index and everything else in the vault: owner-only, whatever the caller's umask
+# (issue 13 item 9: index/ holds plaintext words)
+mv index run >/dev/null || fail "index run"
+bad=$(find "$T/v" "$T/v2" "$T/v3" \( -type f ! -perm 600 \) -o \( -type d ! -perm 700 \) -printf '%m %p\n')
+[ -z "$bad" ] || fail "files or directories in the vault open to group or others (umask 022):
+$(head -20 <<<"$bad")"
+for k in "$T/k" "$T/k2" "$T/k3"; do [ "$(stat -c %a "$k")" = 600 ] || fail "$k is not 0600"; done
 
 # wrong key
 "$MV" --vault "$T/v" --key-file "$T/k2" list >/dev/null 2>"$T/err" && fail "wrong key accepted"
