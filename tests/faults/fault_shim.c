@@ -11,7 +11,8 @@
  *
  *   op write   write, pwrite(64), writev, pwritev(2), fallocate(64) (not ftruncate: shrinking a
  *              file needs no space, and the vault cuts a failed append with it)
- *      sync    fsync, fdatasync, sync_file_range
+ *      sync    fsync, fdatasync (not sync_file_range: it orders writeback, promises nothing,
+ *              and RocksDB asserts that its probe call succeeds)
  *      create  open/openat/creat (and their 64 and fortify variants) with O_CREAT, and the
  *              target of rename/renameat(2)
  *
@@ -93,7 +94,6 @@ typedef ssize_t (*writev_fn)(int, const struct iovec*, int);
 typedef ssize_t (*pwritev_fn)(int, const struct iovec*, int, off_t);
 typedef ssize_t (*pwritev2_fn)(int, const struct iovec*, int, off_t, int);
 typedef int (*fsync_fn)(int);
-typedef int (*sfr_fn)(int, off64_t, off64_t, unsigned int);
 typedef int (*fallocate_fn)(int, int, off_t, off_t);
 typedef int (*open_fn)(const char*, int, ...);
 typedef int (*openat_fn)(int, const char*, int, ...);
@@ -127,7 +127,6 @@ REAL(pwritev2, pwritev2_fn)
 REAL(pwritev64v2, pwritev2_fn)
 REAL(fsync, fsync_fn)
 REAL(fdatasync, fsync_fn)
-REAL(sync_file_range, sfr_fn)
 REAL(fallocate, fallocate_fn)
 REAL(fallocate64, fallocate_fn)
 REAL(open, open_fn)
@@ -416,7 +415,7 @@ __attribute__((constructor)) static void shim_init(void) {
   /* resolve everything now, before threads start */
   (void)get_write(); (void)get_pwrite(); (void)get_pwrite64(); (void)get_writev(); (void)get_pwritev();
   (void)get_pwritev64(); (void)get_pwritev2(); (void)get_pwritev64v2(); (void)get_fsync(); (void)get_fdatasync();
-  (void)get_sync_file_range(); (void)get_fallocate(); (void)get_fallocate64();
+  (void)get_fallocate(); (void)get_fallocate64();
   (void)get_open(); (void)get_open64(); (void)get_openat(); (void)get_openat64();
   (void)get___open_2(); (void)get___open64_2(); (void)get___openat_2(); (void)get___openat64_2();
   (void)get_creat(); (void)get_creat64(); (void)get_close(); (void)get_rename(); (void)get_renameat();
@@ -488,10 +487,6 @@ int fsync(int fd) {
 int fdatasync(int fd) {
   FAIL_IF(fault_fd(OP_SYNC, fd, 0));
   return get_fdatasync()(fd);
-}
-int sync_file_range(int fd, off64_t o, off64_t n, unsigned int f) {
-  FAIL_IF(fault_fd(OP_SYNC, fd, 0));
-  return get_sync_file_range()(fd, o, n, f);
 }
 
 /* ---- create ---- */

@@ -137,9 +137,9 @@ phase() {
   fi
   local end; end=$(now)
   local line
-  line=$(printf '%-34s reached=%d acked=%d refused=%d resumed_after=%ss' "$name" "$hit" \
+  line=$(printf '%-34s reached=%d acked=%d refused=%d resumed_after=%s' "$name" "$hit" \
     "$(acks_between "$t_on" "$end")" "$(refusals_between "$t_on" "$end")" \
-    "$([[ -n $t_back ]] && awk -v a="$t_back" -v b="$t_clear" 'BEGIN { printf "%.1f", a - b }' || echo never)")
+    "$([[ -n $t_back ]] && awk -v a="$t_back" -v b="$t_clear" 'BEGIN { printf "%.1fs", a - b }' || echo never)")
   summary+=("$line")
   echo "     $line"
   sleep 2  # some clean traffic between phases
