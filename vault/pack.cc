@@ -1,6 +1,13 @@
 #include "vault/pack.h"
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/bytes.h"
 #include "vault/crypto.h"
@@ -10,7 +17,7 @@ namespace mailvault {
 std::string EncodePackHeader(const PackHeader& h) {
   ByteWriter w;
   w.PutBytes(kPackMagic);
-  w.PutU32(kPackFormatVersion);
+  w.PutU32(h.version);
   w.PutU32(0);  // flags, none defined
   w.PutU64(h.pack_number);
   w.PutBytes(h.vault_id);
@@ -26,12 +33,13 @@ Result<PackHeader> DecodePackHeader(std::string_view b, uint32_t* version) {
     return Corruption("pack header checksum mismatch");
   }
   *version = DecodeU32(b.data() + 8);
-  if (*version != kPackFormatVersion) {
+  if (*version != kPackFormatVersion && *version != kPackFormatUnkeyed) {
     return Error(ErrorCode::kUnsupported, "pack format version " + std::to_string(*version) +
                                               " is newer than this mailvault reads (" +
                                               std::to_string(kPackFormatVersion) + "); upgrade mailvault");
   }
   PackHeader h;
+  h.version = *version;
   h.pack_number = DecodeU64(b.data() + 16);
   h.vault_id = std::string(b.substr(24, 16));
   return h;
@@ -51,6 +59,58 @@ std::string FrameRecord(RecordType type, std::string_view body) {
   EncodeU32(t, crc);
   out.append(t, 4);
   return out;
+}
+
+std::string RecordMac(const SecretKey& key, const RecordPlace& place, std::string_view head_and_body) {
+  ByteWriter w;
+  w.PutBytes("mailvault record v2");
+  w.PutBytes(place.vault_id);
+  w.PutU64(place.pack);
+  w.PutU32(place.sequence);
+  // Fetched once: the lookup takes a lock, and every record append comes through here.
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(hmac);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", const_cast<char*>("SHA256"), 0), OSSL_PARAM_construct_end()};
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  size_t out_len = 0;
+  bool ok = ctx && EVP_MAC_init(ctx, key.data(), kKeySize, params) == 1 &&
+            EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(w.buffer().data()), w.buffer().size()) == 1 &&
+            EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(head_and_body.data()), head_and_body.size()) == 1 &&
+            EVP_MAC_final(ctx, mac, &out_len, sizeof mac) == 1;
+  EVP_MAC_CTX_free(ctx);
+  // OpenSSL failing to compute an HMAC is not a state to go on in: nothing could be written.
+  if (!ok || out_len < kRecordMacSize) std::abort();
+  return std::string(reinterpret_cast<const char*>(mac), kRecordMacSize);
+}
+
+std::string FrameKeyedRecord(RecordType type, std::string_view body, const SecretKey& key, const RecordPlace& place) {
+  std::string out;
+  out.reserve(kKeyedRecordOverhead + body.size());
+  out.resize(kRecordHeaderSize);
+  EncodeU32(out.data(), kRecordMagic);
+  out[4] = static_cast<char>(type);
+  out[5] = static_cast<char>(kRecordFlagKeyed);
+  out[6] = out[7] = 0;
+  EncodeU32(out.data() + 8, static_cast<uint32_t>(body.size()));
+  out.append(body);
+  std::string mac = RecordMac(key, place, out);
+  char seq[4];
+  EncodeU32(seq, place.sequence);
+  out.append(seq, 4);
+  out.append(mac);
+  char t[4];
+  EncodeU32(t, Crc32c(out));
+  out.append(t, 4);
+  return out;
+}
+
+std::string CheckRecordMac(const RawRecord& rec, const SecretKey& key, std::string_view vault_id, uint64_t pack) {
+  if (!rec.keyed) return "the record carries no MAC";
+  std::string want = RecordMac(key, RecordPlace{vault_id, pack, rec.sequence}, rec.head_and_body);
+  if (CRYPTO_memcmp(want.data(), rec.mac.data(), kRecordMacSize) != 0) {
+    return "the record fails its keyed check (altered with its CRC recomputed, or moved here from another pack)";
+  }
+  return "";
 }
 
 std::string EncodeMessageBody(const MessageRecord& r) {
@@ -160,7 +220,8 @@ bool PlausibleFrameStart(std::string_view b) {
     if (b[i] != magic[i]) return false;
   }
   if (b.size() > 4 && (static_cast<uint8_t>(b[4]) < 1 || static_cast<uint8_t>(b[4]) > 4)) return false;
-  for (size_t i = 5; i < 8 && i < b.size(); ++i) {
+  if (b.size() > 5 && b[5] != 0 && b[5] != static_cast<char>(kRecordFlagKeyed)) return false;
+  for (size_t i = 6; i < 8 && i < b.size(); ++i) {
     if (b[i] != 0) return false;
   }
   if (b.size() >= kRecordHeaderSize && DecodeU32(b.data() + 8) > kMaxRecordBody) return false;
@@ -172,14 +233,15 @@ bool RecordScanner::torn() const {
   if (pos_ >= data_.size()) return false;
   std::string_view rest = data_.substr(pos_);
   if (!PlausibleFrameStart(rest)) return false;
-  if (rest.size() >= kRecordHeaderSize && kRecordOverhead + static_cast<uint64_t>(DecodeU32(rest.data() + 8)) <= rest.size()) {
+  const size_t overhead = rest.size() > 5 && rest[5] == static_cast<char>(kRecordFlagKeyed) ? kKeyedRecordOverhead : kRecordOverhead;
+  if (rest.size() >= kRecordHeaderSize && overhead + static_cast<uint64_t>(DecodeU32(rest.data() + 8)) <= rest.size()) {
     return false;  // the whole frame is present, and wrong: damage
   }
   // A complete frame whose length field alone was damaged: with the length that reaches
   // exactly to the end, its CRC checks out. That record was written whole: not torn.
-  if (rest.size() >= kRecordOverhead) {
+  if (rest.size() >= overhead) {
     std::string patched(rest.substr(0, rest.size() - kRecordTrailerSize));
-    EncodeU32(patched.data() + 8, static_cast<uint32_t>(rest.size() - kRecordOverhead));
+    EncodeU32(patched.data() + 8, static_cast<uint32_t>(rest.size() - overhead));
     if (Crc32c(patched) == DecodeU32(rest.data() + rest.size() - kRecordTrailerSize)) return false;
   }
   // A valid frame after it means the length was damaged, not that the write was cut short.
@@ -215,16 +277,26 @@ Result<RawRecord> ParseFramedRecord(std::string_view b, uint64_t offset) {
   if (DecodeU32(b.data()) != kRecordMagic) return Corruption(where() + "bad record magic");
   uint32_t len = DecodeU32(b.data() + 8);
   if (len > kMaxRecordBody) return Corruption(where() + "declared length " + std::to_string(len) + " is impossible");
-  if (b.size() < kRecordOverhead + len) return Corruption(where() + "truncated (declared length runs past the end)");
-  uint32_t want = DecodeU32(b.data() + kRecordHeaderSize + len);
-  if (Crc32c(b.substr(0, kRecordHeaderSize + len)) != want) return Corruption(where() + "checksum mismatch");
+  const uint8_t flags = static_cast<uint8_t>(b[5]);
+  if (flags != 0 && flags != kRecordFlagKeyed) return Corruption(where() + "unknown record flags " + std::to_string(flags));
+  const bool keyed = flags == kRecordFlagKeyed;
+  const size_t overhead = keyed ? kKeyedRecordOverhead : kRecordOverhead;
+  if (b.size() < overhead + len) return Corruption(where() + "truncated (declared length runs past the end)");
+  const size_t crc_at = overhead - kRecordTrailerSize + len;
+  if (Crc32c(b.substr(0, crc_at)) != DecodeU32(b.data() + crc_at)) return Corruption(where() + "checksum mismatch");
   uint8_t type = static_cast<uint8_t>(b[4]);
   if (type < 1 || type > 4) return Corruption(where() + "unknown record type " + std::to_string(type));
   RawRecord r;
   r.type = static_cast<RecordType>(type);
   r.offset = offset;
-  r.length = static_cast<uint32_t>(kRecordOverhead + len);
+  r.length = static_cast<uint32_t>(overhead + len);
   r.body = b.substr(kRecordHeaderSize, len);
+  r.keyed = keyed;
+  r.head_and_body = b.substr(0, kRecordHeaderSize + len);
+  if (keyed) {
+    r.sequence = DecodeU32(b.data() + kRecordHeaderSize + len);
+    r.mac = b.substr(kRecordHeaderSize + len + 4, kRecordMacSize);
+  }
   return r;
 }
 

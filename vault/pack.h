@@ -13,16 +13,32 @@
 
 #include "core/fingerprint.h"
 #include "core/result.h"
+#include "vault/crypto.h"
 
 namespace mailvault {
 
 constexpr std::string_view kPackMagic{"MVPACK\r\n", 8};
-constexpr uint32_t kPackFormatVersion = 1;
+// Version 2 packs hold keyed records (below); version 1 packs, written before, stay readable.
+constexpr uint32_t kPackFormatVersion = 2;
+constexpr uint32_t kPackFormatUnkeyed = 1;
 constexpr size_t kPackHeaderSize = 48;
 constexpr uint32_t kRecordMagic = 0x3152564d;  // "MVR1" on disk
 constexpr size_t kRecordHeaderSize = 12;        // magic, type, flags, reserved, body length
 constexpr size_t kRecordTrailerSize = 4;        // CRC-32C of header and body
 constexpr size_t kRecordOverhead = kRecordHeaderSize + kRecordTrailerSize;
+// A keyed record (flags bit 0, every record of a version 2 pack) carries before its CRC its
+// sequence number in the pack (u32, from 0) and a 16-byte MAC:
+//   HMAC-SHA256(records key, "mailvault record v2" || vault id || pack number (u64) ||
+//               sequence (u32) || header || body), first 16 bytes.
+// Removing, reordering, moving or replaying a record then needs the key to go unnoticed: a
+// removed record leaves a gap in the sequence, a reordered or replayed one runs it backwards,
+// one moved from another pack fails its MAC, and the CRC alone, which anyone can recompute, no
+// longer vouches for anything. The offset is deliberately not bound: records after a removal
+// still verify (and are kept), so a removal costs exactly what was removed, and says so.
+constexpr uint8_t kRecordFlagKeyed = 1;
+constexpr size_t kRecordMacSize = 16;
+constexpr size_t kKeyedTrailerSize = 4 + kRecordMacSize + kRecordTrailerSize;
+constexpr size_t kKeyedRecordOverhead = kRecordHeaderSize + kKeyedTrailerSize;
 // No record body is larger: the largest message limit a config may set (kMaxMessageBytesCeiling)
 // plus room for keys and the envelope.
 constexpr uint32_t kMaxRecordBody = (1u << 30) + (64u << 20);
@@ -37,12 +53,24 @@ enum class RecordType : uint8_t {
 struct PackHeader {
   uint64_t pack_number = 0;
   std::string vault_id;  // 16 bytes
+  uint32_t version = kPackFormatVersion;
 };
 std::string EncodePackHeader(const PackHeader& h);
 Result<PackHeader> DecodePackHeader(std::string_view bytes, uint32_t* version);
 
-// Frames a record body: header + body + CRC.
+// Frames a record body: header + body + CRC (an unkeyed record, as in version 1 packs).
 std::string FrameRecord(RecordType type, std::string_view body);
+
+// Where a keyed record sits: what its MAC binds.
+struct RecordPlace {
+  std::string_view vault_id;
+  uint64_t pack = 0;
+  uint32_t sequence = 0;
+};
+// Frames a keyed record: header (flags = keyed) + body + sequence + MAC + CRC.
+std::string FrameKeyedRecord(RecordType type, std::string_view body, const SecretKey& key, const RecordPlace& place);
+// The MAC a keyed record at `place` must carry; frame_head_and_body is its header and body.
+std::string RecordMac(const SecretKey& key, const RecordPlace& place, std::string_view frame_head_and_body);
 
 struct MessageRecord {
   ObjectId id;
@@ -89,7 +117,13 @@ struct RawRecord {
   uint64_t offset = 0;  // of the record header within the pack
   uint32_t length = 0;  // header + body + trailer
   std::string_view body;
+  bool keyed = false;
+  uint32_t sequence = 0;      // keyed records only
+  std::string_view mac;       // keyed records only
+  std::string_view head_and_body;  // what the MAC covers after the place
 };
+// Checks a keyed record's MAC against the place it was found at; "" when it holds, else why.
+std::string CheckRecordMac(const RawRecord& rec, const SecretKey& key, std::string_view vault_id, uint64_t pack);
 
 // Walks the records of a pack held in memory. Next() stops at the end, or at the first frame
 // that does not parse; then torn() says whether that is the unfinished tail of an interrupted

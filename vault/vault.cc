@@ -192,7 +192,8 @@ struct Vault::OpenPack {
   uint64_t number = 0;
   int fd = -1;
   uint64_t size = 0;
-  uint64_t records = 0;
+  uint64_t records = 0;          // records in the pack: the next record's sequence number
+  bool keyed = true;             // a version 2 pack: records carry sequence and MAC
   std::unique_ptr<Sha256> sha;  // of every byte written so far
   ~OpenPack() {
     if (fd >= 0) ::close(fd);
@@ -202,7 +203,18 @@ struct Vault::OpenPack {
 SecretKey Vault::DeriveSubkey(std::string_view purpose) const { return DeriveKey(keys_.master, vault_id_, purpose); }
 
 Vault::Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock)
-    : dir_(std::move(dir)), vault_id_(std::move(vault_id)), keys_(std::move(keys)), options_(options), lock_(std::move(lock)) {}
+    : dir_(std::move(dir)),
+      vault_id_(std::move(vault_id)),
+      keys_(std::move(keys)),
+      record_key_(DeriveKey(keys_.master, vault_id_, "mailvault/v2/records")),
+      options_(options),
+      lock_(std::move(lock)) {}
+
+std::string Vault::Frame(RecordType type, std::string_view body, uint64_t sequence) const {
+  if (!pack_->keyed) return FrameRecord(type, body);
+  return FrameKeyedRecord(type, body, record_key_,
+                          RecordPlace{vault_id_, pack_->number, static_cast<uint32_t>(sequence)});
+}
 
 Vault::~Vault() {
   {
@@ -379,8 +391,33 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     in_batch = 0;
     return Status::Ok();
   };
+  // In a keyed pack, each record must carry its place's MAC and the next sequence number. The
+  // sequence is known from the start of the pack; from a catalog's mid-pack resume point it is
+  // taken from the first record there.
+  const bool keyed_pack = version >= kPackFormatVersion;
+  std::optional<uint64_t> next_seq;
+  if (start == kPackHeaderSize) next_seq = 0;
+  bool after_damage = false;  // a sequence gap right after damage is that damage, reported already
   for (;;) {
     while (scanner.Next(&rec)) {
+      if (keyed_pack) {
+        std::string why = CheckRecordMac(rec, record_key_, vault_id_, number);
+        if (!why.empty()) {
+          // Not this vault's record at this place: never let it into the catalog.
+          report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + why + "; not applied");
+          continue;
+        }
+        if (next_seq && rec.sequence != *next_seq && !(after_damage && rec.sequence > *next_seq)) {
+          report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " +
+                                     (rec.sequence > *next_seq
+                                          ? "records " + std::to_string(*next_seq) + ".." + std::to_string(rec.sequence - 1) +
+                                                " of this pack are missing before it (removed, or damaged)"
+                                          : "its sequence number " + std::to_string(rec.sequence) +
+                                                " goes back (a record replayed)"));
+        }
+        next_seq = static_cast<uint64_t>(rec.sequence) + 1;
+        after_damage = false;
+      }
       // Flush only where a block starts, so applied_bytes always lands on a block boundary.
       bool starts_block = rec.type != RecordType::kMessage ||
                           (rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0);
@@ -424,6 +461,7 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     // and the members after it in its compression block (they need it as history; the cursor
     // names them). Nothing is cut, and nothing more is appended to this pack.
     RecordScanner::Damage d = scanner.Skip();
+    after_damage = true;
     report->warnings.push_back(path + ": damaged bytes at offset " + std::to_string(d.begin) + ".." + std::to_string(d.end) +
                                " (" + d.why + "); the record there is lost, the records after it were read. Run `mailvault verify`.");
     if (!info.sealed) info.closed = true;  // never append after damage
@@ -551,7 +589,8 @@ Status Vault::OpenPackForAppend(uint64_t number, bool create) {
   if (create) {
     p->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (p->fd < 0) return ErrnoError("cannot create pack", path, errno);
-    std::string header = EncodePackHeader(PackHeader{number, vault_id_});
+    std::string header = EncodePackHeader(PackHeader{number, vault_id_, kPackFormatVersion});
+    p->keyed = true;
     Status s = WriteAll(p->fd, header, path);
     if (s.ok() && ::fsync(p->fd) != 0) s = ErrnoError("cannot fsync", path, errno);
     if (s.ok()) s = FsyncDirectory(PacksPath(dir_));
@@ -573,8 +612,20 @@ Status Vault::OpenPackForAppend(uint64_t number, bool create) {
     MV_RETURN_IF_ERROR(PreadAll(p->fd, 0, static_cast<size_t>(st.st_size), &bytes, path));
     p->sha->Update(bytes);
     p->size = bytes.size();
-    MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
-    p->records = infos[number].records;
+    uint32_t version = 0;
+    MV_ASSIGN_OR_RETURN(PackHeader header, DecodePackHeader(bytes, &version));
+    p->keyed = version >= kPackFormatVersion;
+    // The next sequence number is the count of records: walk them (any damage, and the pack
+    // is not appended to).
+    RecordScanner scanner(bytes, kPackHeaderSize);
+    RawRecord rec;
+    uint64_t count = 0;
+    while (scanner.Next(&rec)) {
+      if (p->keyed && (!rec.keyed || rec.sequence != count)) break;
+      ++count;
+    }
+    if (!scanner.at_end()) return Corruption(path + " does not end in whole, consecutive records; not appending to it");
+    p->records = count;
   }
   if (::lseek(p->fd, static_cast<off_t>(p->size), SEEK_SET) < 0) return ErrnoError("cannot seek", path, errno);
   pack_ = std::move(p);
@@ -585,7 +636,7 @@ Status Vault::SealCurrentPack() {
   OpenPack& p = *pack_;
   std::string path = PackPath(p.number);
   SealRecord seal{p.records, p.sha->Final()};
-  std::string rec = FrameRecord(RecordType::kSeal, EncodeSealBody(seal));
+  std::string rec = Frame(RecordType::kSeal, EncodeSealBody(seal), p.records);
   MV_RETURN_IF_ERROR(WriteAll(p.fd, rec, path));
   if (::fdatasync(p.fd) != 0) return ErrnoError("cannot fsync", path, errno);
   Catalog::Batch batch(catalog_.get());
@@ -810,7 +861,15 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     }
     if (!s.ok() || !pack_) {
       pack_.reset();
-      fail_all(IoError("the vault cannot append (" + s.error().message() + "); it retries by itself"));
+      // Between tries the cause is the health error, which already says this: wrap it once
+      // only (it grew by one layer per refused group before).
+      std::string cause = s.ok() ? std::string("no pack is open") : s.error().message();
+      static constexpr std::string_view kCannot = "the vault cannot append (";
+      if (cause.compare(0, kCannot.size(), kCannot) == 0) {
+        fail_all(IoError(cause));
+      } else {
+        fail_all(IoError(std::string(kCannot) + cause + "); it retries by itself"));
+      }
       return;
     }
   }
@@ -825,7 +884,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   uint64_t records = 0;
   auto append = [&](RecordType type, std::string_view body) {
     RecordLocation loc{pack.number, base + buf.size(), 0};
-    std::string rec = FrameRecord(type, body);
+    std::string rec = Frame(type, body, pack.records + records);
     loc.length = static_cast<uint32_t>(rec.size());
     buf += rec;
     ++records;
@@ -1274,14 +1333,15 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     }
     ++report.packs_checked;
     report.bytes_checked += bytes.size();
-    uint32_t version;
+    uint32_t version = 0;
     if (!DecodePackHeader(bytes, &version).ok()) problem("pack " + path + ": its header is damaged");
+    const bool keyed_pack = version >= kPackFormatVersion;
     if (infos[pack].applied_bytes > bytes.size()) {
       problem("pack " + path + ": " + std::to_string(bytes.size()) + " bytes, shorter than the " +
               std::to_string(infos[pack].applied_bytes) + " bytes the catalog recorded (cut off)");
     }
     if (sample_percent >= 100.0 && infos[pack].sealed) {
-      size_t seal_len = kRecordOverhead + 40;
+      size_t seal_len = (keyed_pack ? kKeyedRecordOverhead : kRecordOverhead) + 40;
       if (bytes.size() < kPackHeaderSize + seal_len ||
           Sha256Of(std::string_view(bytes).substr(0, bytes.size() - seal_len)) != infos[pack].sha256) {
         problem("pack " + path + ": contents differ from the checksum recorded when it was sealed");
@@ -1295,9 +1355,44 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
     std::vector<Unit> units;
     std::vector<RecordScanner::Damage> damage;
     RecordScanner scanner(bytes, std::min<uint64_t>(kPackHeaderSize, bytes.size()));
+    uint64_t next_seq = 0;
+    bool sealed_seen = false;
+    bool after_damage = false;  // a sequence gap right after damage is that damage, reported already
     for (;;) {
       RawRecord rec;
       while (scanner.Next(&rec)) {
+        if (keyed_pack) {
+          // Removal, reordering and replay leave marks only the key can erase (pack.h).
+          std::string who;
+          if ((rec.type == RecordType::kMessage || rec.type == RecordType::kEnvelope) && rec.body.size() >= ObjectId::kSize) {
+            who = (rec.type == RecordType::kMessage ? "message " : "an envelope of message ") +
+                  ObjectId::FromBytes(rec.body.substr(0, ObjectId::kSize)).Hex() + ": ";
+          }
+          std::string why = CheckRecordMac(rec, record_key_, vault_id_, pack);
+          if (!why.empty()) {
+            problem("pack " + path + " offset " + std::to_string(rec.offset) + ": " + who + why);
+          } else {
+            if (rec.sequence > next_seq && !after_damage) {
+              problem("pack " + path + ": records " + std::to_string(next_seq) + ".." + std::to_string(rec.sequence - 1) +
+                      " are missing before offset " + std::to_string(rec.offset) + " (removed, or damaged)");
+            } else if (rec.sequence < next_seq) {
+              problem("pack " + path + " offset " + std::to_string(rec.offset) + ": " + who + "sequence number " +
+                      std::to_string(rec.sequence) + " goes back (a record replayed)");
+            }
+            next_seq = static_cast<uint64_t>(rec.sequence) + 1;
+            after_damage = false;
+            if (rec.type == RecordType::kSeal) {
+              sealed_seen = true;
+              Result<SealRecord> seal = DecodeSealBody(rec.body);
+              if (seal.ok() && seal->record_count != rec.sequence) {
+                problem("pack " + path + ": its seal counts " + std::to_string(seal->record_count) + " records, but it is record " +
+                        std::to_string(rec.sequence));
+              }
+            } else if (sealed_seen) {
+              problem("pack " + path + " offset " + std::to_string(rec.offset) + ": a record after the seal (appended)");
+            }
+          }
+        }
         if (rec.type == RecordType::kMessage) {
           bool starts = rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0;
           if (starts || units.empty() || units.back().records.empty() || units.back().records.back().type != RecordType::kMessage) {
@@ -1311,6 +1406,7 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
       }
       if (scanner.at_end()) break;
       damage.push_back(scanner.Skip());
+      after_damage = true;
       units.push_back({});  // nothing decodes across damage
     }
     auto damage_at = [&](uint64_t off) -> const RecordScanner::Damage* {

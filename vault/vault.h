@@ -82,6 +82,8 @@ struct OpenReport {
   std::vector<std::string> warnings;
 };
 
+enum class RecordType : uint8_t;  // vault/pack.h
+
 // Whether the vault is taking mail. A failed append, seal, new pack or catalog write puts it
 // in the failing state; the committer retries on its own (at most every retry interval) and
 // the next group that commits clears it. Serve's /healthz and `status` report it.
@@ -184,6 +186,8 @@ class Vault {
   Status ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* report);
   Status ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
   Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
+  // Frames a record for the open pack: keyed in a version 2 pack, at sequence `sequence`.
+  std::string Frame(RecordType type, std::string_view body, uint64_t sequence) const;
   Status OpenPackForAppend(uint64_t number, bool create);
   Status SealCurrentPack();
   // After a failure dropped the open pack: clears the catalog's error, replays what the pack
@@ -221,6 +225,7 @@ class Vault {
   std::string dir_;
   std::string vault_id_;
   VaultKeys keys_;
+  SecretKey record_key_;  // the MACs of keyed pack records (pack.h)
   VaultOptions options_;
   FileLock lock_;
   std::unique_ptr<Catalog> catalog_;
