@@ -57,13 +57,14 @@ api_pass=fault-probe-password-1
 echo "$api_pass" | mvault user add faultop --role operator >/dev/null || { echo "FAIL: user add"; exit 1; }
 
 smtp_port=$(free_port) http_port=$(free_port)
-MV_FAULT_CONTROL=$control MV_FAULT_LOG=$flog LD_PRELOAD=$shim \
-  "$mv_bin" --config "$work/mailvault.conf" serve --no-index \
-  --smtp "127.0.0.1:$smtp_port" --http "127.0.0.1:$http_port" 2>>"$work/serve.log" &
-serve_pid=$!
-if ! wait_port "$smtp_port" 15 || ! wait_port "$http_port" 15; then
-  echo "FAIL: serve did not start"; tail -n 20 "$work/serve.log"; exit 1
-fi
+start_serve() {
+  MV_FAULT_CONTROL=$control MV_FAULT_LOG=$flog LD_PRELOAD=$shim \
+    "$mv_bin" --config "$work/mailvault.conf" serve --no-index \
+    --smtp "127.0.0.1:$smtp_port" --http "127.0.0.1:$http_port" 2>>"$work/serve.log" &
+  serve_pid=$!
+  wait_port "$smtp_port" 30 && wait_port "$http_port" 30
+}
+start_serve || { echo "FAIL: serve did not start"; tail -n 20 "$work/serve.log"; exit 1; }
 
 now() { date +%s.%N; }
 healthz() { curl -s -m 5 -o "$work/healthz.body" -w '%{http_code}' "http://127.0.0.1:$http_port/healthz"; }
@@ -127,6 +128,13 @@ phase() {
     check "$name: no 250 while the pack could not be written or synced ($during)" test "$during" -eq 0
   fi
   clear_fault
+  if ! kill -0 "$serve_pid" 2>/dev/null; then
+    # A crash loses nothing acknowledged (the final checks say so), but it is not a recovery.
+    wait "$serve_pid" 2>/dev/null
+    fail "$name: serve died ($(grep -v 'mailvault serve:' "$work/serve.log" | tail -n 1 | cut -c 1-200)); restarted"
+    start_serve || { echo "FAIL: serve did not restart"; tail -n 20 "$work/serve.log"; exit 1; }
+    wait_for 15 acked_since "$(now)" || fail "$name: no capture after the restart"
+  fi
   if wait_for 10 acked_since "$t_clear"; then t_back=$(now); fi
   check "$name: capture resumes after the fault clears" test -n "$t_back"
   if wait_for 10 health_is 200; then t_ok=$(now); fi
