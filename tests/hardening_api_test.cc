@@ -365,7 +365,16 @@ TEST_F(HardeningApiTest, LoginStormLeavesMeAnsweringWithinASecond) {
   const double p99 = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
   std::printf("login storm: %d login attempts by %d clients (%d unanswered); GET /me n=%zu p50=%.3f s p99=%.3f s max=%.3f s\n",
               attempts.load(), kClients, no_answer.load(), latencies.size(), p50, p99, latencies.back());
-  EXPECT_LE(p99, 1.0) << "GET /api/v1/me p99 under the login storm";
+  // The target (p99 <= 1 s) is for the product as shipped, a release build; under
+  // AddressSanitizer every request and every scrypt runs several times slower, so the bound is
+  // wider there. What the bound guards either way: the old design parked a worker per login
+  // for up to 5 s, which put p99 near 27 s.
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr double kMeP99Bound = 3.0;
+#else
+  constexpr double kMeP99Bound = 1.0;
+#endif
+  EXPECT_LE(p99, kMeP99Bound) << "GET /api/v1/me p99 under the login storm";
   EXPECT_EQ(no_answer.load(), 0);
   ExpectAuditClean();
 }
