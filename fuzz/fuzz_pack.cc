@@ -2,11 +2,14 @@
 // envelope decoder: the parsers that read packs fetched back from offsite storage.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "core/envelope.h"
 #include "vault/catalog.h"
 #include "vault/pack.h"
+
+static const mailvault::SecretKey kKey(std::string(32, 'k'));
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
@@ -16,13 +19,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (start > in.size()) continue;
     mailvault::RecordScanner scanner(in, start);
     mailvault::RawRecord rec;
-    while (scanner.Next(&rec)) {
-      switch (rec.type) {
-        case mailvault::RecordType::kMessage: (void)mailvault::DecodeMessageBody(rec.body); break;
-        case mailvault::RecordType::kEnvelope: (void)mailvault::DecodeEnvelopeBody(rec.body); break;
-        case mailvault::RecordType::kDictionary: (void)mailvault::DecodeDictionaryBody(rec.body); break;
-        case mailvault::RecordType::kSeal: (void)mailvault::DecodeSealBody(rec.body); break;
+    // As replay and verify walk a pack: past damage to the next valid frame, to the end.
+    for (;;) {
+      while (scanner.Next(&rec)) {
+        switch (rec.type) {
+          case mailvault::RecordType::kMessage: (void)mailvault::DecodeMessageBody(rec.body); break;
+          case mailvault::RecordType::kEnvelope: (void)mailvault::DecodeEnvelopeBody(rec.body); break;
+          case mailvault::RecordType::kDictionary: (void)mailvault::DecodeDictionaryBody(rec.body); break;
+          case mailvault::RecordType::kSeal: (void)mailvault::DecodeSealBody(rec.body); break;
+        }
+        if (rec.keyed) (void)mailvault::CheckRecordMac(rec, kKey, "0123456789abcdef", 1);
       }
+      if (scanner.at_end()) break;
+      (void)scanner.torn();
+      (void)scanner.Skip();  // always moves forward
     }
   }
   (void)mailvault::Envelope::Decode(in);
