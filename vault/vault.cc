@@ -266,6 +266,8 @@ Result<std::unique_ptr<Vault>> Vault::Open(const std::string& dir, const KeySour
   MV_ASSIGN_OR_RETURN(FileLock lock, FileLock::Acquire(dir + "/lock"));
   MV_ASSIGN_OR_RETURN(SecretKey master, LoadMasterKey(dir, vf, keys));
   std::unique_ptr<Vault> v(new Vault(dir, vf.id, VaultKeys::Derive(master, vf.id), options, std::move(lock)));
+  // 0700 whatever the caller's umask: RocksDB would create it with the umask's mode.
+  MV_RETURN_IF_ERROR(MakeDir(CatalogPath(dir)));
   MV_ASSIGN_OR_RETURN(v->catalog_, Catalog::Open(CatalogPath(dir), v->keys_.catalog, true));
   OpenReport local;
   MV_RETURN_IF_ERROR(v->Recover(report ? report : &local));
