@@ -276,6 +276,12 @@ Result<AuditVerifyReport> AuditLog::Verify(const StateStore& store, const Secret
   } else if (max_seq) {
     problem(0, "truncated", "the head record is missing");
   }
+  // A consistent chain can still be an older one: the head put back with the entries after it
+  // deleted. The store's digest (state.h) catches any value rolled back, removed or put back.
+  MV_ASSIGN_OR_RETURN(StateStore::DigestReport d, store.VerifyDigest());
+  r.state_values = d.values;
+  r.state_generation = d.generation;
+  if (!d.problem.empty()) problem(0, "rolled back", "state store: " + d.problem);
   return r;
 }
 

@@ -56,7 +56,7 @@ struct AuditHead {
 
 struct AuditProblem {
   uint64_t seq = 0;
-  std::string kind;    // "edited", "reordered", "removed", "truncated", "inserted", "unreadable"
+  std::string kind;    // "edited", "reordered", "removed", "truncated", "inserted", "unreadable", "rolled back"
   std::string detail;
 };
 
@@ -64,6 +64,8 @@ struct AuditVerifyReport {
   uint64_t entries = 0;
   AuditHead head;
   std::vector<AuditProblem> problems;  // the first few; verification goes on past a problem
+  uint64_t state_values = 0;           // values in the state store, all covered by its digest
+  uint64_t state_generation = 0;       // writes since the digest was started
   bool ok() const { return problems.empty(); }
 };
 

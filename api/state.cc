@@ -1,8 +1,16 @@
 #include "api/state.h"
 
+#include "core/bytes.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <chrono>
+#include <map>
 
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
@@ -20,9 +28,31 @@ Error FromRocks(const rocksdb::Status& s, const std::string& what) {
   return Error(ErrorCode::kIoError, what + ": " + s.ToString());
 }
 
+// Sorts before every caller's prefix (they are printable), so no Scan meets it.
+const std::string kDigestKey("\0digest", 7);
+
+std::string Hmac(const SecretKey& key, std::string_view a, std::string_view b) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  std::string in;
+  in.reserve(8 + a.size() + b.size());
+  char n[8];
+  EncodeU64(n, a.size());  // length-prefixed: (k, v) pairs cannot run into each other
+  in.append(n, 8);
+  in.append(a);
+  in.append(b);
+  HMAC(EVP_sha256(), key.data(), kKeySize, reinterpret_cast<const unsigned char*>(in.data()), in.size(), mac, &len);
+  return std::string(reinterpret_cast<const char*>(mac), len);
+}
+
+void XorInto(std::string* sum, const std::string& h) {
+  for (size_t i = 0; i < sum->size() && i < h.size(); ++i) (*sum)[i] = static_cast<char>((*sum)[i] ^ h[i]);
+}
+
 }  // namespace
 
-StateStore::StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key) : db_(std::move(db)), key_(std::move(key)) {}
+StateStore::StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key)
+    : db_(std::move(db)), key_(std::move(key)), digest_key_(DeriveKey(key_, "mailvault state", "mailvault/v1/state-digest")) {}
 StateStore::~StateStore() = default;
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& vault_dir, const SecretKey& key) {
@@ -36,7 +66,86 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& vault_di
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("cannot create", dir, errno);
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<StateStore>(new StateStore(std::unique_ptr<rocksdb::DB>(raw), key));
+  std::unique_ptr<StateStore> store(new StateStore(std::unique_ptr<rocksdb::DB>(raw), key));
+  MV_RETURN_IF_ERROR(store->LoadOrStartDigest());
+  return store;
+}
+
+namespace {
+std::string EncodeDigest(uint64_t generation, int64_t started_us, uint64_t adopted, const std::string& sum) {
+  ByteWriter w;
+  w.PutU8(1);
+  w.PutU64(generation);
+  w.PutU64(static_cast<uint64_t>(started_us));
+  w.PutU64(adopted);
+  w.PutBytes(sum);
+  return w.Take();
+}
+}  // namespace
+
+Status StateStore::LoadOrStartDigest() {
+  std::lock_guard<std::mutex> l(write_mu_);
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> rec, GetRaw(kDigestKey));
+  if (rec) {
+    // body || HMAC(body)
+    if (rec->size() != 1 + 24 + 32 + 32 || Hmac(digest_key_, kDigestKey, rec->substr(0, rec->size() - 32)) != rec->substr(rec->size() - 32)) {
+      return Error(ErrorCode::kCorruption, "state store: its digest record fails authentication (edited, or another vault's key); "
+                                           "`mailvault audit verify` says more");
+    }
+    digest_.generation = DecodeU64(rec->data() + 1);
+    digest_.started_us = static_cast<int64_t>(DecodeU64(rec->data() + 9));
+    digest_.adopted = DecodeU64(rec->data() + 17);
+    digest_.xor_sum = rec->substr(25, 32);
+    return Status::Ok();
+  }
+  // A new store, or one written before digests: start from what is there, and say so (the
+  // record keeps how many values were adopted, and when).
+  Digest d;
+  d.started_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key() == rocksdb::Slice(kDigestKey)) continue;
+    XorInto(&d.xor_sum, Hmac(digest_key_, it->key().ToStringView(), it->value().ToStringView()));
+    ++d.adopted;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "state store scan");
+  std::string body = EncodeDigest(0, d.started_us, d.adopted, d.xor_sum);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s = db_->Put(wo, kDigestKey, body + Hmac(digest_key_, kDigestKey, body));
+  if (!s.ok()) return FromRocks(s, "state store write");
+  digest_ = d;
+  return Status::Ok();
+}
+
+Result<StateStore::DigestReport> StateStore::VerifyDigest() const {
+  DigestReport r;
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> rec, GetRaw(kDigestKey));
+  if (!rec) {
+    r.problem = "the digest record is missing (removed; the store may have been rolled back)";
+    return r;
+  }
+  if (rec->size() != 1 + 24 + 32 + 32 || Hmac(digest_key_, kDigestKey, rec->substr(0, rec->size() - 32)) != rec->substr(rec->size() - 32)) {
+    r.problem = "the digest record fails authentication (edited without the vault's key)";
+    return r;
+  }
+  r.generation = DecodeU64(rec->data() + 1);
+  r.started_us = static_cast<int64_t>(DecodeU64(rec->data() + 9));
+  r.adopted_values = DecodeU64(rec->data() + 17);
+  std::string want = rec->substr(25, 32);
+  std::string sum(32, '\0');
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key() == rocksdb::Slice(kDigestKey)) continue;
+    XorInto(&sum, Hmac(digest_key_, it->key().ToStringView(), it->value().ToStringView()));
+    ++r.values;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "state store scan");
+  if (sum != want) {
+    r.problem = "the stored values do not match the store's digest (generation " + std::to_string(r.generation) +
+                "): a value was rolled back to an older version, removed or put back without the vault's key";
+  }
+  return r;
 }
 
 Result<std::string> StateStore::Unseal(std::string_view key, std::string_view box) const {
@@ -79,15 +188,39 @@ Status StateStore::Write(const Batch& batch, bool durable) {
 }
 
 Status StateStore::WriteRaw(const Batch& batch, bool durable) {
+  std::lock_guard<std::mutex> l(write_mu_);
+  // The digest moves with the batch: out go the old values' terms, in go the new ones.
+  std::string sum = digest_.xor_sum;
+  std::map<std::string, std::optional<std::string>, std::less<>> current;  // this batch's own earlier writes
   rocksdb::WriteBatch wb;
   for (const auto& [k, v] : batch) {
+    if (k == kDigestKey) return InvalidArgument("state store: the digest key is the store's own");
+    std::optional<std::string> old;
+    if (auto it = current.find(k); it != current.end()) {
+      old = it->second;
+    } else {
+      MV_ASSIGN_OR_RETURN(old, GetRaw(k));
+    }
+    if (old) XorInto(&sum, Hmac(digest_key_, k, *old));
+    if (v) XorInto(&sum, Hmac(digest_key_, k, *v));
+    current[k] = v;
     if (v) wb.Put(k, *v);
     else wb.Delete(k);
   }
+  std::string body = EncodeDigest(digest_.generation + 1, digest_.started_us, digest_.adopted, sum);
+  wb.Put(kDigestKey, body + Hmac(digest_key_, kDigestKey, body));
   rocksdb::WriteOptions wo;
   wo.sync = durable;  // acknowledged means on disk, unless the caller can recompute it
   rocksdb::Status s = db_->Write(wo, &wb);
-  if (!s.ok()) return FromRocks(s, "state store write");
+  if (!s.ok()) {
+    // A failed write or sync leaves RocksDB refusing every later write until resumed. Resume
+    // now, so the store comes back by itself once the cause (a full disk) is gone; this
+    // write still failed and says so.
+    (void)db_->Resume();
+    return FromRocks(s, "state store write");
+  }
+  digest_.generation++;
+  digest_.xor_sum = std::move(sum);
   return Status::Ok();
 }
 

@@ -6,10 +6,20 @@
 //
 // Values are sealed (AES-256-GCM) under a key derived from the vault's master key, with the
 // RocksDB key as associated data, so the store leaks neither queries nor password hashes.
+//
+// Sealing alone lets anyone who can write the files put back an older sealed value (a revoked
+// token, a former role, an earlier audit head with the entries after it deleted): it still
+// authenticates. So every write also keeps a keyed digest of the whole store, in the same
+// synced batch: D = XOR over every key k with stored bytes v of HMAC(Kd, k || v), with a
+// generation count, under an HMAC of its own (docs/formats.md "State store digest").
+// VerifyDigest() recomputes D: a value rolled back, removed or put back no longer matches.
+// Rolling back the whole directory to an older copy keeps D consistent; only an anchor outside
+// the machine (the offsite manifest) can catch that.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,17 +53,37 @@ class StateStore {
   // The last key starting with prefix, if any.
   Result<std::optional<std::string>> LastKey(std::string_view prefix) const;
 
-  // For the tamper tests only: the stored (sealed) bytes, and writing them back unchecked.
+  // The stored (sealed) bytes, and writing bytes sealed by the caller (the audit chain seals
+  // its entries with its own associated data). WriteRaw keeps the digest like Write.
   Result<std::optional<std::string>> GetRaw(std::string_view key) const;
   Status WriteRaw(const Batch& batch, bool durable = true);
   const SecretKey& key() const { return key_; }
 
+  struct DigestReport {
+    uint64_t values = 0;
+    uint64_t generation = 0;       // writes since the digest was started
+    int64_t started_us = 0;        // when this store's digest was started
+    uint64_t adopted_values = 0;   // values already there then (a store from before digests)
+    std::string problem;           // "" when the store matches its digest
+  };
+  // Recomputes the digest over every stored value and compares it with the recorded one.
+  Result<DigestReport> VerifyDigest() const;
+
  private:
   StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key);
   Result<std::string> Unseal(std::string_view key, std::string_view box) const;
+  Status LoadOrStartDigest();
 
   std::unique_ptr<rocksdb::DB> db_;
   SecretKey key_;
+  SecretKey digest_key_;
+  std::mutex write_mu_;  // a write reads the old values, updates the digest and writes, as one
+  struct Digest {
+    uint64_t generation = 0;
+    int64_t started_us = 0;
+    uint64_t adopted = 0;
+    std::string xor_sum = std::string(32, '\0');
+  } digest_;  // REQUIRES: write_mu_
 };
 
 }  // namespace mailvault::api

@@ -219,10 +219,12 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
         json problems = json::array();
         for (const auto& p : r.problems) problems.push_back(json{{"seq", p.seq}, {"kind", p.kind}, {"detail", p.detail}});
         std::cout << json{{"entries", r.entries}, {"head", json{{"seq", r.head.seq}, {"hash", r.head.hash}}},
+                          {"state", json{{"values", r.state_values}, {"generation", r.state_generation}}},
                           {"ok", r.ok()}, {"problems", problems}}.dump(2)
                   << "\n";
       } else if (r.ok()) {
-        std::cout << "audit trail ok: " << r.entries << " entries, head " << r.head.seq << " " << r.head.hash << "\n";
+        std::cout << "audit trail ok: " << r.entries << " entries, head " << r.head.seq << " " << r.head.hash << "\n"
+                  << "state store ok: " << r.state_values << " values match its digest (generation " << r.state_generation << ")\n";
       } else {
         for (const auto& p : r.problems) std::cout << "entry " << p.seq << ": " << p.kind << ": " << p.detail << "\n";
       }

@@ -21,6 +21,8 @@
 #include <set>
 #include <thread>
 
+#include <rocksdb/db.h>
+
 #include "api/audit.h"
 #include "api/auth.h"
 #include "api/export.h"
@@ -660,6 +662,66 @@ TEST_F(ExpiringExportsTest, ConcurrentAdminAndReviewerWorkLosesNothingAndDuplica
   EXPECT_EQ(count["export.create"], static_cast<int>(export_ids.size()));
   ExpectExpiryConsistent(entries, records_.get());
   ExpectAuditClean();
+}
+
+// Item 3, the state store: an older sealed value put back still authenticates. Here the
+// attacker (who can write the files, not the key) keeps copies of the audit head and of a
+// revoked user's record, lets the log and the store move on, then puts the old values back and
+// deletes the entries written since, straight through RocksDB. The chain alone is consistent
+// again; the store's digest is not.
+TEST(StateRollback, OlderValuesPutBackAreFoundByAuditVerify) {
+  TempDir tmp;
+  const SecretKey state_key(std::string(32, 's')), audit_key(std::string(32, 'a'));
+  std::string old_head, old_user;
+  {
+    auto store = StateStore::Open(tmp.path(), state_key);
+    ASSERT_TRUE(store.ok()) << store.error().ToString();
+    auto log = AuditLog::Open(store->get(), audit_key);
+    ASSERT_TRUE(log.ok());
+    ASSERT_TRUE((*store)->Write({{"u/mallory", std::string("{\"role\":\"admin\"}")}}).ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Record(AuditEvent{"ada", "admin", "cli", "cli", "search", "", 0, json::object()}).ok());
+    old_head = **(*store)->GetRaw(AuditLog::kHeadKey);
+    old_user = **(*store)->GetRaw("u/mallory");
+    ASSERT_TRUE((*store)->Write({{"u/mallory", std::string("{\"role\":\"disabled\"}")}}).ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Record(AuditEvent{"ada", "admin", "cli", "cli", "user.disable", "mallory", 0, json::object()}).ok());
+    AuditVerifyReport clean = *AuditLog::Verify(**store, audit_key);
+    ASSERT_TRUE(clean.ok()) << clean.problems[0].detail;
+    EXPECT_GE(clean.state_values, 12u);
+  }
+  {
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), tmp.path() + "/state", &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), AuditLog::kHeadKey, old_head).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "u/mallory", old_user).ok());
+    for (uint64_t seq = 6; seq <= 10; ++seq) ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), AuditLog::KeyOf(seq)).ok());
+  }
+  auto store = StateStore::Open(tmp.path(), state_key);
+  ASSERT_TRUE(store.ok()) << store.error().ToString();
+  EXPECT_EQ(**(*store)->Get("u/mallory"), "{\"role\":\"admin\"}") << "the test should have rolled the record back";
+  AuditVerifyReport r = *AuditLog::Verify(**store, audit_key);
+  ASSERT_FALSE(r.ok()) << "a rolled-back state store verified clean";
+  bool rolled_back = false;
+  for (const AuditProblem& p : r.problems) rolled_back |= p.kind == "rolled back";
+  EXPECT_TRUE(rolled_back);
+}
+
+// Writes through the store (including the audit log's raw ones) keep the digest, across
+// reopening, with keys written twice in one batch and deleted.
+TEST(StateRollback, TheDigestFollowsEveryWrite) {
+  TempDir tmp;
+  const SecretKey key(std::string(32, 's'));
+  for (int round = 0; round < 3; ++round) {
+    auto store = StateStore::Open(tmp.path(), key);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Write({{"t/a", std::string("1")}, {"t/a", std::string("2")}, {"t/b", std::string("x")}}).ok());
+    ASSERT_TRUE((*store)->Write({{"t/b", std::nullopt}, {"t/c" + std::to_string(round), std::string("y")}}).ok());
+    ASSERT_TRUE((*store)->Write({{"t/d", std::string("z")}}, /*durable=*/false).ok());
+    Result<StateStore::DigestReport> d = (*store)->VerifyDigest();
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->problem, "");
+    EXPECT_EQ(d->values, 3u + round);  // t/a, t/d, t/c0..t/c<round>
+  }
 }
 
 }  // namespace
