@@ -53,7 +53,17 @@ void XorInto(std::string* sum, const std::string& h) {
 
 StateStore::StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key)
     : db_(std::move(db)), key_(std::move(key)), digest_key_(DeriveKey(key_, "mailvault state", "mailvault/v1/state-digest")) {}
-StateStore::~StateStore() = default;
+StateStore::~StateStore() {
+  std::lock_guard<std::mutex> l(write_mu_);
+  // Closing a RocksDB whose log writer failed runs into the same assertion as writing to it:
+  // leave it to the process exit (the log on disk is what the next open replays).
+  if (!write_failure_.empty()) (void)db_.release();
+}
+
+std::string StateStore::write_failure() const {
+  std::lock_guard<std::mutex> l(write_mu_);
+  return write_failure_;
+}
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& vault_dir, const SecretKey& key) {
   rocksdb::Options options;
@@ -189,6 +199,10 @@ Status StateStore::Write(const Batch& batch, bool durable) {
 
 Status StateStore::WriteRaw(const Batch& batch, bool durable) {
   std::lock_guard<std::mutex> l(write_mu_);
+  if (!write_failure_.empty()) {
+    return Error(ErrorCode::kIoError, "the state store takes no more writes after a failed one (" + write_failure_ +
+                                          "); restart mailvault once the disk is fixed (the packaged service restarts by itself)");
+  }
   // The digest moves with the batch: out go the old values' terms, in go the new ones.
   std::string sum = digest_.xor_sum;
   std::map<std::string, std::optional<std::string>, std::less<>> current;  // this batch's own earlier writes
@@ -213,10 +227,8 @@ Status StateStore::WriteRaw(const Batch& batch, bool durable) {
   wo.sync = durable;  // acknowledged means on disk, unless the caller can recompute it
   rocksdb::Status s = db_->Write(wo, &wb);
   if (!s.ok()) {
-    // A failed write or sync leaves RocksDB refusing every later write until resumed. Resume
-    // now, so the store comes back by itself once the cause (a full disk) is gone; this
-    // write still failed and says so.
-    (void)db_->Resume();
+    // Not retried and not resumed: see write_failure().
+    write_failure_ = s.ToString();
     return FromRocks(s, "state store write");
   }
   digest_.generation++;

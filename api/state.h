@@ -69,6 +69,12 @@ class StateStore {
   // Recomputes the digest over every stored value and compares it with the recorded one.
   Result<DigestReport> VerifyDigest() const;
 
+  // After a failed write the store takes no more writes: RocksDB 7.8 (Debian's, built with
+  // assertions) aborts the process on the next write to a log that failed, and cannot resume
+  // one. What failed, or "" while writes work. `mailvault serve` sees it and exits, so that
+  // its service manager restarts it (the restart replays the log; nothing acknowledged is lost).
+  std::string write_failure() const;
+
  private:
   StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key);
   Result<std::string> Unseal(std::string_view key, std::string_view box) const;
@@ -77,7 +83,8 @@ class StateStore {
   std::unique_ptr<rocksdb::DB> db_;
   SecretKey key_;
   SecretKey digest_key_;
-  std::mutex write_mu_;  // a write reads the old values, updates the digest and writes, as one
+  mutable std::mutex write_mu_;  // a write reads the old values, updates the digest and writes, as one
+  std::string write_failure_;    // REQUIRES: write_mu_
   struct Digest {
     uint64_t generation = 0;
     int64_t started_us = 0;

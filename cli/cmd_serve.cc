@@ -143,6 +143,8 @@ class IndexFollower {
 // administrator runs `mailvault status`) it can still be rewritten in place, in blocks it
 // already owns, after the atomic replace has failed for want of a new block.
 constexpr size_t kStatusFileBytes = 32 << 10;
+// serve's exit status when it stops to be restarted (EX_TEMPFAIL): systemd's Restart=on-failure.
+constexpr int kExitRestart = 75;
 
 Status WriteStatusFile(const std::string& path, const json& j) {
   std::string text = j.dump(2) + "\n";
@@ -353,6 +355,15 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       Status s = fresh.ok() ? (*server)->Reload(fresh->settings) : Status(fresh.error());
       Log(s.ok() ? "SIGHUP: settings reloaded (listen addresses and the vault need a restart)"
                  : "SIGHUP: reload refused, old settings kept: " + s.error().ToString());
+    }
+    if (api_parts && api_parts->store) {
+      if (std::string why = api_parts->store->write_failure(); !why.empty()) {
+        // The state store cannot write again in this process (state.h): stop cleanly, with a
+        // failure exit, so the service manager starts a fresh one. Capture drains first.
+        Log("the state store failed a write (" + why + "); stopping so that the service manager restarts mailvault");
+        *exit_code = kExitRestart;
+        break;
+      }
     }
     uint64_t messages = (*server)->stats().messages;
     samples.emplace_back(Clock::now(), messages);

@@ -12,7 +12,6 @@
 #include <iostream>
 #include <map>
 #include <random>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -53,11 +52,17 @@ void Append(const std::string& path, const std::string& bytes) {
   ::close(fd);
 }
 
+// Every run of exactly 64 lower-case hex digits (a message id) in the lines.
 std::set<std::string> IdsIn(const std::vector<std::string>& lines) {
   std::set<std::string> out;
-  static const std::regex hex("[0-9a-f]{64}");
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
   for (const std::string& l : lines) {
-    for (std::sregex_iterator it(l.begin(), l.end(), hex), end; it != end; ++it) out.insert(it->str());
+    for (size_t i = 0; i < l.size();) {
+      size_t j = i;
+      while (j < l.size() && hex(l[j])) ++j;
+      if (j - i == 64) out.insert(l.substr(i, 64));
+      i = j == i ? i + 1 : j;
+    }
   }
   return out;
 }

@@ -819,6 +819,11 @@ void Vault::SetHealthy() {
   health_.recoveries++;
 }
 
+void Vault::DropPack(const Error& why) {
+  pack_.reset();
+  pack_fault_ = why.message();
+}
+
 Status Vault::ReopenForAppend() {
   pack_.reset();
   MV_RETURN_IF_ERROR(catalog_->Resume());
@@ -856,22 +861,13 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     // An earlier failure dropped the pack. Try again (not more than every 200 ms, so a disk
     // that stays full is not hammered): the cause may be gone.
     auto now = std::chrono::steady_clock::now();
-    Status s = Error(ErrorCode::kIoError, health().error);
     if (now - last_reopen_try_ >= std::chrono::milliseconds(200)) {
       last_reopen_try_ = now;
-      s = ReopenForAppend();
+      Status s = ReopenForAppend();
+      if (!s.ok()) DropPack(s.error());
     }
-    if (!s.ok() || !pack_) {
-      pack_.reset();
-      // Between tries the cause is the health error, which already says this: wrap it once
-      // only (it grew by one layer per refused group before).
-      std::string cause = s.ok() ? std::string("no pack is open") : s.error().message();
-      static constexpr std::string_view kCannot = "the vault cannot append (";
-      if (cause.compare(0, kCannot.size(), kCannot) == 0) {
-        fail_all(IoError(cause));
-      } else {
-        fail_all(IoError(std::string(kCannot) + cause + "); it retries by itself"));
-      }
+    if (!pack_) {
+      fail_all(IoError("the vault cannot append (" + pack_fault_ + "); it retries by itself"));
       return;
     }
   }
@@ -1015,7 +1011,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
   if (!s.ok()) {
     // Take the partial append back, so the pack ends at a record boundary again.
     if (::ftruncate(pack.fd, static_cast<off_t>(base)) != 0 || ::lseek(pack.fd, static_cast<off_t>(base), SEEK_SET) < 0) {
-      pack_.reset();  // unknown state: the next group reopens the pack (replay cuts the partial append)
+      DropPack(s.error());  // unknown state: the next group reopens the pack (replay cuts the partial append)
     }
     fail_all(s.error().With("nothing of this group was stored"));
     return;
@@ -1031,7 +1027,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     // The pack holds the messages durably, but the catalog does not know them: drop the pack,
     // so the next group first replays them into the catalog (ReopenForAppend). The senders
     // hear a temporary failure and send again, which finds them stored.
-    pack_.reset();
+    DropPack(s.error());
     fail_all(s.error().With("stored in the pack, but the catalog could not be updated; the vault retries by itself"));
     return;
   }
@@ -1054,7 +1050,7 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     Status seal = SealCurrentPack();
     if (!seal.ok()) {
       // The group is durable and answered; the next group reopens (and seals) by itself.
-      pack_.reset();
+      DropPack(seal.error().With("sealing or starting a pack"));
       SetFailing(seal.error().With("sealing or starting a pack"));
     }
   }

@@ -194,6 +194,8 @@ class Vault {
   // holds and the catalog lacks (cutting only an unfinished append), and opens a pack for
   // appending again. Runs on the committer thread.
   Status ReopenForAppend();
+  // Gives up the open pack after a failure; the next group reopens it (ReopenForAppend).
+  void DropPack(const Error& why);
   void SetFailing(const Error& e);
   void SetHealthy();
   Result<std::shared_ptr<Pending>> Prepare(std::string_view raw, const Envelope& envelope);
@@ -254,6 +256,7 @@ class Vault {
   mutable std::mutex health_mu_;
   VaultHealth health_;                              // REQUIRES: health_mu_
   std::chrono::steady_clock::time_point last_reopen_try_{};  // the committer's own
+  std::string pack_fault_;  // the committer's own: why pack_ was dropped (the raw cause, unwrapped)
 
   mutable std::mutex change_mu_;
   mutable std::condition_variable change_cv_;
