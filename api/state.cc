@@ -1,6 +1,7 @@
 #include "api/state.h"
 
 #include "core/bytes.h"
+#include "vault/patient_fs.h"
 
 #include <sys/stat.h>
 
@@ -54,14 +55,14 @@ void XorInto(std::string* sum, const std::string& h) {
 StateStore::StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key)
     : db_(std::move(db)), key_(std::move(key)), digest_key_(DeriveKey(key_, "mailvault state", "mailvault/v1/state-digest")) {}
 StateStore::~StateStore() {
-  std::lock_guard<std::mutex> l(write_mu_);
+  std::lock_guard<std::mutex> l(failure_mu_);
   // Closing a RocksDB whose log writer failed runs into the same assertion as writing to it:
   // leave it to the process exit (the log on disk is what the next open replays).
   if (!write_failure_.empty()) (void)db_.release();
 }
 
 std::string StateStore::write_failure() const {
-  std::lock_guard<std::mutex> l(write_mu_);
+  std::lock_guard<std::mutex> l(failure_mu_);
   return write_failure_;
 }
 
@@ -70,6 +71,10 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& vault_di
   options.create_if_missing = true;
   options.max_open_files = 64;
   options.keep_log_file_num = 4;
+  // Its files wait out a full or failing disk rather than fail: RocksDB 7.8 aborts on the next
+  // write to a log that failed (vault/patient_fs.h). A write that still fails (an error no
+  // waiting cures) stops the store's writes (write_failure()).
+  options.env = PatientEnv();
   rocksdb::DB* raw = nullptr;
   const std::string dir = vault_dir + "/state";
   // Owner-only whatever the umask (RocksDB would make it 0755 & ~umask).
@@ -199,8 +204,8 @@ Status StateStore::Write(const Batch& batch, bool durable) {
 
 Status StateStore::WriteRaw(const Batch& batch, bool durable) {
   std::lock_guard<std::mutex> l(write_mu_);
-  if (!write_failure_.empty()) {
-    return Error(ErrorCode::kIoError, "the state store takes no more writes after a failed one (" + write_failure_ +
+  if (std::string failure = write_failure(); !failure.empty()) {
+    return Error(ErrorCode::kIoError, "the state store takes no more writes after a failed one (" + failure +
                                           "); restart mailvault once the disk is fixed (the packaged service restarts by itself)");
   }
   // The digest moves with the batch: out go the old values' terms, in go the new ones.
@@ -228,6 +233,7 @@ Status StateStore::WriteRaw(const Batch& batch, bool durable) {
   rocksdb::Status s = db_->Write(wo, &wb);
   if (!s.ok()) {
     // Not retried and not resumed: see write_failure().
+    std::lock_guard<std::mutex> f(failure_mu_);
     write_failure_ = s.ToString();
     return FromRocks(s, "state store write");
   }

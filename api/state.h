@@ -71,8 +71,10 @@ class StateStore {
 
   // After a failed write the store takes no more writes: RocksDB 7.8 (Debian's, built with
   // assertions) aborts the process on the next write to a log that failed, and cannot resume
-  // one. What failed, or "" while writes work. `mailvault serve` sees it and exits, so that
-  // its service manager restarts it (the restart replays the log; nothing acknowledged is lost).
+  // one. A full disk or EIO never gets here (the files wait it out, vault/patient_fs.h); other
+  // errors do. What failed, or "" while writes work. `mailvault serve` sees it and exits, so
+  // that its service manager restarts it (the restart replays the log; nothing acknowledged
+  // is lost).
   std::string write_failure() const;
 
  private:
@@ -84,7 +86,10 @@ class StateStore {
   SecretKey key_;
   SecretKey digest_key_;
   mutable std::mutex write_mu_;  // a write reads the old values, updates the digest and writes, as one
-  std::string write_failure_;    // REQUIRES: write_mu_
+  // Its own lock: a write that waits out a full disk holds write_mu_, and serve's status loop
+  // asks for this every second.
+  mutable std::mutex failure_mu_;
+  std::string write_failure_;    // REQUIRES: failure_mu_
   struct Digest {
     uint64_t generation = 0;
     int64_t started_us = 0;

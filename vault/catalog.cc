@@ -6,6 +6,7 @@
 #include <rocksdb/write_batch.h>
 
 #include "core/bytes.h"
+#include "vault/patient_fs.h"
 
 namespace mailvault {
 namespace {
@@ -139,6 +140,9 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const Sec
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   // Values are encrypted and do not compress; keys compress well enough without it.
   options.compression = rocksdb::kNoCompression;
+  // Its files wait out a full or failing disk instead of failing: RocksDB 7.8 aborts on a
+  // failed flush (vault/patient_fs.h).
+  options.env = PatientEnv();
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
   if (!s.ok()) return FromRocks(s, "open " + dir);

@@ -20,6 +20,7 @@
 #include "core/message.h"
 #include "vault/block_codec.h"
 #include "vault/pack.h"
+#include "vault/patient_fs.h"
 
 namespace mailvault {
 namespace {
@@ -794,8 +795,20 @@ Vault::EncodedBlock Vault::EncodeBlock(const std::vector<std::shared_ptr<Pending
 }
 
 VaultHealth Vault::health() const {
-  std::lock_guard<std::mutex> l(health_mu_);
-  return health_;
+  VaultHealth h;
+  {
+    std::lock_guard<std::mutex> l(health_mu_);
+    h = health_;
+  }
+  // The catalog's and the state store's writes wait out a full or failing disk
+  // (patient_fs.h): the committer (or the audit trail) is held meanwhile: failing too.
+  long long since = 0;
+  if (std::string stall = PatientFsStall(&since); !stall.empty()) {
+    if (h.ok) h.since_us = since;
+    h.ok = false;
+    h.error = "a database file cannot be written: " + stall;
+  }
+  return h;
 }
 
 void Vault::SetFailing(const Error& e) {
