@@ -118,11 +118,10 @@ Result<MessageMeta> DecodeMessageMeta(std::string_view bytes) {
 }
 
 Catalog::Catalog(rocksdb::DB* db, const SecretKey& key, std::string dir) : db_(db), key_(key), dir_(std::move(dir)) {}
-Catalog::~Catalog() {
-  // Without a WAL, unflushed writes live only in the memtable: persist them now so the next
-  // open has nothing to replay. If this fails (a full disk), the next open replays the packs.
-  if (db_) (void)db_->Flush(rocksdb::FlushOptions());
-}
+// No flush here: its files wait out a full disk, and a close must not wait forever. The vault
+// flushes before closing when there is room (Vault::~Vault); otherwise the memtable is lost
+// and the next open replays it from the packs.
+Catalog::~Catalog() = default;
 
 Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const SecretKey& key, bool create) {
   rocksdb::Options options;
@@ -143,6 +142,10 @@ Result<std::unique_ptr<Catalog>> Catalog::Open(const std::string& dir, const Sec
   // Its files wait out a full or failing disk instead of failing: RocksDB 7.8 aborts on a
   // failed flush (vault/patient_fs.h).
   options.env = PatientEnv();
+  // Closing never flushes by itself: with the disk full that flush would wait forever (the
+  // files are patient). The vault flushes before closing when there is room (Flush below);
+  // otherwise the memtable is simply lost and replayed from the packs at the next open.
+  options.avoid_flush_during_shutdown = true;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
   if (!s.ok()) return FromRocks(s, "open " + dir);
@@ -300,6 +303,18 @@ Status Catalog::Commit(Batch* batch) {
   wo.disableWAL = true;
   rocksdb::Status s = db_->Write(wo, batch->batch_.get());
   if (!s.ok()) return FromRocks(s, "write");
+  return Status::Ok();
+}
+
+uint64_t Catalog::MemtableBytes() const {
+  uint64_t bytes = 0;
+  if (!db_->GetIntProperty("rocksdb.cur-size-all-mem-tables", &bytes)) return 0;
+  return bytes;
+}
+
+Status Catalog::Flush() {
+  rocksdb::Status s = db_->Flush(rocksdb::FlushOptions());
+  if (!s.ok()) return FromRocks(s, "flush");
   return Status::Ok();
 }
 

@@ -125,6 +125,9 @@ class Catalog {
   // Neither synced nor logged: the packs are the write-ahead log, and opening the vault replays
   // any pack bytes beyond PackInfo::applied_bytes.
   Status Commit(Batch* batch);
+  // Writes the memtable out (the vault does before closing, when the disk has room).
+  Status Flush();
+  uint64_t MemtableBytes() const;
   // Clears RocksDB's background error after a failed write or flush (a full disk, EIO), once
   // the cause may have gone; until then every write fails. Ok when there was no error.
   Status Resume();

@@ -225,6 +225,16 @@ Vault::~Vault() {
   queue_cv_.notify_all();
   if (committer_.joinable()) committer_.join();
   for (auto& [n, fd] : read_fds_) ::close(fd);
+  // Flush the catalog so the next open has nothing to replay, but only with room to do it:
+  // its files wait out a full disk (patient_fs.h), and a close must not wait forever. Skipped,
+  // the memtable is replayed from the packs at the next open (they are the log).
+  // Room means the memtable twice over (the table it becomes, with its index) and 4 MiB for
+  // RocksDB's own files.
+  struct statvfs fs;
+  if (catalog_ && PatientFsStall().empty() && ::statvfs(dir_.c_str(), &fs) == 0 &&
+      static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize >= 2 * catalog_->MemtableBytes() + (4 << 20)) {
+    (void)catalog_->Flush();
+  }
 }
 
 std::string Vault::PackPath(uint64_t n) const { return PacksPath(dir_) + "/" + PackFileName(n); }
