@@ -24,7 +24,7 @@
 #include <optional>
 #include <string>
 
-#include "api/model.h"
+#include "api/control.h"
 #include "core/result.h"
 
 namespace mailvault::api {

@@ -14,8 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "api/audit.h"
-#include "api/model.h"
+#include "api/control.h"
 #include "vault/vault.h"
 
 namespace mailvault::api {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -30,6 +31,10 @@ struct Response {
   std::string body;
   std::string file;          // when set, the body is this file's content (downloads)
   uint64_t file_size = 0;
+  // An answer written as it happens (server-sent events): called on a worker thread once the
+  // status line and headers are out, with a writer that returns false when the client is gone
+  // or stopped reading for 30 s. The connection closes when it returns (no Content-Length).
+  std::function<void(const std::function<bool(std::string_view)>& write)> stream;
 
   static Response Json(int status, const nlohmann::json& j);
   static Response Empty(int status);  // 204 and friends

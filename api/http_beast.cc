@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -139,6 +140,8 @@ class BeastServer::Impl {
 
 namespace {
 
+constexpr auto kStreamWriteTimeout = std::chrono::seconds(30);
+
 // One connection: read a request (bounded), hand it to a worker, write the answer, repeat
 // while the client keeps the connection alive. Stream is beast::tcp_stream or its TLS wrapper.
 template <typename Stream>
@@ -213,6 +216,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto self = this->shared_from_this();
     bool queued = server_->Submit([self, request, keep_alive] {
       Response r = self->server_->service()->Handle(*request);
+      if (r.stream) return self->WriteStreamed(std::move(r));
       net::post(self->stream_.get_executor(), [self, r = std::move(r), keep_alive]() mutable { self->Write(std::move(r), keep_alive); });
     });
     if (!queued) {
@@ -256,6 +260,36 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const uint64_t bytes = r.body.size();
     res.body() = std::move(r.body);
     Send(std::move(res), keep_alive, bytes);
+  }
+
+  // A streamed answer (server-sent events), on the worker thread that made it: each write is
+  // posted to the connection's strand and waited for, with a timeout, so a client that stops
+  // reading costs a worker 30 s at most. HTTP/1.1 without a length: the body ends at close.
+  void WriteStreamed(Response r) {
+    auto self = this->shared_from_this();
+    auto write = [self](std::string_view data) -> bool {
+      auto done = std::make_shared<std::promise<bool>>();
+      std::future<bool> result = done->get_future();
+      auto bytes = std::make_shared<std::string>(data);
+      net::post(self->stream_.get_executor(), [self, bytes, done] {
+        beast::get_lowest_layer(self->stream_).expires_after(kStreamWriteTimeout);
+        net::async_write(self->stream_, net::buffer(*bytes),
+                         [bytes, done](beast::error_code ec, size_t) { done->set_value(!ec); });
+      });
+      // A stopped server drops the handler unrun: the promise breaks and get() throws.
+      if (result.wait_for(kStreamWriteTimeout + std::chrono::seconds(5)) != std::future_status::ready) return false;
+      try {
+        return result.get();
+      } catch (const std::future_error&) {
+        return false;
+      }
+    };
+    std::string head = "HTTP/1.1 " + std::to_string(r.status) + " " + StatusText(r.status) + "\r\n";
+    if (!r.content_type.empty()) head += "Content-Type: " + r.content_type + "\r\n";
+    for (const auto& [k, v] : r.headers) head += k + ": " + v + "\r\n";
+    head += "Connection: close\r\n\r\n";
+    if (write(head)) r.stream(write);
+    net::post(stream_.get_executor(), [self] { self->Close(); });
   }
 
   void Close() {

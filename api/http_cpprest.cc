@@ -158,6 +158,11 @@ class HttpServer::Impl {
     r.peer = req.remote_address();
     r.request_id = std::to_string(++next_id_);
     Response resp = service_->Handle(r);
+    if (resp.stream) {
+      // cpprestsdk's listener cannot write an answer as it happens: event streams need the
+      // default transport (Beast).
+      resp = Problem(501, "not-implemented", "event streams are served by the default transport (transport = beast in [api])");
+    }
     Reply(req, resp);
   }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <map>
 #include <set>
 
 #include "api/export.h"
@@ -12,6 +13,7 @@
 #include "core/message.h"
 #include "core/text.h"
 #include "indexer/searcher.h"
+#include "jobs/runner.h"
 #include "vault/crypto.h"
 
 namespace mailvault::api {
@@ -46,6 +48,7 @@ constexpr const char* kNotFoundDetail = "no such resource (or it is outside what
     case ErrorCode::kMalformedInput: Fail(400, "bad-query", e.message());
     case ErrorCode::kNotFound: Fail(404, "not-found", e.message());
     case ErrorCode::kBusy: Fail(503, "busy", e.message());
+    case ErrorCode::kConflict: Fail(409, "conflict", e.message());
     default: Fail(500, "internal", e.ToString());
   }
 }
@@ -179,6 +182,13 @@ const std::vector<ApiService::Route>& ApiService::Table() {
       {"DELETE", "/api/v1/tokens/{id}", kAnyRole, &ApiService::RevokeToken, false},
       {"GET", "/api/v1/status", kAdmin | kOperator, &ApiService::GetStatus, false},
       {"GET", "/api/v1/jobs", kAdmin | kOperator, &ApiService::ListJobs, false},
+      {"GET", "/api/v1/jobs/{id}", kAdmin | kOperator, &ApiService::GetJob, false},
+      {"POST", "/api/v1/jobs/{id}/cancel", kAdmin | kOperator, &ApiService::CancelJob, false},
+      {"POST", "/api/v1/jobs/{id}/pause", kAdmin | kOperator, &ApiService::PauseJob, false},
+      {"POST", "/api/v1/jobs/{id}/resume", kAdmin | kOperator, &ApiService::ResumeJob, false},
+      {"GET", "/api/v1/jobs/{id}/events", kAdmin | kOperator, &ApiService::JobEvents, false},
+      {"POST", "/api/v1/restores", kAdmin | kOperator, &ApiService::CreateRestore, true},
+      {"GET", "/api/v1/restore-targets", kAdmin | kOperator, &ApiService::ListRestoreTargets, false},
       {"POST", "/api/v1/search", kReviewer, &ApiService::Search, true},
       {"POST", "/api/v1/search/tags", kReviewer, &ApiService::BulkTag, true},
       {"GET", "/api/v1/messages/{id}", kReviewer, &ApiService::GetMessage, false},
@@ -621,10 +631,175 @@ Response ApiService::GetStatus(Context&) {
   return Response::Json(200, j);
 }
 
-Response ApiService::ListJobs(Context&) {
+// ---- jobs and restores ------------------------------------------------------------------------
+
+namespace {
+
+// An export (api/export.h keeps its own records) in the job vocabulary of control/jobs.h.
+json ExportAsJob(const ExportJob& e) {
+  static const std::map<std::string, std::string> kStates = {
+      {"queued", "queued"}, {"running", "running"}, {"done", "done"}, {"failed", "failed"}, {"expired", "done"}};
+  auto st = kStates.find(e.state);
+  json j{{"id", e.id},
+         {"kind", "export"},
+         {"state", st == kStates.end() ? "done" : st->second},
+         {"created", Rfc3339(e.created)},
+         {"started", nullptr},
+         {"finished", e.finished ? json(Rfc3339(e.finished)) : json(nullptr)},
+         {"started_by", e.owner},
+         {"progress", json{{"total", e.total}, {"done", e.done}}},
+         {"report", json{{"format", e.format}, {"bytes", e.bytes}, {"export_state", e.state}}}};
+  if (!e.error.empty()) j["error"] = e.error;
+  return j;
+}
+
+}  // namespace
+
+jobs::JobRunner& ApiService::Runner() {
+  if (!jobs_) Fail(503, "jobs-unavailable", "this server runs no jobs (mailvault serve starts the job runner with the API)");
+  return *jobs_;
+}
+
+control::Actor ApiService::ActorOf(const Context& c) const {
+  control::Actor a;
+  a.user = c.who->name;
+  a.role = RoleName(c.who->role);
+  a.auth = c.who->auth;
+  a.source = c.req.peer;
+  return a;
+}
+
+Response ApiService::ListJobs(Context& c) {
+  std::optional<control::JobKind> kind;
+  std::optional<control::JobState> state;
+  if (auto k = c.req.query.find("kind"); k != c.req.query.end()) {
+    kind = control::ParseJobKind(k->second);
+    if (!kind) BadRequest("\"kind\" is restore, export, verify, import or reindex");
+  }
+  if (auto s = c.req.query.find("state"); s != c.req.query.end()) {
+    state = control::ParseJobState(s->second);
+    if (!state) BadRequest("\"state\" is queued, running, paused, done, failed or cancelled");
+  }
   json list = json::array();
-  for (const ExportJob& j : Must(records_->Jobs())) list.push_back(j.PublicJson(false));
+  if (jobs_) {
+    for (const control::JobRecord& j : Must(jobs_->store().List(kind, state))) list.push_back(j.PublicJson());
+  }
+  if (!kind || *kind == control::JobKind::kExport) {
+    for (const ExportJob& e : Must(records_->Jobs())) {
+      json j = ExportAsJob(e);
+      if (!state || j["state"] == control::JobStateName(*state)) list.push_back(std::move(j));
+    }
+  }
   return Response::Json(200, json{{"jobs", list}});
+}
+
+Response ApiService::GetJob(Context& c) {
+  const std::string& id = c.params[0];
+  if (control::ValidJobId(id)) {
+    std::optional<control::JobRecord> j = Must(Runner().store().Get(id));
+    if (!j) NotFound();
+    return Response::Json(200, j->PublicJson());
+  }
+  if (!ValidRecordId(id)) NotFound();
+  std::optional<ExportJob> e = Must(records_->GetJob(id));
+  if (!e) NotFound();
+  return Response::Json(200, ExportAsJob(*e));
+}
+
+Response ApiService::JobRequest(Context& c, const char* what) {
+  const std::string& id = c.params[0];
+  if (!control::ValidJobId(id)) {
+    if (ValidRecordId(id) && Must(records_->GetJob(id))) {
+      Fail(409, "conflict", "exports run to their end; delete one with DELETE /api/v1/exports/{id}");
+    }
+    NotFound();
+  }
+  jobs::JobRunner& runner = Runner();
+  const control::Actor who = ActorOf(c);
+  const std::string action = what;
+  Result<control::JobRecord> r = action == "cancel" ? runner.Cancel(id, who)
+                                 : action == "pause" ? runner.Pause(id, who)
+                                                     : runner.Resume(id, who);
+  if (!r.ok() && r.error().code() == ErrorCode::kNotFound) NotFound();
+  return Response::Json(200, Must(std::move(r)).PublicJson());
+}
+
+Response ApiService::CancelJob(Context& c) { return JobRequest(c, "cancel"); }
+Response ApiService::PauseJob(Context& c) { return JobRequest(c, "pause"); }
+Response ApiService::ResumeJob(Context& c) { return JobRequest(c, "resume"); }
+
+Response ApiService::JobEvents(Context& c) {
+  const std::string id = c.params[0];
+  if (!control::ValidJobId(id)) NotFound();
+  jobs::JobRunner& runner = Runner();
+  if (!Must(runner.store().Get(id))) NotFound();
+  Response r;
+  r.status = 200;
+  r.content_type = "text/event-stream";
+  r.headers.emplace_back("X-Accel-Buffering", "no");
+  // Each change of the job is one "progress" event whose data is the job as GET
+  // /api/v1/jobs/{id} gives it, with the record's version as the event id; the last is an
+  // "end" event once the job is done, failed, cancelled or paused. A comment every 15 s keeps
+  // proxies from closing a quiet stream. A browser's EventSource reconnects by itself after
+  // an end; the stream then starts with the current state again.
+  control::JobStore* store = &runner.store();
+  std::atomic<bool>* stopping = &stopping_;
+  r.stream = [store, id, stopping](const std::function<bool(std::string_view)>& write) {
+    if (!write("retry: 2000\n\n")) return;
+    uint64_t seen_version = 0;
+    auto quiet_since = std::chrono::steady_clock::now();
+    for (;;) {
+      const uint64_t changes = store->changes();
+      Result<std::optional<control::JobRecord>> j = store->Get(id);
+      if (!j.ok() || !*j) return;
+      const control::JobRecord& job = **j;
+      const bool over = control::IsFinal(job.state) || job.state == control::JobState::kPaused;
+      if (job.version != seen_version) {
+        seen_version = job.version;
+        std::string data = job.PublicJson().dump(-1, ' ', false, json::error_handler_t::replace);
+        if (!write("id: " + std::to_string(job.version) + "\nevent: progress\ndata: " + data + "\n\n")) return;
+        quiet_since = std::chrono::steady_clock::now();
+      }
+      if (over) {
+        (void)write("event: end\ndata: " + json{{"id", id}, {"state", control::JobStateName(job.state)}}.dump() + "\n\n");
+        return;
+      }
+      if (stopping->load()) return;
+      if (std::chrono::steady_clock::now() - quiet_since > std::chrono::seconds(15)) {
+        if (!write(": still running\n\n")) return;
+        quiet_since = std::chrono::steady_clock::now();
+      }
+      store->WaitForChange(changes, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    }
+  };
+  return r;
+}
+
+Response ApiService::CreateRestore(Context& c) {
+  jobs::JobRunner& runner = Runner();
+  auto dry = c.body.find("dry_run");
+  const bool dry_run = dry != c.body.end() && dry->is_boolean() && dry->get<bool>();
+  auto refused = [&](const Error& e) -> Response {
+    // An unknown target, user or field is the request's fault (400), not a missing resource.
+    if (e.code() == ErrorCode::kNotFound || e.code() == ErrorCode::kInvalidArgument) Fail(400, "bad-request", e.message());
+    FailWith(e);
+  };
+  if (dry_run) {
+    Result<json> plan = runner.PlanRestore(c.body, ActorOf(c));
+    if (!plan.ok()) return refused(plan.error());
+    return Response::Json(200, *plan);
+  }
+  Result<control::JobRecord> job = runner.SubmitRestore(c.body, ActorOf(c));
+  if (!job.ok()) return refused(job.error());
+  Response r = Response::Json(202, job->PublicJson());
+  r.headers.emplace_back("Location", "/api/v1/jobs/" + job->id);
+  return r;
+}
+
+Response ApiService::ListRestoreTargets(Context&) {
+  json list = json::array();
+  for (const auto& [name, t] : Runner().targets()) list.push_back(t.PublicJson());
+  return Response::Json(200, json{{"targets", list}});
 }
 
 // ---- search and messages ----------------------------------------------------------------------

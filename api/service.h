@@ -14,16 +14,20 @@
 #include <string>
 #include <vector>
 
-#include "api/audit.h"
+#include "api/control.h"
 #include "api/auth.h"
 #include "api/http.h"
 #include "api/metrics.h"
-#include "api/model.h"
 #include "vault/vault.h"
 
 namespace mailvault::api {
 
 class ExportRunner;
+}  // namespace mailvault::api
+namespace mailvault::jobs {
+class JobRunner;
+}  // namespace mailvault::jobs
+namespace mailvault::api {
 
 struct ApiSettings {
   size_t max_body_bytes = 1 << 20;     // a request body past this gets 413
@@ -49,6 +53,10 @@ class ApiService {
   ~ApiService();
 
   Response Handle(const Request& request);
+  // Restores and the job routes need the job runner; without one they answer 503.
+  void SetJobRunner(jobs::JobRunner* runner) { jobs_ = runner; }
+  // Event streams end within a second (serve is stopping).
+  void Stop() { stopping_ = true; }
   static std::vector<RouteInfo> Routes();
   const ApiMetrics& metrics() const { return metrics_; }
 
@@ -77,6 +85,13 @@ class ApiService {
   Response RevokeToken(Context& c);
   Response GetStatus(Context& c);
   Response ListJobs(Context& c);
+  Response GetJob(Context& c);
+  Response CancelJob(Context& c);
+  Response PauseJob(Context& c);
+  Response ResumeJob(Context& c);
+  Response JobEvents(Context& c);
+  Response CreateRestore(Context& c);
+  Response ListRestoreTargets(Context& c);
   Response Search(Context& c);
   Response BulkTag(Context& c);
   Response GetMessage(Context& c);
@@ -102,6 +117,9 @@ class ApiService {
   // otherwise throws the same 404 whichever it was.
   ObjectId MessageInScope(Context& c);
   ExportJob OwnJob(Context& c);
+  jobs::JobRunner& Runner();
+  control::Actor ActorOf(const Context& c) const;
+  Response JobRequest(Context& c, const char* what);
   Response TagChange(Context& c, bool add);
 
   Vault* vault_;
@@ -110,6 +128,8 @@ class ApiService {
   Authenticator* auth_;
   AuditLog* audit_;
   ExportRunner* exports_;
+  jobs::JobRunner* jobs_ = nullptr;
+  std::atomic<bool> stopping_{false};
   std::function<nlohmann::json()> status_;
   nlohmann::json config_;
   ApiSettings settings_;

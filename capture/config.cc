@@ -35,23 +35,6 @@ CaptureConfig DefaultCaptureConfig() {
   return c;
 }
 
-Result<std::chrono::seconds> ParseDuration(std::string_view text) {
-  std::string t = Trim(text);
-  if (t.empty()) return InvalidArgument("empty duration");
-  char* end = nullptr;
-  unsigned long long v = std::strtoull(t.c_str(), &end, 10);
-  if (end == t.c_str()) return InvalidArgument("duration \"" + t + "\" must start with a number (e.g. 90s, 5m, 2h)");
-  std::string unit(end);
-  unsigned long long mult = 0;
-  if (unit.empty() || unit == "s") mult = 1;
-  else if (unit == "m") mult = 60;
-  else if (unit == "h") mult = 3600;
-  else if (unit == "d") mult = 86400;
-  else return InvalidArgument("duration \"" + t + "\": unit must be s, m, h or d");
-  if (v > 100ull * 365 * 86400 / mult) return InvalidArgument("duration \"" + t + "\" is too long");
-  return std::chrono::seconds(static_cast<long long>(v * mult));
-}
-
 Status ApplyCaptureConfigFile(const std::string& path, CaptureConfig* c) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
   CaptureSettings& s = c->settings;

@@ -8,6 +8,7 @@
 
 #include "capture/server.h"
 #include "core/result.h"
+#include "core/text.h"
 
 namespace mailvault::capture {
 
@@ -19,6 +20,6 @@ CaptureConfig DefaultCaptureConfig();
 Status ApplyCaptureConfigFile(const std::string& path, CaptureConfig* config);
 
 // "90s", "5m", "2h", "1d", or a bare number of seconds.
-Result<std::chrono::seconds> ParseDuration(std::string_view text);
+using mailvault::ParseDuration;  // core/text.h
 
 }  // namespace mailvault::capture

@@ -13,10 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "api/audit.h"
-#include "api/model.h"
+#include "vault/purposes.h"
+#include "control/audit.h"
+#include "control/records.h"
 #include "api/service.h"
-#include "api/state.h"
+#include "control/state.h"
 #include "cli/commands.h"
 #include "cli/shell_state.h"
 #include "indexer/searcher.h"
@@ -68,23 +69,23 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   add->add_option("--scope-query", scope_query, "scope a reviewer to messages matching this query");
   add->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
-      if (!api::ValidUserName(name)) return InvalidArgument("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
-      std::optional<api::Role> role = api::ParseRole(role_name);
+      if (!control::ValidUserName(name)) return InvalidArgument("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
+      std::optional<control::Role> role = control::ParseRole(role_name);
       if (!role) return InvalidArgument("--role is admin, operator, reviewer or auditor");
-      MV_ASSIGN_OR_RETURN(std::optional<api::User> existing, s.records->GetUser(name));
+      MV_ASSIGN_OR_RETURN(std::optional<control::User> existing, s.records->GetUser(name));
       if (existing) return Error(ErrorCode::kAlreadyExists, "a user named " + name + " exists (`mailvault user passwd` changes a password)");
-      api::User u;
+      control::User u;
       u.name = name;
       u.role = *role;
       json scope_json{{"custodians", custodians}, {"query", scope_query}};
-      MV_ASSIGN_OR_RETURN(u.scope, api::Scope::FromJson(scope_json));
+      MV_ASSIGN_OR_RETURN(u.scope, control::Scope::FromJson(scope_json));
       if (!scope_query.empty()) {
         if (Result<Xapian::Query> q = index::ParseQuery(scope_query, 0); !q.ok()) return q.error().With("--scope-query");
       }
-      if (!u.scope.empty() && u.role != api::Role::kReviewer) return InvalidArgument("only reviewers are scoped");
+      if (!u.scope.empty() && u.role != control::Role::kReviewer) return InvalidArgument("only reviewers are scoped");
       MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
       u.password_hash = HashPassword(password);
-      u.created = u.credentials_changed = api::NowSeconds();
+      u.created = u.credentials_changed = control::NowSeconds();
       MV_RETURN_IF_ERROR(AuditShell(s, "user.create", name, json{{"role", role_name}, {"scope", u.scope.ToJson()}}));
       MV_RETURN_IF_ERROR(s.records->PutUser(u));
       std::cout << "user " << name << " added (" << role_name << ")\n";
@@ -93,13 +94,13 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
 
   // passwd, role, disable, enable, unlock: one change each to an existing user.
-  auto change = [&g, exit_code](const char* action, std::function<Status(api::User&, json&)> edit) {
+  auto change = [&g, exit_code](const char* action, std::function<Status(control::User&, json&)> edit) {
     WithState(g, exit_code, [&](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
+      MV_ASSIGN_OR_RETURN(std::optional<control::User> u, s.records->GetUser(name));
       if (!u) return NotFound("no user named " + name + " (`mailvault user list`)");
       json details = json::object();
       MV_RETURN_IF_ERROR(edit(*u, details));
-      u->credentials_changed = api::NowSeconds();
+      u->credentials_changed = control::NowSeconds();
       MV_RETURN_IF_ERROR(AuditShell(s, action, name, details));
       MV_RETURN_IF_ERROR(s.records->PutUser(*u));
       std::cout << "user " << name << ": " << details.dump() << "\n";
@@ -109,7 +110,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* passwd = user->add_subcommand("passwd", "set a user's password (the first line of stdin)");
   passwd->add_option("name", name)->required();
   passwd->callback([change] {
-    change("user.update", [](api::User& u, json& d) -> Status {
+    change("user.update", [](control::User& u, json& d) -> Status {
       MV_ASSIGN_OR_RETURN(std::string password, ReadPassword());
       u.password_hash = HashPassword(password);
       d["password"] = "changed";
@@ -120,8 +121,8 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   role->add_option("name", name)->required();
   role->add_option("role", role_name, "admin, operator, reviewer or auditor")->required();
   role->callback([change] {
-    change("user.update", [](api::User& u, json& d) -> Status {
-      std::optional<api::Role> r = api::ParseRole(role_name);
+    change("user.update", [](control::User& u, json& d) -> Status {
+      std::optional<control::Role> r = control::ParseRole(role_name);
       if (!r) return InvalidArgument("the role is admin, operator, reviewer or auditor");
       u.role = *r;
       d["role"] = role_name;
@@ -133,7 +134,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     cmd->add_option("name", name)->required();
     std::string w = which;
     cmd->callback([change, w] {
-      change("user.update", [w](api::User& u, json& d) -> Status {
+      change("user.update", [w](control::User& u, json& d) -> Status {
         if (w == "unlock") {
           u.failures = 0;
           u.locked_until = 0;
@@ -150,14 +151,14 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   list->add_flag("--json", as_json, "print JSON");
   list->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(std::vector<api::User> users, s.records->Users());
+      MV_ASSIGN_OR_RETURN(std::vector<control::User> users, s.records->Users());
       json out = json::array();
-      for (const api::User& u : users) out.push_back(u.PublicJson());
+      for (const control::User& u : users) out.push_back(u.PublicJson());
       if (as_json) {
         std::cout << out.dump(2) << "\n";
       } else {
-        for (const api::User& u : users) {
-          std::cout << u.name << "  " << api::RoleName(u.role) << (u.disabled ? "  disabled" : "")
+        for (const control::User& u : users) {
+          std::cout << u.name << "  " << control::RoleName(u.role) << (u.disabled ? "  disabled" : "")
                     << (u.scope.empty() ? "" : "  scope: " + u.scope.AsQuery()) << "\n";
         }
       }
@@ -176,11 +177,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   create->add_option("--expires-days", days, "days until it expires (1 to 365; default 90)")->check(CLI::Range(1, 365));
   create->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(std::optional<api::User> u, s.records->GetUser(name));
+      MV_ASSIGN_OR_RETURN(std::optional<control::User> u, s.records->GetUser(name));
       if (!u) return NotFound("no user named " + name);
       MV_RETURN_IF_ERROR(AuditShell(s, "token.create", name, json{{"label", label}, {"expires_days", days}}));
       MV_ASSIGN_OR_RETURN(auto created, s.records->CreateToken(name, label, days));
-      std::cerr << "token " << created.first.id << " for " << name << ", expires " << api::Rfc3339(created.first.expires)
+      std::cerr << "token " << created.first.id << " for " << name << ", expires " << control::Rfc3339(created.first.expires)
                 << "; it is shown only now:\n";
       std::cout << created.second << "\n";
       return Status::Ok();
@@ -190,7 +191,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   revoke->add_option("id", token_id, "the token's id (`mailvault token list`)")->required();
   revoke->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(std::optional<api::Token> t, s.records->TokenById(token_id));
+      MV_ASSIGN_OR_RETURN(std::optional<control::Token> t, s.records->TokenById(token_id));
       if (!t) return NotFound("no token with id " + token_id);
       MV_RETURN_IF_ERROR(AuditShell(s, "token.revoke", token_id, json{{"user", t->user}}));
       MV_RETURN_IF_ERROR(s.records->DeleteToken(*t));
@@ -201,8 +202,8 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* tlist = token->add_subcommand("list", "list API tokens (not their secrets)");
   tlist->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(std::vector<api::Token> tokens, s.records->Tokens());
-      for (const api::Token& t : tokens) std::cout << t.PublicJson().dump() << "\n";
+      MV_ASSIGN_OR_RETURN(std::vector<control::Token> tokens, s.records->Tokens());
+      for (const control::Token& t : tokens) std::cout << t.PublicJson().dump() << "\n";
       return Status::Ok();
     });
   });
@@ -214,7 +215,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   verify->add_flag("--json", as_json, "print JSON");
   verify->callback([&g, exit_code] {
     WithState(g, exit_code, [exit_code](ShellState& s) -> Status {
-      MV_ASSIGN_OR_RETURN(api::AuditVerifyReport r, api::AuditLog::Verify(*s.store, s.vault->DeriveSubkey("mailvault/v1/audit")));
+      MV_ASSIGN_OR_RETURN(control::AuditVerifyReport r, control::AuditLog::Verify(*s.store, s.vault->DeriveSubkey(purpose::kAudit)));
       if (as_json) {
         json problems = json::array();
         for (const auto& p : r.problems) problems.push_back(json{{"seq", p.seq}, {"kind", p.kind}, {"detail", p.detail}});
@@ -248,13 +249,13 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (!list_action.empty()) filters["action"] = list_action;
       if (!list_user.empty()) filters["user"] = list_user;
       MV_RETURN_IF_ERROR(AuditShell(s, "audit.read", "", json{{"filters", filters}}));
-      api::AuditLog::Filter f;
+      control::AuditLog::Filter f;
       f.after_seq = after_seq;
       f.limit = list_limit;
       f.action = list_action;
       f.user = list_user;
-      MV_ASSIGN_OR_RETURN(std::vector<api::AuditEntry> entries, s.audit->Read(f));
-      for (const api::AuditEntry& e : entries) {
+      MV_ASSIGN_OR_RETURN(std::vector<control::AuditEntry> entries, s.audit->Read(f));
+      for (const control::AuditEntry& e : entries) {
         if (as_json) {
           std::cout << e.ToJson().dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
         } else {

@@ -28,6 +28,7 @@ namespace {
 
 using nlohmann::json;
 using recovery::JobReport;
+using recovery::ReportJson;
 using recovery::RestoreJob;
 
 std::atomic<bool> g_stop{false};
@@ -47,32 +48,6 @@ bool ValidJobId(const std::string& id) {
     if (!(std::isdigit(static_cast<unsigned char>(c)) || (i > 16 && c >= 'a' && c <= 'f'))) return false;
   }
   return true;
-}
-
-json ReportJson(const JobReport& r) {
-  json boxes = json::array();
-  uint64_t selected = 0, present = 0, appended = 0, failed = 0, pending = 0;
-  for (const recovery::TargetReport& t : r.targets) {
-    json failures = json::array();
-    for (const auto& [id, why] : t.failures) failures.push_back(json{{"id", id}, {"why", why}});
-    json b{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
-           {"present", t.present}, {"appended", t.appended}, {"failed", t.failed}, {"pending", t.pending},
-           {"bytes", t.bytes}, {"failures", failures}};
-    if (!t.error.empty()) b["error"] = t.error;
-    boxes.push_back(b);
-    selected += t.selected;
-    present += t.present;
-    appended += t.appended;
-    failed += t.failed;
-    pending += t.pending;
-  }
-  return json{{"job", r.id},
-              {"status", r.status},
-              {"target", r.target},
-              {"created", r.created},
-              {"mailboxes", boxes},
-              {"totals", {{"selected", selected}, {"present", present}, {"appended", appended}, {"failed", failed},
-                          {"pending", pending}}}};
 }
 
 void PrintReport(const JobReport& r, bool as_json) {
@@ -99,14 +74,7 @@ void PrintReport(const JobReport& r, bool as_json) {
 
 void PrintPlan(const JobReport& r, bool as_json) {
   if (as_json) {
-    json plan = json::array();
-    for (const recovery::TargetReport& t : r.targets) {
-      json p{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
-             {"present", t.present}, {"to_append", t.pending}, {"bytes", t.bytes}};
-      if (!t.error.empty()) p["error"] = t.error;
-      plan.push_back(p);
-    }
-    std::cout << json{{"plan", plan}}.dump(2) << "\n";
+    std::cout << recovery::PlanJson(r).dump(2) << "\n";
     return;
   }
   std::cout << "plan (dry run: nothing is appended)\n";

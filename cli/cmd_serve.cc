@@ -15,14 +15,17 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "api/audit.h"
+#include "vault/purposes.h"
+#include "control/audit.h"
 #include "api/auth.h"
 #include "api/config.h"
 #include "api/export.h"
 #include "api/http_beast.h"
 #include "api/http_cpprest.h"
 #include "api/service.h"
-#include "api/state.h"
+#include "jobs/runner.h"
+#include "jobs/targets.h"
+#include "control/state.h"
 #include "capture/config.h"
 #include "capture/server.h"
 #include "cli/commands.h"
@@ -160,9 +163,9 @@ Status WriteStatusFile(const std::string& path, const json& j) {
   return wrote ? Status::Ok() : s;
 }
 
-json StatusJson(const Vault& vault, const capture::CaptureServer& server, const IndexFollower* indexer,
+json StatusJson(const Vault& vault, const capture::CaptureServer* server, const IndexFollower* indexer,
                 const std::vector<capture::ListenAddress>& bound, int64_t started, double rate) {
-  capture::CaptureStats s = server.stats();
+  capture::CaptureStats s = server ? server->stats() : capture::CaptureStats{};
   json listen = json::array();
   for (const auto& a : bound) listen.push_back(a.ToString());
   uint64_t last = vault.last_change();
@@ -213,11 +216,14 @@ json StatusJson(const Vault& vault, const capture::CaptureServer& server, const 
   return j;
 }
 
-// The REST API's parts, in the order they start (and stop in reverse).
-struct ApiParts {
-  std::unique_ptr<api::StateStore> store;
-  std::unique_ptr<api::AuditLog> audit;
-  std::unique_ptr<api::Records> records;
+// The control plane (state store, audit trail, records, the job runner) and the REST API on
+// top of it, in the order they start (and stop in reverse). The control plane runs in every
+// serve: jobs and the command line's requests need it even without the API.
+struct ServiceParts {
+  std::unique_ptr<control::StateStore> store;
+  std::unique_ptr<control::AuditLog> audit;
+  std::unique_ptr<control::Records> records;
+  std::unique_ptr<jobs::JobRunner> runner;
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::ExportRunner> exports;
   std::unique_ptr<api::ApiService> service;
@@ -225,34 +231,45 @@ struct ApiParts {
   std::unique_ptr<api::HttpServer> http;
 
   void ServerEvent(const std::string& action) {
-    api::AuditEvent e;
+    control::AuditEvent e;
     e.auth = "system";
     e.action = action;
     e.details = json{{"pid", ::getpid()}};
     if (Status s = audit->Record(e); !s.ok()) Log("audit: " + s.error().ToString());
   }
   void Stop() {
-    if (beast) beast->Stop();  // in-flight requests are answered first
+    if (service) service->Stop();  // event streams end
+    if (beast) beast->Stop();      // in-flight requests are answered first
     if (http) http->Stop();
     if (exports) exports->Stop();
+    if (runner) runner->Stop();    // running jobs stop at their next batch and resume at the next start
     if (audit) ServerEvent("server.stop");
     beast.reset();
     http.reset();
     service.reset();
     exports.reset();
     auth.reset();
+    runner.reset();
     audit.reset();
     records.reset();
     store.reset();
   }
 };
 
-Result<std::unique_ptr<ApiParts>> StartApi(Vault* vault, const GlobalOptions& g, const api::ApiConfig& config,
-                                           std::function<json()> status) {
-  auto p = std::make_unique<ApiParts>();
-  MV_ASSIGN_OR_RETURN(p->store, api::StateStore::Open(g.vault_dir, vault->DeriveSubkey("mailvault/v1/state")));
-  MV_ASSIGN_OR_RETURN(p->audit, api::AuditLog::Open(p->store.get(), vault->DeriveSubkey("mailvault/v1/audit")));
-  p->records = std::make_unique<api::Records>(p->store.get());
+Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOptions& g, std::function<uint64_t()> indexed_change) {
+  auto p = std::make_unique<ServiceParts>();
+  MV_ASSIGN_OR_RETURN(p->store, control::StateStore::Open(g.vault_dir, vault->DeriveSubkey(purpose::kState)));
+  MV_ASSIGN_OR_RETURN(p->audit, control::AuditLog::Open(p->store.get(), vault->DeriveSubkey(purpose::kAudit)));
+  p->records = std::make_unique<control::Records>(p->store.get());
+  MV_ASSIGN_OR_RETURN(auto targets, jobs::LoadRestoreTargets(g.config_file));
+  p->runner = std::make_unique<jobs::JobRunner>(vault, g.vault_dir, p->store.get(), p->audit.get(), std::move(targets),
+                                                std::move(indexed_change));
+  p->ServerEvent("server.start");
+  MV_RETURN_IF_ERROR(p->runner->Start());
+  return p;
+}
+
+Status StartApi(ServiceParts* p, Vault* vault, const GlobalOptions& g, const api::ApiConfig& config, std::function<json()> status) {
   api::AuthSettings auth;
   auth.session_idle_seconds = config.session_idle_seconds;
   auth.session_max_seconds = config.session_max_seconds;
@@ -261,13 +278,13 @@ Result<std::unique_ptr<ApiParts>> StartApi(Vault* vault, const GlobalOptions& g,
   MV_RETURN_IF_ERROR(p->exports->Start());
   p->service = std::make_unique<api::ApiService>(vault, g.vault_dir, p->records.get(), p->auth.get(), p->audit.get(),
                                                  p->exports.get(), std::move(status), config.ToJson(), config.settings);
-  p->ServerEvent("server.start");
+  p->service->SetJobRunner(p->runner.get());
   if (config.http.transport == "cpprest") {
     MV_ASSIGN_OR_RETURN(p->http, api::HttpServer::Start(p->service.get(), config.http));
   } else {
     MV_ASSIGN_OR_RETURN(p->beast, api::BeastServer::Start(p->service.get(), config.http));
   }
-  return p;
+  return Status::Ok();
 }
 
 void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::vector<std::string>& lmtp, bool no_index,
@@ -304,40 +321,59 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     return;
   }
   for (const std::string& w : report.warnings) Log("vault: " + w);
-  Result<std::unique_ptr<capture::CaptureServer>> server = capture::CaptureServer::Create(vault->get(), *config);
-  if (!server.ok()) {
-    *exit_code = Fail(server.error());
+  // Capture runs when something is to be listened on; `serve --http ADDR` alone runs the API
+  // and the jobs (any combination of --smtp, --lmtp and --http is valid).
+  if (config->listen.empty() && !api_config.enabled) {
+    *exit_code = Fail(InvalidArgument("nothing to serve: give --smtp, --lmtp or --http (or smtp-listen, lmtp-listen or [api] listen in the config)"));
     return;
   }
-  if (Status s = (*server)->Start(); !s.ok()) {
-    *exit_code = Fail(s.error());
-    return;
+  std::unique_ptr<capture::CaptureServer> server;
+  if (!config->listen.empty()) {
+    Result<std::unique_ptr<capture::CaptureServer>> created = capture::CaptureServer::Create(vault->get(), *config);
+    if (!created.ok()) {
+      *exit_code = Fail(created.error());
+      return;
+    }
+    server = std::move(*created);
+    if (Status s = server->Start(); !s.ok()) {
+      *exit_code = Fail(s.error());
+      return;
+    }
   }
   std::unique_ptr<IndexFollower> indexer;
   if (!no_index) {
     indexer = std::make_unique<IndexFollower>(vault->get(), g.vault_dir);
     indexer->Start();
   }
-  std::vector<capture::ListenAddress> bound = (*server)->bound();
+  std::vector<capture::ListenAddress> bound;
+  if (server) bound = server->bound();
   for (const auto& a : bound) Log("listening on " + a.ToString());
+  auto stop_early = [&](const Error& e) {
+    if (server) server->Stop(std::chrono::seconds(5));
+    if (indexer) indexer->Stop();
+    *exit_code = Fail(e);
+  };
+  IndexFollower* follower = indexer.get();
+  std::function<uint64_t()> indexed;
+  if (follower) indexed = [follower] { return follower->applied(); };
+  Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexed);
+  if (!parts.ok()) return stop_early(parts.error());
   // The API reads the same status the status file gets, refreshed every second below.
   auto last_status = std::make_shared<std::pair<std::mutex, json>>();
-  std::unique_ptr<ApiParts> api_parts;
   if (api_config.enabled) {
-    Result<std::unique_ptr<ApiParts>> a = StartApi(vault->get(), g, api_config, [last_status] {
+    Status a = StartApi(parts->get(), vault->get(), g, api_config, [last_status] {
       std::lock_guard<std::mutex> l(last_status->first);
       return last_status->second;
     });
     if (!a.ok()) {
-      (*server)->Stop(std::chrono::seconds(5));
-      if (indexer) indexer->Stop();
-      *exit_code = Fail(a.error());
-      return;
+      (*parts)->Stop();
+      return stop_early(a.error());
     }
-    api_parts = std::move(*a);
     Log("API listening on " + api_config.http.uri + " (" + api_config.http.transport + ")");
   }
-  for (const std::string& w : (*server)->warnings()) Log("warning: " + w);
+  if (server) {
+    for (const std::string& w : server->warnings()) Log("warning: " + w);
+  }
   ::mkdir((g.vault_dir + "/run").c_str(), 0700);
   const int64_t started = NowSeconds();
   std::deque<std::pair<Clock::time_point, uint64_t>> samples;  // for messages/s over 10 s
@@ -350,28 +386,26 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       Log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ": draining sessions");
       break;
     }
-    if (sig == SIGHUP) {
+    if (sig == SIGHUP && server) {
       Result<capture::CaptureConfig> fresh = LoadCaptureConfig(g, smtp, lmtp);
-      Status s = fresh.ok() ? (*server)->Reload(fresh->settings) : Status(fresh.error());
+      Status s = fresh.ok() ? server->Reload(fresh->settings) : Status(fresh.error());
       Log(s.ok() ? "SIGHUP: settings reloaded (listen addresses and the vault need a restart)"
                  : "SIGHUP: reload refused, old settings kept: " + s.error().ToString());
     }
-    if (api_parts && api_parts->store) {
-      if (std::string why = api_parts->store->write_failure(); !why.empty()) {
-        // The state store cannot write again in this process (state.h): stop cleanly, with a
-        // failure exit, so the service manager starts a fresh one. Capture drains first.
-        Log("the state store failed a write (" + why + "); stopping so that the service manager restarts mailvault");
-        *exit_code = kExitRestart;
-        break;
-      }
+    if (std::string why = (*parts)->store->write_failure(); !why.empty()) {
+      // The state store cannot write again in this process (state.h): stop cleanly, with a
+      // failure exit, so the service manager starts a fresh one. Capture drains first.
+      Log("the state store failed a write (" + why + "); stopping so that the service manager restarts mailvault");
+      *exit_code = kExitRestart;
+      break;
     }
-    uint64_t messages = (*server)->stats().messages;
+    uint64_t messages = server ? server->stats().messages : 0;
     samples.emplace_back(Clock::now(), messages);
     while (samples.size() > 11) samples.pop_front();
     double secs = std::chrono::duration<double>(samples.back().first - samples.front().first).count();
     double rate = secs > 0 ? (samples.back().second - samples.front().second) / secs : 0;
-    json j = StatusJson(**vault, **server, indexer.get(), bound, started, rate);
-    if (api_parts) j["api"] = api_config.http.uri;
+    json j = StatusJson(**vault, server.get(), indexer.get(), bound, started, rate);
+    if (api_config.enabled) j["api"] = api_config.http.uri;
     {
       std::lock_guard<std::mutex> l(last_status->first);
       last_status->second = j;
@@ -380,19 +414,18 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       Log("cannot write status: " + s.error().ToString());
     }
   }
-  if (api_parts) {
-    api_parts->Stop();
-    Log("API stopped");
+  (*parts)->Stop();
+  Log(api_config.enabled ? "API and jobs stopped" : "jobs stopped");
+  if (server) {
+    server->Stop(std::chrono::seconds(30));
+    Log("capture stopped: " + std::to_string(server->stats().messages) + " messages stored this run");
   }
-  (*server)->Stop(std::chrono::seconds(30));
-  capture::CaptureStats st = (*server)->stats();
-  Log("capture stopped: " + std::to_string(st.messages) + " messages stored this run");
   if (indexer) {
     indexer->Stop();
     Log("indexer stopped at change " + std::to_string(indexer->applied()));
   }
   ::unlink(StatusPath(g.vault_dir).c_str());
-  server->reset();
+  server.reset();
   vault->reset();
   Log("stopped cleanly");
 }

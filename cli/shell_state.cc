@@ -1,3 +1,4 @@
+#include "vault/purposes.h"
 #include "cli/shell_state.h"
 
 #include <pwd.h>
@@ -15,9 +16,9 @@ Result<ShellState> OpenShellState(GlobalOptions& g, const std::string& busy_hint
     return v.error();
   }
   s.vault = std::move(*v);
-  MV_ASSIGN_OR_RETURN(s.store, api::StateStore::Open(g.vault_dir, s.vault->DeriveSubkey("mailvault/v1/state")));
-  MV_ASSIGN_OR_RETURN(s.audit, api::AuditLog::Open(s.store.get(), s.vault->DeriveSubkey("mailvault/v1/audit")));
-  s.records = std::make_unique<api::Records>(s.store.get());
+  MV_ASSIGN_OR_RETURN(s.store, control::StateStore::Open(g.vault_dir, s.vault->DeriveSubkey(purpose::kState)));
+  MV_ASSIGN_OR_RETURN(s.audit, control::AuditLog::Open(s.store.get(), s.vault->DeriveSubkey(purpose::kAudit)));
+  s.records = std::make_unique<control::Records>(s.store.get());
   return s;
 }
 
@@ -28,7 +29,7 @@ std::string ShellUser() {
 }
 
 Status AuditShell(ShellState& s, const std::string& action, const std::string& target, nlohmann::json details) {
-  api::AuditEvent e;
+  control::AuditEvent e;
   e.user = ShellUser();
   e.role = "shell";
   e.auth = "cli:uid=" + std::to_string(::getuid());

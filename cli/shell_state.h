@@ -7,18 +7,18 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "api/audit.h"
-#include "api/model.h"
-#include "api/state.h"
+#include "control/audit.h"
+#include "control/records.h"
+#include "control/state.h"
 #include "cli/context.h"
 
 namespace mailvault::cli {
 
 struct ShellState {
   std::unique_ptr<Vault> vault;
-  std::unique_ptr<api::StateStore> store;
-  std::unique_ptr<api::AuditLog> audit;
-  std::unique_ptr<api::Records> records;
+  std::unique_ptr<control::StateStore> store;
+  std::unique_ptr<control::AuditLog> audit;
+  std::unique_ptr<control::Records> records;
 };
 
 // busy_hint: what to do instead while another process (serve) holds the vault.

@@ -16,6 +16,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kIoError: return "I/O error";
     case ErrorCode::kBusy: return "busy";
     case ErrorCode::kUnsupported: return "unsupported";
+    case ErrorCode::kConflict: return "conflict";
     case ErrorCode::kInternal: return "internal error";
   }
   return "unknown error";

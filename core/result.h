@@ -22,6 +22,7 @@ enum class ErrorCode {
   kIoError,          // the operating system refused (disk full, permissions)
   kBusy,             // another process holds the vault
   kUnsupported,      // a format version this build does not read
+  kConflict,         // the object's state does not allow it (cancelling a finished job)
   kInternal,         // a bug: an invariant did not hold
 };
 
@@ -95,6 +96,7 @@ inline Error Corruption(std::string m) { return {ErrorCode::kCorruption, std::mo
 inline Error IoError(std::string m) { return {ErrorCode::kIoError, std::move(m)}; }
 inline Error LimitExceeded(std::string m) { return {ErrorCode::kLimitExceeded, std::move(m)}; }
 inline Error MalformedInput(std::string m) { return {ErrorCode::kMalformedInput, std::move(m)}; }
+inline Error FailedPrecondition(std::string m) { return {ErrorCode::kConflict, std::move(m)}; }
 inline Error Internal(std::string m) { return {ErrorCode::kInternal, std::move(m)}; }
 
 // An IoError naming the failed operation, the path and strerror(errno).

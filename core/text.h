@@ -1,6 +1,8 @@
 // Small text helpers shared by every module that shows or matches mail text.
 #pragma once
 
+#include <chrono>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -16,6 +18,8 @@ std::string ToValidUtf8(std::string_view in);
 
 // s without leading and trailing spaces, tabs and CRs (config-file lines).
 std::string Trim(std::string_view s);
+// "90s", "5m", "2h", "7d" (a bare number is seconds), up to 100 years.
+Result<std::chrono::seconds> ParseDuration(std::string_view text);
 
 // An addr-spec as mailvault compares it: trimmed and lower-cased (local parts are case-sensitive
 // in theory and never in practice; custodian matching must not miss "John.Doe@X.com").

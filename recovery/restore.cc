@@ -19,7 +19,9 @@
 #include <thread>
 #include <unordered_map>
 
-#include "api/state.h"
+#include "control/jobs.h"
+#include "control/keys.h"
+#include "control/state.h"
 #include "core/bytes.h"
 #include "core/file_util.h"
 #include "core/message.h"
@@ -47,16 +49,16 @@ bool IsLoopback(const std::string& host) {
 
 // State store keys (docs/formats.md, "restore jobs"): one header per job, one record per
 // target with its planned messages, and one journal record per (target, message).
-std::string HeaderKey(const std::string& job) { return "rj/" + job; }
+std::string HeaderKey(const std::string& job) { return control::kRestoreHeaderPrefix + job; }
 std::string TargetKey(const std::string& job, size_t t) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%05zu", t);
-  return "rt/" + job + "/" + buf;
+  return control::kRestoreTargetPrefix + job + "/" + buf;
 }
 std::string OutcomePrefix(const std::string& job, size_t t) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%05zu", t);
-  return "ro/" + job + "/" + buf + "/";
+  return control::kRestoreOutcomePrefix + job + "/" + buf + "/";
 }
 
 const char* KindName(Outcome::Kind k) {
@@ -471,16 +473,12 @@ Result<std::vector<PlannedTarget>> SelectForRestore(Vault& vault, index::Searche
 
 // ---- the job record ----
 
-Result<std::unique_ptr<RestoreJob>> RestoreJob::Create(api::StateStore* store, const RestoreTarget& target,
+Result<std::unique_ptr<RestoreJob>> RestoreJob::Create(control::StateStore* store, const RestoreTarget& target,
                                                        const RestoreCriteria& criteria, const RestoreOptions& options,
-                                                       std::vector<PlannedTarget> plan) {
+                                                       std::vector<PlannedTarget> plan, std::string id) {
   MV_RETURN_IF_ERROR(ValidateRestoreOptions(options));
-  char stamp[32];
-  time_t now = std::time(nullptr);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
-  std::unique_ptr<RestoreJob> job(new RestoreJob(store, std::string("r") + stamp + "-" + HexEncode(RandomBytes(3))));
+  if (id.empty()) id = control::NewJobId(control::JobKind::kRestore);
+  std::unique_ptr<RestoreJob> job(new RestoreJob(store, std::move(id)));
   job->status_ = "planned";
   job->created_ = Now();
   job->target_ = target;
@@ -488,7 +486,7 @@ Result<std::unique_ptr<RestoreJob>> RestoreJob::Create(api::StateStore* store, c
   job->options_json_ = OptionsJson(options).dump();
   job->options_ = options;
   job->targets_ = std::move(plan);
-  api::StateStore::Batch batch;
+  control::StateStore::Batch batch;
   for (size_t i = 0; i < job->targets_.size(); ++i) {
     const PlannedTarget& t = job->targets_[i];
     json msgs = json::array(), copies = json::array();
@@ -530,7 +528,7 @@ Status RestoreJob::SetStatus(const std::string& status) {
   return SaveHeader();
 }
 
-Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(api::StateStore* store, const std::string& id) {
+Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(control::StateStore* store, const std::string& id) {
   MV_ASSIGN_OR_RETURN(std::optional<std::string> head, store->Get(HeaderKey(id)));
   if (!head) return NotFound("no restore job " + id + " (see `mailvault job list`)");
   json h = json::parse(*head, nullptr, false);
@@ -568,9 +566,9 @@ Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(api::StateStore* store, con
   return job;
 }
 
-Result<std::vector<JobReport>> RestoreJob::List(api::StateStore* store) {
+Result<std::vector<JobReport>> RestoreJob::List(control::StateStore* store) {
   std::vector<std::string> ids;
-  MV_RETURN_IF_ERROR(store->Scan("rj/", [&](std::string_view key, std::string_view) {
+  MV_RETURN_IF_ERROR(store->Scan(control::kRestoreHeaderPrefix, [&](std::string_view key, std::string_view) {
     ids.emplace_back(key.substr(3));
     return true;
   }));
@@ -585,7 +583,7 @@ Result<std::vector<JobReport>> RestoreJob::List(api::StateStore* store) {
 
 namespace {
 
-Result<std::map<std::string, Outcome>> LoadOutcomes(api::StateStore* store, const std::string& job, size_t t) {
+Result<std::map<std::string, Outcome>> LoadOutcomes(control::StateStore* store, const std::string& job, size_t t) {
   std::map<std::string, Outcome> out;
   if (!store) return out;
   const std::string prefix = OutcomePrefix(job, t);
@@ -657,7 +655,7 @@ namespace {
 // Permanent). Outcomes are recorded as they are known.
 struct TargetPass {
   Vault& vault;
-  api::StateStore* store;
+  control::StateStore* store;
   const std::string& job;
   size_t index;
   const PlannedTarget& target;
@@ -685,7 +683,7 @@ struct TargetPass {
   // Intents are durable before their APPEND leaves (synced). Outcomes need not wait for the
   // disk: one lost in a crash is recomputed by the next pass, which re-reads the folder.
   Status Record(const std::vector<std::pair<std::string, Outcome>>& batch) {
-    api::StateStore::Batch w;
+    control::StateStore::Batch w;
     {
       std::lock_guard<std::mutex> l(outcomes_mu);
       for (const auto& [id, o] : batch) {
@@ -1120,6 +1118,46 @@ Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Creden
   job.options_ = options;
   job.targets_ = std::move(plan);
   return job.Run(vault, credentials, nullptr, nullptr, true);
+}
+
+// ---- reports as JSON ----
+
+json ReportJson(const JobReport& r) {
+  json boxes = json::array();
+  uint64_t selected = 0, present = 0, appended = 0, failed = 0, pending = 0;
+  for (const TargetReport& t : r.targets) {
+    json failures = json::array();
+    for (const auto& [id, why] : t.failures) failures.push_back(json{{"id", id}, {"why", why}});
+    json b{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
+           {"present", t.present}, {"appended", t.appended}, {"failed", t.failed}, {"pending", t.pending},
+           {"bytes", t.bytes}, {"failures", failures}};
+    if (!t.error.empty()) b["error"] = t.error;
+    boxes.push_back(b);
+    selected += t.selected;
+    present += t.present;
+    appended += t.appended;
+    failed += t.failed;
+    pending += t.pending;
+  }
+  return json{{"job", r.id},
+              {"status", r.status},
+              {"target", r.target},
+              {"created", r.created},
+              {"mailboxes", boxes},
+              {"totals", {{"selected", selected}, {"present", present}, {"appended", appended}, {"failed", failed},
+                          {"pending", pending}}}};
+}
+
+
+json PlanJson(const JobReport& r) {
+  json plan = json::array();
+  for (const TargetReport& t : r.targets) {
+    json p{{"user", t.custodian}, {"mailbox", t.mailbox}, {"folder", t.folder}, {"selected", t.selected},
+           {"present", t.present}, {"to_append", t.pending}, {"bytes", t.bytes}};
+    if (!t.error.empty()) p["error"] = t.error;
+    plan.push_back(p);
+  }
+  return json{{"plan", plan}};
 }
 
 }  // namespace mailvault::recovery

@@ -28,6 +28,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,7 +38,7 @@
 
 namespace mailvault {
 class Vault;
-namespace api {
+namespace control {
 class StateStore;
 }
 namespace index {
@@ -138,6 +139,11 @@ struct JobReport {
   std::vector<TargetReport> targets;
 };
 
+// The report as `job show --json` and the job's record give it: per mailbox and totals.
+nlohmann::json ReportJson(const JobReport& r);
+// A dry run's plan: {"plan": [{"user", "mailbox", "folder", "selected", "present", "to_append", "bytes"}]}.
+nlohmann::json PlanJson(const JobReport& r);
+
 // The plan as a dry run reports it, without a job: the same inventory and matching as a run.
 Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Credentials& credentials,
                          const RestoreOptions& options, std::vector<PlannedTarget> plan);
@@ -146,11 +152,11 @@ Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Creden
 class RestoreJob {
  public:
   // Plans and persists a new job (status "planned").
-  static Result<std::unique_ptr<RestoreJob>> Create(api::StateStore* store, const RestoreTarget& target,
+  static Result<std::unique_ptr<RestoreJob>> Create(control::StateStore* store, const RestoreTarget& target,
                                                     const RestoreCriteria& criteria, const RestoreOptions& options,
-                                                    std::vector<PlannedTarget> plan);
-  static Result<std::unique_ptr<RestoreJob>> Load(api::StateStore* store, const std::string& id);
-  static Result<std::vector<JobReport>> List(api::StateStore* store);
+                                                    std::vector<PlannedTarget> plan, std::string id = "");
+  static Result<std::unique_ptr<RestoreJob>> Load(control::StateStore* store, const std::string& id);
+  static Result<std::vector<JobReport>> List(control::StateStore* store);
 
   const std::string& id() const { return id_; }
   const std::string& status() const { return status_; }
@@ -170,10 +176,10 @@ class RestoreJob {
  private:
   friend Result<JobReport> DryRun(Vault&, const RestoreTarget&, const Credentials&, const RestoreOptions&,
                                   std::vector<PlannedTarget>);
-  RestoreJob(api::StateStore* store, std::string id) : store_(store), id_(std::move(id)) {}
+  RestoreJob(control::StateStore* store, std::string id) : store_(store), id_(std::move(id)) {}
   Status SaveHeader() const;
 
-  api::StateStore* store_;
+  control::StateStore* store_;
   std::string id_;
   std::string status_;
   int64_t created_ = 0;

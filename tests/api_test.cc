@@ -9,11 +9,11 @@
 #include <set>
 #include <thread>
 
-#include "api/audit.h"
+#include "control/audit.h"
 #include "api/auth.h"
 #include "api/export.h"
 #include "api/service.h"
-#include "api/state.h"
+#include "control/state.h"
 #include "core/message.h"
 #include "indexer/index.h"
 #include "tests/test_util.h"

@@ -23,12 +23,12 @@
 
 #include <rocksdb/db.h>
 
-#include "api/audit.h"
+#include "control/audit.h"
 #include "api/auth.h"
 #include "api/export.h"
 #include "api/http_beast.h"
 #include "api/service.h"
-#include "api/state.h"
+#include "control/state.h"
 #include "core/message.h"
 #include "indexer/index.h"
 #include "tests/test_util.h"

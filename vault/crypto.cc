@@ -1,3 +1,4 @@
+#include "vault/purposes.h"
 #include "vault/crypto.h"
 
 #include <fcntl.h>
@@ -128,9 +129,9 @@ Result<SecretKey> ScryptDerive(std::string_view passphrase, std::string_view sal
 }
 
 VaultKeys VaultKeys::Derive(const SecretKey& master, std::string_view vault_id) {
-  return VaultKeys{master, DeriveKey(master, vault_id, "mailvault/v1/wrap"),
-                   DeriveKey(master, vault_id, "mailvault/v1/catalog"),
-                   DeriveKey(master, vault_id, "mailvault/v1/dictionary")};
+  return VaultKeys{master, DeriveKey(master, vault_id, purpose::kWrap),
+                   DeriveKey(master, vault_id, purpose::kCatalog),
+                   DeriveKey(master, vault_id, purpose::kDictionary)};
 }
 
 std::string VaultKeys::CheckValue(const SecretKey& master, std::string_view vault_id) {

@@ -1,3 +1,4 @@
+#include "vault/purposes.h"
 #include "vault/vault.h"
 
 #include <dirent.h>
@@ -207,7 +208,7 @@ Vault::Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions
     : dir_(std::move(dir)),
       vault_id_(std::move(vault_id)),
       keys_(std::move(keys)),
-      record_key_(DeriveKey(keys_.master, vault_id_, "mailvault/v2/records")),
+      record_key_(DeriveKey(keys_.master, vault_id_, purpose::kRecords)),
       options_(options),
       lock_(std::move(lock)) {}
 

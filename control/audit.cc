@@ -1,4 +1,5 @@
-#include "api/audit.h"
+#include "control/audit.h"
+#include "control/keys.h"
 
 #include <openssl/hmac.h>
 
@@ -6,7 +7,7 @@
 
 #include "core/bytes.h"
 
-namespace mailvault::api {
+namespace mailvault::control {
 
 struct AuditLog::Waiter {
   bool done = false;
@@ -86,7 +87,7 @@ json AuditEntry::ToJson() const {
 
 std::string AuditLog::KeyOf(uint64_t seq) {
   char buf[24];
-  std::snprintf(buf, sizeof buf, "a/%016llx", static_cast<unsigned long long>(seq));
+  std::snprintf(buf, sizeof buf, "%s%016llx", kAuditPrefix, static_cast<unsigned long long>(seq));
   return buf;
 }
 
@@ -228,7 +229,7 @@ Result<AuditVerifyReport> AuditLog::Verify(const StateStore& store, const Secret
   uint64_t expected = 1;
   // Every position from 1 to the highest key present (Last() only finds the key: entries are
   // sealed with kSealAad, so they are read raw, one by one).
-  MV_ASSIGN_OR_RETURN(auto last, store.LastKey("a/"));
+  MV_ASSIGN_OR_RETURN(auto last, store.LastKey(kAuditPrefix));
   uint64_t max_seq = 0;
   if (last) max_seq = std::strtoull(last->c_str() + 2, nullptr, 16);
   for (uint64_t key_seq = 1; key_seq <= max_seq; ++key_seq) {
@@ -285,4 +286,4 @@ Result<AuditVerifyReport> AuditLog::Verify(const StateStore& store, const Secret
   return r;
 }
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

@@ -1,4 +1,5 @@
-#include "api/model.h"
+#include "control/records.h"
+#include "control/keys.h"
 
 #include <openssl/sha.h>
 
@@ -10,7 +11,7 @@
 #include "core/text.h"
 #include "vault/crypto.h"
 
-namespace mailvault::api {
+namespace mailvault::control {
 
 using nlohmann::json;
 
@@ -282,49 +283,49 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 }  // namespace
 
-Result<std::optional<User>> Records::GetUser(const std::string& name) const { return GetRecord<User>(store_, "u/" + name); }
+Result<std::optional<User>> Records::GetUser(const std::string& name) const { return GetRecord<User>(store_, kUserPrefix + name); }
 Status Records::PutUser(const User& u) {
   std::lock_guard<std::mutex> l(rmw_);
-  return store_->Write({{"u/" + u.name, Dump(u.ToJson())}});
+  return store_->Write({{kUserPrefix + u.name, Dump(u.ToJson())}});
 }
 
 Status Records::CreateUser(const User& u, const std::function<Status()>& before_write) {
   std::lock_guard<std::mutex> l(rmw_);
-  MV_ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->Get("u/" + u.name));
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->Get(kUserPrefix + u.name));
   if (existing) return Error(ErrorCode::kAlreadyExists, "a user named " + u.name + " exists");
   MV_RETURN_IF_ERROR(before_write());
-  return store_->Write({{"u/" + u.name, Dump(u.ToJson())}});
+  return store_->Write({{kUserPrefix + u.name, Dump(u.ToJson())}});
 }
 
 Status Records::UpdateUser(const std::string& name, const std::function<Status(User&)>& edit) {
   std::lock_guard<std::mutex> l(rmw_);
-  MV_ASSIGN_OR_RETURN(std::optional<User> u, GetRecord<User>(store_, "u/" + name));
+  MV_ASSIGN_OR_RETURN(std::optional<User> u, GetRecord<User>(store_, kUserPrefix + name));
   if (!u) return NotFound("no user named " + name);
   MV_RETURN_IF_ERROR(edit(*u));
-  return store_->Write({{"u/" + u->name, Dump(u->ToJson())}});
+  return store_->Write({{kUserPrefix + u->name, Dump(u->ToJson())}});
 }
-Result<std::vector<User>> Records::Users() const { return ScanRecords<User>(store_, "u/"); }
+Result<std::vector<User>> Records::Users() const { return ScanRecords<User>(store_, kUserPrefix); }
 
-Result<std::optional<Token>> Records::TokenByHash(const std::string& hash) const { return GetRecord<Token>(store_, "t/" + hash); }
+Result<std::optional<Token>> Records::TokenByHash(const std::string& hash) const { return GetRecord<Token>(store_, kTokenPrefix + hash); }
 Result<std::optional<Token>> Records::TokenById(const std::string& id) const {
-  MV_ASSIGN_OR_RETURN(std::optional<std::string> hash, store_->Get("ti/" + id));
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> hash, store_->Get(kTokenIdPrefix + id));
   if (!hash) return std::optional<Token>();
   return TokenByHash(*hash);
 }
-Status Records::PutToken(const Token& t) { return store_->Write({{"t/" + t.hash, Dump(t.ToJson())}, {"ti/" + t.id, t.hash}}); }
+Status Records::PutToken(const Token& t) { return store_->Write({{kTokenPrefix + t.hash, Dump(t.ToJson())}, {kTokenIdPrefix + t.id, t.hash}}); }
 Status Records::DeleteToken(const Token& t) {
   std::lock_guard<std::mutex> l(rmw_);
-  return store_->Write({{"t/" + t.hash, std::nullopt}, {"ti/" + t.id, std::nullopt}});
+  return store_->Write({{kTokenPrefix + t.hash, std::nullopt}, {kTokenIdPrefix + t.id, std::nullopt}});
 }
 
 Status Records::TouchToken(const std::string& hash, int64_t when) {
   std::lock_guard<std::mutex> l(rmw_);
-  MV_ASSIGN_OR_RETURN(std::optional<Token> t, GetRecord<Token>(store_, "t/" + hash));
+  MV_ASSIGN_OR_RETURN(std::optional<Token> t, GetRecord<Token>(store_, kTokenPrefix + hash));
   if (!t) return Status::Ok();  // revoked meanwhile: stays revoked
   t->last_used = when;
-  return store_->Write({{"t/" + t->hash, Dump(t->ToJson())}, {"ti/" + t->id, t->hash}});
+  return store_->Write({{kTokenPrefix + t->hash, Dump(t->ToJson())}, {kTokenIdPrefix + t->id, t->hash}});
 }
-Result<std::vector<Token>> Records::Tokens() const { return ScanRecords<Token>(store_, "t/"); }
+Result<std::vector<Token>> Records::Tokens() const { return ScanRecords<Token>(store_, kTokenPrefix); }
 
 Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& user, const std::string& label, int days,
                                                            const std::string& issued_by) {
@@ -342,11 +343,11 @@ Result<std::pair<Token, std::string>> Records::CreateToken(const std::string& us
   return std::make_pair(t, secret);
 }
 
-Result<std::optional<SavedSearch>> Records::GetSavedSearch(const std::string& id) const { return GetRecord<SavedSearch>(store_, "s/" + id); }
-Status Records::PutSavedSearch(const SavedSearch& s) { return store_->Write({{"s/" + s.id, Dump(s.ToJson())}}); }
-Status Records::DeleteSavedSearch(const std::string& id) { return store_->Write({{"s/" + id, std::nullopt}}); }
+Result<std::optional<SavedSearch>> Records::GetSavedSearch(const std::string& id) const { return GetRecord<SavedSearch>(store_, kSavedSearchPrefix + id); }
+Status Records::PutSavedSearch(const SavedSearch& s) { return store_->Write({{kSavedSearchPrefix + s.id, Dump(s.ToJson())}}); }
+Status Records::DeleteSavedSearch(const std::string& id) { return store_->Write({{kSavedSearchPrefix + id, std::nullopt}}); }
 Result<std::vector<SavedSearch>> Records::SavedSearches(const std::string& owner) const {
-  MV_ASSIGN_OR_RETURN(std::vector<SavedSearch> all, ScanRecords<SavedSearch>(store_, "s/"));
+  MV_ASSIGN_OR_RETURN(std::vector<SavedSearch> all, ScanRecords<SavedSearch>(store_, kSavedSearchPrefix));
   std::vector<SavedSearch> out;
   for (SavedSearch& s : all) {
     if (s.owner == owner) out.push_back(std::move(s));
@@ -354,12 +355,12 @@ Result<std::vector<SavedSearch>> Records::SavedSearches(const std::string& owner
   return out;
 }
 
-Result<std::optional<ExportJob>> Records::GetJob(const std::string& id) const { return GetRecord<ExportJob>(store_, "j/" + id); }
-Status Records::PutJob(const ExportJob& j) { return store_->Write({{"j/" + j.id, Dump(j.ToJson())}}); }
-Result<std::vector<ExportJob>> Records::Jobs() const { return ScanRecords<ExportJob>(store_, "j/"); }
+Result<std::optional<ExportJob>> Records::GetJob(const std::string& id) const { return GetRecord<ExportJob>(store_, kExportPrefix + id); }
+Status Records::PutJob(const ExportJob& j) { return store_->Write({{kExportPrefix + j.id, Dump(j.ToJson())}}); }
+Result<std::vector<ExportJob>> Records::Jobs() const { return ScanRecords<ExportJob>(store_, kExportPrefix); }
 
 Result<std::vector<std::string>> Records::TagsOf(const std::string& message_id) const {
-  MV_ASSIGN_OR_RETURN(std::optional<std::string> v, store_->Get("g/" + message_id));
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> v, store_->Get(kTagsPrefix + message_id));
   std::vector<std::string> out;
   if (!v) return out;
   json j = json::parse(*v, nullptr, false);
@@ -377,21 +378,21 @@ Status Records::ChangeTags(const std::vector<std::string>& ids, const std::vecto
     std::set<std::string> tags(current.begin(), current.end());
     for (const std::string& t : add) {
       tags.insert(t);
-      batch.emplace_back("G/" + t + "/" + id, "");
+      batch.emplace_back(kTagIndexPrefix + t + "/" + id, "");
     }
     for (const std::string& t : remove) {
       tags.erase(t);
-      batch.emplace_back("G/" + t + "/" + id, std::nullopt);
+      batch.emplace_back(kTagIndexPrefix + t + "/" + id, std::nullopt);
     }
-    if (tags.empty()) batch.emplace_back("g/" + id, std::nullopt);
-    else batch.emplace_back("g/" + id, Dump(json(std::vector<std::string>(tags.begin(), tags.end()))));
+    if (tags.empty()) batch.emplace_back(kTagsPrefix + id, std::nullopt);
+    else batch.emplace_back(kTagsPrefix + id, Dump(json(std::vector<std::string>(tags.begin(), tags.end()))));
   }
   return store_->Write(batch);
 }
 
 Result<std::vector<std::string>> Records::MessagesTagged(const std::string& tag) const {
   std::vector<std::string> out;
-  const std::string prefix = "G/" + tag + "/";
+  const std::string prefix = kTagIndexPrefix + tag + "/";
   MV_RETURN_IF_ERROR(store_->Scan(prefix, [&](std::string_view k, std::string_view) {
     out.emplace_back(k.substr(prefix.size()));
     return true;
@@ -411,4 +412,4 @@ index::TagResolver TagQuery(const Records* records) {
   };
 }
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

@@ -18,11 +18,11 @@
 #include <string>
 #include <vector>
 
-#include "api/state.h"
+#include "control/state.h"
 #include "core/result.h"
 #include "indexer/query.h"
 
-namespace mailvault::api {
+namespace mailvault::control {
 
 enum class Role { kAdmin, kOperator, kReviewer, kAuditor };
 const char* RoleName(Role r);
@@ -160,4 +160,4 @@ class Records {
 // out), which the API turns into a 500 and an export into a failed job.
 index::TagResolver TagQuery(const Records* records);
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

@@ -23,11 +23,12 @@
 #include <thread>
 #include <vector>
 
-#include "api/state.h"
+#include "control/keys.h"
+#include "control/state.h"
 #include "core/result.h"
 #include "vault/crypto.h"
 
-namespace mailvault::api {
+namespace mailvault::control {
 
 struct AuditEvent {
   std::string user;    // "" when nobody is authenticated (a failed login names the attempted user in target)
@@ -93,7 +94,7 @@ class AuditLog {
 
   // The store's key for entry seq ("a/" + 16 hex digits), and the head's key.
   static std::string KeyOf(uint64_t seq);
-  static constexpr const char* kHeadKey = "ah";
+  static constexpr const char* kHeadKey = kAuditHeadKey;  // control/keys.h
   // Associated data entries are sealed with: not their key, so that two swapped entries open
   // and are reported as reordered rather than as unreadable.
   static constexpr const char* kSealAad = "mailvault audit entry v1";
@@ -118,4 +119,4 @@ class AuditLog {
 std::string AuditCanonical(const AuditEntry& e);
 std::string AuditHash(const SecretKey& key, const std::string& prev_hex, const AuditEntry& e);
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

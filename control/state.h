@@ -33,7 +33,7 @@ namespace rocksdb {
 class DB;
 }
 
-namespace mailvault::api {
+namespace mailvault::control {
 
 class StateStore {
  public:
@@ -98,4 +98,4 @@ class StateStore {
   } digest_;  // REQUIRES: write_mu_
 };
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

@@ -1,4 +1,5 @@
-#include "api/state.h"
+#include "vault/purposes.h"
+#include "control/state.h"
 
 #include "core/bytes.h"
 #include "vault/patient_fs.h"
@@ -17,7 +18,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
-namespace mailvault::api {
+namespace mailvault::control {
 namespace {
 
 Error FromRocks(const rocksdb::Status& s, const std::string& what) {
@@ -53,7 +54,7 @@ void XorInto(std::string* sum, const std::string& h) {
 }  // namespace
 
 StateStore::StateStore(std::unique_ptr<rocksdb::DB> db, SecretKey key)
-    : db_(std::move(db)), key_(std::move(key)), digest_key_(DeriveKey(key_, "mailvault state", "mailvault/v1/state-digest")) {}
+    : db_(std::move(db)), key_(std::move(key)), digest_key_(DeriveKey(key_, "mailvault state", purpose::kStateDigest)) {}
 StateStore::~StateStore() {
   std::lock_guard<std::mutex> l(failure_mu_);
   // Closing a RocksDB whose log writer failed runs into the same assertion as writing to it:
@@ -263,4 +264,4 @@ Result<std::optional<std::string>> StateStore::LastKey(std::string_view prefix) 
   return std::optional<std::string>(it->key().ToString());
 }
 
-}  // namespace mailvault::api
+}  // namespace mailvault::control

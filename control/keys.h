@@ -1,0 +1,28 @@
+// The state store's key space: every prefix, who owns it, and what lives there. One table, so
+// that a new feature cannot take a prefix another already uses, and replication and `audit
+// verify` can name what they see. Values are sealed (state.h); each owner documents its
+// record in docs/api.md or docs/formats.md.
+#pragma once
+
+namespace mailvault::control {
+
+// records.h
+inline constexpr const char* kUserPrefix = "u/";         // u/<name>            User
+inline constexpr const char* kTokenPrefix = "t/";        // t/<sha256(token)>   Token
+inline constexpr const char* kTokenIdPrefix = "ti/";     // ti/<id>             -> sha256(token), to revoke by id
+inline constexpr const char* kSavedSearchPrefix = "s/";  // s/<id>              SavedSearch
+inline constexpr const char* kExportPrefix = "j/";       // j/<id>              ExportJob (the API's exports)
+inline constexpr const char* kTagsPrefix = "g/";         // g/<message id>      the message's tags, a JSON array
+inline constexpr const char* kTagIndexPrefix = "G/";     // G/<tag>/<msg id>    "" (which messages carry a tag)
+// audit.h
+inline constexpr const char* kAuditPrefix = "a/";        // a/<seq>             one entry of the hash chain
+inline constexpr const char* kAuditHeadKey = "ah";       // the chain's head
+// jobs.h
+inline constexpr const char* kJobPrefix = "J/";          // J/<job id>          JobRecord, every kind
+// recovery/restore.h: a restore job's plan and journal
+inline constexpr const char* kRestoreHeaderPrefix = "rj/";   // rj/<job>           definition and status
+inline constexpr const char* kRestoreTargetPrefix = "rt/";   // rt/<job>/<n>       one mailbox's planned messages
+inline constexpr const char* kRestoreOutcomePrefix = "ro/";  // ro/<job>/<n>/<id>  what happened to one message
+// state.h: the store's own keys start with a NUL byte ("\0digest"), which no prefix above does.
+
+}  // namespace mailvault::control

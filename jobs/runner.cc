@@ -1,0 +1,556 @@
+#include "jobs/runner.h"
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "control/records.h"
+#include "core/text.h"
+#include "indexer/searcher.h"
+#include "recovery/restore.h"
+#include "vault/vault.h"
+
+namespace mailvault::jobs {
+namespace {
+
+using control::Actor;
+using control::JobKind;
+using control::JobRecord;
+using control::JobState;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// How often a running job writes its progress and reads what people asked of it.
+constexpr auto kTick = std::chrono::milliseconds(500);
+
+// The request's fields, checked one by one; every error names its field.
+struct ParsedRestore {
+  std::string target;
+  recovery::RestoreCriteria criteria;
+  recovery::RestoreOptions options;
+  bool dry_run = false;
+};
+
+Status FieldError(const char* name, const std::string& what) {
+  return InvalidArgument(std::string("\"") + name + "\" " + what);
+}
+
+Result<std::string> String(const json& j, const char* name, bool required, size_t max = 4096) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) {
+    if (required) return FieldError(name, "is required");
+    return std::string();
+  }
+  if (!it->is_string()) return FieldError(name, "must be a string");
+  std::string v = it->get<std::string>();
+  if (v.size() > max) return FieldError(name, "is longer than " + std::to_string(max) + " bytes");
+  return v;
+}
+
+Result<std::vector<std::string>> StringList(const json& j, const char* name, size_t max_items) {
+  std::vector<std::string> out;
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return out;
+  if (!it->is_array() || it->size() > max_items) return FieldError(name, "must be an array of at most " + std::to_string(max_items) + " strings");
+  for (const json& v : *it) {
+    if (!v.is_string() || v.get<std::string>().empty() || v.get<std::string>().size() > 512) {
+      return FieldError(name, "must hold non-empty strings of at most 512 bytes");
+    }
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+Result<int64_t> Int(const json& j, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number_integer()) return FieldError(name, "must be an integer");
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(hi)) {
+    return FieldError(name, "must be from " + std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) return FieldError(name, "must be from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return v;
+}
+
+Result<bool> Bool(const json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return false;
+  if (!it->is_boolean()) return FieldError(name, "must be true or false");
+  return it->get<bool>();
+}
+
+// A margin: seconds as a number, or a duration ("5m") as the CLI takes it.
+Result<int64_t> Margin(const json& j, const char* name, int64_t fallback) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_string()) {
+    Result<std::chrono::seconds> d = ParseDuration(it->get<std::string>());
+    if (!d.ok()) return FieldError(name, d.error().message());
+    return static_cast<int64_t>(d->count());
+  }
+  return Int(j, name, fallback, 0, 30LL * 86400);
+}
+
+// A time: ISO 8601 as the CLI takes it ("2026-11-24T22:00:00Z"), or seconds since the epoch.
+Result<std::optional<int64_t>> Time(const json& j, const char* name) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return std::optional<int64_t>();
+  if (it->is_number_integer()) return std::optional<int64_t>(it->get<int64_t>());
+  if (!it->is_string()) return FieldError(name, "must be an ISO 8601 time (2026-11-24T22:00:00Z) or seconds since the epoch");
+  Result<int64_t> t = ParseIsoTime(it->get<std::string>());
+  if (!t.ok()) return FieldError(name, t.error().message());
+  return std::optional<int64_t>(*t);
+}
+
+Result<ParsedRestore> ParseRestore(const json& j) {
+  if (!j.is_object()) return InvalidArgument("a restore request is a JSON object");
+  static const char* const kKnown[] = {"target", "users", "from", "until", "by_date", "margin_before", "margin_after",
+                                       "query", "folder", "into", "map", "flags", "dry_run", "sent_folder", "workers",
+                                       "connections", "batch"};
+  for (const auto& [k, v] : j.items()) {
+    if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* n) { return k == n; }) == std::end(kKnown)) {
+      return InvalidArgument("unknown field \"" + k + "\" in a restore request (docs/openapi.yaml, RestoreRequest)");
+    }
+  }
+  ParsedRestore p;
+  MV_ASSIGN_OR_RETURN(p.target, String(j, "target", true, 64));
+  MV_ASSIGN_OR_RETURN(std::vector<std::string> users, StringList(j, "users", 10000));
+  if (users.empty()) return FieldError("users", "must name at least one custodian");
+  for (const std::string& u : users) p.criteria.users.push_back(NormalizeAddress(u));
+  MV_ASSIGN_OR_RETURN(p.criteria.from, Time(j, "from"));
+  MV_ASSIGN_OR_RETURN(p.criteria.until, Time(j, "until"));
+  if (p.criteria.from && p.criteria.until && *p.criteria.from > *p.criteria.until) {
+    return FieldError("from", "is after \"until\"");
+  }
+  MV_ASSIGN_OR_RETURN(p.criteria.by_date, Bool(j, "by_date"));
+  MV_ASSIGN_OR_RETURN(p.criteria.margin_before, Margin(j, "margin_before", 300));
+  MV_ASSIGN_OR_RETURN(p.criteria.margin_after, Margin(j, "margin_after", 600));
+  MV_ASSIGN_OR_RETURN(p.criteria.query, String(j, "query", false));
+  MV_ASSIGN_OR_RETURN(p.options.folder, String(j, "folder", false, 512));
+  MV_ASSIGN_OR_RETURN(p.options.into, String(j, "into", false, 512));
+  MV_ASSIGN_OR_RETURN(std::string sent, String(j, "sent_folder", false, 512));
+  if (!sent.empty()) p.options.sent_folder = sent;
+  p.options.into = NormalizeAddress(p.options.into);
+  if (auto it = j.find("map"); it != j.end() && !it->is_null()) {
+    if (!it->is_object() || it->size() > 10000) return FieldError("map", "must be an object {\"archived@address\": \"mailbox@address\"}");
+    for (const auto& [from, to] : it->items()) {
+      if (!to.is_string() || from.empty() || to.get<std::string>().empty()) {
+        return FieldError("map", "must map addresses to addresses (strings)");
+      }
+      p.options.user_map[NormalizeAddress(from)] = NormalizeAddress(to.get<std::string>());
+    }
+  }
+  MV_ASSIGN_OR_RETURN(p.options.flags, StringList(j, "flags", 16));
+  MV_ASSIGN_OR_RETURN(p.dry_run, Bool(j, "dry_run"));
+  MV_ASSIGN_OR_RETURN(int64_t workers, Int(j, "workers", 4, 1, 64));
+  MV_ASSIGN_OR_RETURN(int64_t connections, Int(j, "connections", 3, 1, 16));
+  MV_ASSIGN_OR_RETURN(int64_t batch, Int(j, "batch", 128, 1, 1024));
+  p.options.workers = static_cast<int>(workers);
+  p.options.connections = static_cast<size_t>(connections);
+  p.options.batch = static_cast<size_t>(batch);
+  MV_RETURN_IF_ERROR(recovery::ValidateRestoreOptions(p.options));
+  return p;
+}
+
+// The request as the job keeps it: what was asked, normalised, without dry_run.
+json StoredRequest(const json& request) {
+  json j = request;
+  j.erase("dry_run");
+  return j;
+}
+
+json ProgressJson(const recovery::RestoreJob::Progress& p) {
+  return json{{"total", p.selected.load()},
+              {"appended", p.appended.load()},
+              {"present", p.present.load()},
+              {"failed", p.failed.load()},
+              {"mailboxes_left", p.targets_left.load()}};
+}
+
+}  // namespace
+
+JobRunner::JobRunner(Vault* vault, std::string vault_dir, control::StateStore* store, control::AuditLog* audit,
+                     std::map<std::string, RestoreTargetConfig> targets, std::function<uint64_t()> indexed_change,
+                     RunnerOptions options)
+    : vault_(vault),
+      vault_dir_(std::move(vault_dir)),
+      store_(store),
+      audit_(audit),
+      jobs_(store),
+      targets_(std::move(targets)),
+      indexed_change_(std::move(indexed_change)),
+      options_(options) {}
+
+JobRunner::~JobRunner() { Stop(); }
+
+Status JobRunner::Start() {
+  // Whatever an earlier serve left running was cut short: queue it again (a request made
+  // meanwhile, cancel or pause, is applied instead).
+  MV_ASSIGN_OR_RETURN(std::vector<JobRecord> running, jobs_.List(std::nullopt, JobState::kRunning));
+  for (const JobRecord& j : running) {
+    if (j.kind != JobKind::kRestore && j.kind != JobKind::kVerify) continue;  // exports: api/export.h
+    MV_RETURN_IF_ERROR(jobs_.Update(j.id, [](JobRecord& r) {
+                         if (r.requested == "cancel") {
+                           r.state = JobState::kCancelled;
+                           r.finished = control::NowSeconds();
+                         } else if (r.requested == "pause") {
+                           r.state = JobState::kPaused;
+                         } else {
+                           r.state = JobState::kQueued;
+                           r.phase = "interrupted; queued to resume";
+                         }
+                         r.requested.clear();
+                         return Status::Ok();
+                       }).status());
+  }
+  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { Worker(); });
+  return Status::Ok();
+}
+
+void JobRunner::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stopping_ && workers_.empty()) return;
+    stopping_ = true;
+  }
+  stop_all_ = true;
+  wake_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+}
+
+void JobRunner::Wake() { wake_.notify_all(); }
+
+void JobRunner::Audit(const Actor& who, const std::string& action, const std::string& target, json details) {
+  control::AuditEvent e;
+  e.user = who.user;
+  e.role = who.role;
+  e.auth = who.auth;
+  e.source = who.source;
+  e.action = action;
+  e.target = target;
+  e.details = std::move(details);
+  (void)audit_->Record(std::move(e));
+}
+
+Result<json> JobRunner::PlanRestore(const json& request, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(request));
+  auto t = targets_.find(p.target);
+  if (t == targets_.end()) return NotFound("no restore target \"" + p.target + "\" is configured ([restore-target NAME] in the config file)");
+  MV_ASSIGN_OR_RETURN(recovery::RestoreTarget target, t->second.Resolve());
+  MV_ASSIGN_OR_RETURN(recovery::Credentials cred, recovery::ReadCredentials(target.auth_file));
+  std::unique_ptr<index::Searcher> searcher;
+  if (!p.criteria.query.empty()) {
+    MV_ASSIGN_OR_RETURN(searcher, index::Searcher::Open(vault_dir_));
+  }
+  MV_ASSIGN_OR_RETURN(std::vector<recovery::PlannedTarget> plan,
+                      recovery::SelectForRestore(*vault_, searcher.get(), p.criteria, p.options));
+  Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(request)}});
+  MV_ASSIGN_OR_RETURN(recovery::JobReport r, recovery::DryRun(*vault_, target, cred, p.options, std::move(plan)));
+  return recovery::PlanJson(r);
+}
+
+Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(request));
+  auto t = targets_.find(p.target);
+  if (t == targets_.end()) return NotFound("no restore target \"" + p.target + "\" is configured ([restore-target NAME] in the config file)");
+  MV_RETURN_IF_ERROR(t->second.Resolve().status());
+  json params = StoredRequest(request);
+  // The job selects by the index as the vault was now: it waits until the index has caught up
+  // with this change (live capture keeps the index a few changes behind).
+  params["vault_change"] = vault_->last_change();
+  MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Create(JobKind::kRestore, who, params,
+                                                  json{{"total", 0}, {"appended", 0}, {"present", 0}, {"failed", 0}}));
+  Audit(who, "restore.create", job.id, json{{"job", job.id}, {"request", params}});
+  Wake();
+  return job;
+}
+
+Result<JobRecord> JobRunner::SubmitVerify(const json& request, const Actor& who) {
+  double sample = 100;
+  if (auto it = request.find("sample"); it != request.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() <= 0 || it->get<double>() > 100) {
+      return InvalidArgument("\"sample\" is a percentage above 0, at most 100");
+    }
+    sample = it->get<double>();
+  }
+  MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Create(JobKind::kVerify, who, json{{"sample", sample}}));
+  Audit(who, "verify.create", job.id, json{{"job", job.id}, {"sample", sample}});
+  Wake();
+  return job;
+}
+
+Result<JobRecord> JobRunner::Cancel(const std::string& id, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestCancel(id));
+  Audit(who, "job.cancel", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
+  return r;
+}
+
+Result<JobRecord> JobRunner::Pause(const std::string& id, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestPause(id));
+  Audit(who, "job.pause", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
+  return r;
+}
+
+Result<JobRecord> JobRunner::Resume(const std::string& id, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestResume(id));
+  Audit(who, "job.resume", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
+  Wake();
+  return r;
+}
+
+bool JobRunner::Claim(JobRecord* job) {
+  Result<std::vector<JobRecord>> queued = jobs_.List(std::nullopt, JobState::kQueued);
+  if (!queued.ok()) return false;
+  // List is newest first: the oldest waiting job goes first.
+  for (auto it = queued->rbegin(); it != queued->rend(); ++it) {
+    if (it->kind != JobKind::kRestore && it->kind != JobKind::kVerify) continue;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (running_.count(it->id)) continue;
+      running_.insert(it->id);
+    }
+    Result<JobRecord> claimed = jobs_.Update(it->id, [](JobRecord& r) -> Status {
+      if (r.state != JobState::kQueued) return FailedPrecondition("no longer queued");
+      r.state = JobState::kRunning;
+      if (!r.started) r.started = control::NowSeconds();
+      ++r.runs;
+      r.phase = "starting";
+      return Status::Ok();
+    });
+    if (claimed.ok()) {
+      *job = std::move(*claimed);
+      return true;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    running_.erase(it->id);
+  }
+  return false;
+}
+
+void JobRunner::Worker() {
+  // Capture comes first: jobs run at a lower priority (and the threads a job starts, the
+  // restore's IMAP workers, inherit it). SIGTERM and SIGINT stay with serve's main thread.
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), options_.nice);
+  while (!stop_all_) {
+    JobRecord job;
+    if (Claim(&job)) {
+      Run(std::move(job));
+      continue;
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    if (stopping_) break;
+    wake_.wait_for(l, std::chrono::seconds(2));
+  }
+}
+
+JobState JobRunner::StoppedState(const std::string& id) {
+  Result<JobState> asked = jobs_.Requested(id);
+  if (asked.ok() && *asked != JobState::kRunning) return *asked;
+  return JobState::kQueued;  // serve is stopping: the next start resumes it
+}
+
+void JobRunner::Run(JobRecord job) {
+  std::atomic<bool> stop{false};
+  JobState end = JobState::kFailed;
+  if (job.kind == JobKind::kRestore) end = RunRestore(job, &stop);
+  else if (job.kind == JobKind::kVerify) end = RunVerify(job, &stop);
+  Result<JobRecord> saved = jobs_.Update(job.id, [&](JobRecord& r) {
+    r.state = end;
+    r.requested.clear();
+    r.report = job.report;
+    r.progress = job.progress;
+    r.error = job.error;
+    r.phase = end == JobState::kQueued ? "interrupted; queued to resume" : "";
+    if (control::IsFinal(end)) r.finished = control::NowSeconds();
+    return Status::Ok();
+  });
+  if (control::IsFinal(end)) {
+    json details{{"job", job.id}, {"state", control::JobStateName(end)}};
+    if (!job.error.empty()) details["error"] = job.error;
+    if (job.report.is_object() && job.report.contains("totals")) details["totals"] = job.report["totals"];
+    // The job acts for the person who started it: its entries name them.
+    Audit(job.started_by, std::string(control::JobKindName(job.kind)) + ".finish", job.id, details);
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  running_.erase(job.id);
+}
+
+JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
+  const json& params = job.params;
+  Result<ParsedRestore> p = ParseRestore([&] {
+    json req = params;
+    req.erase("vault_change");
+    return req;
+  }());
+  if (!p.ok()) {
+    job.error = p.error().message();
+    return JobState::kFailed;
+  }
+  auto t = targets_.find(p->target);
+  if (t == targets_.end()) {
+    job.error = "restore target \"" + p->target + "\" is no longer configured; add it back and resume the job";
+    return JobState::kFailed;
+  }
+  Result<recovery::RestoreTarget> target = t->second.Resolve();
+  Result<recovery::Credentials> cred =
+      target.ok() ? recovery::ReadCredentials(target->auth_file) : Result<recovery::Credentials>(target.error());
+  if (!cred.ok()) {
+    job.error = cred.error().message();
+    return JobState::kFailed;
+  }
+  // Watches for cancel and pause (and serve stopping) while the job works, and writes the
+  // progress the job's event stream and `job show` read.
+  recovery::RestoreJob::Progress progress;
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::thread watcher([&] {
+    std::unique_lock<std::mutex> l(mu);
+    json last;
+    while (!done) {
+      done_cv.wait_for(l, kTick);
+      if (done) break;
+      l.unlock();
+      Result<JobState> asked = jobs_.Requested(job.id);
+      if (stop_all_ || (asked.ok() && *asked != JobState::kRunning)) *stop = true;
+      json now = ProgressJson(progress);
+      if (now != last) {
+        (void)jobs_.Update(job.id, [&](JobRecord& r) {
+          r.progress = now;
+          return Status::Ok();
+        }, /*durable=*/false);
+        last = now;
+      }
+      l.lock();
+    }
+  });
+  auto finish_watcher = [&] {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      done = true;
+    }
+    done_cv.notify_all();
+    watcher.join();
+  };
+
+  std::unique_ptr<recovery::RestoreJob> rj;
+  Result<std::unique_ptr<recovery::RestoreJob>> loaded = recovery::RestoreJob::Load(store_, job.id);
+  if (loaded.ok()) {
+    rj = std::move(*loaded);
+    rj->mutable_target() = *target;  // the configuration may have changed (a new CA file)
+  } else {
+    // First run: select. With a query, wait until the index has what the vault had when the
+    // job was created.
+    const uint64_t want = params.value("vault_change", uint64_t{0});
+    if (!p->criteria.query.empty() && indexed_change_) {
+      (void)jobs_.Update(job.id, [&](JobRecord& r) {
+        r.phase = "waiting for the index to reach change " + std::to_string(want);
+        return Status::Ok();
+      }, false);
+      const auto deadline = Clock::now() + options_.index_wait;
+      while (indexed_change_() < want && !*stop && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (*stop) {
+        finish_watcher();
+        return StoppedState(job.id);
+      }
+      if (indexed_change_() < want) {
+        finish_watcher();
+        job.error = "the index did not catch up with the vault within " + std::to_string(options_.index_wait.count()) +
+                    " s (see `mailvault status`); resume the job once it has";
+        return JobState::kFailed;
+      }
+    }
+    (void)jobs_.Update(job.id, [&](JobRecord& r) {
+      r.phase = "selecting";
+      return Status::Ok();
+    }, false);
+    std::unique_ptr<index::Searcher> searcher;
+    if (!p->criteria.query.empty()) {
+      Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(vault_dir_);
+      if (!s.ok()) {
+        finish_watcher();
+        job.error = s.error().With("the query needs the index").message();
+        return JobState::kFailed;
+      }
+      searcher = std::move(*s);
+    }
+    Result<std::vector<recovery::PlannedTarget>> plan = recovery::SelectForRestore(*vault_, searcher.get(), p->criteria, p->options);
+    Result<std::unique_ptr<recovery::RestoreJob>> created =
+        plan.ok() ? recovery::RestoreJob::Create(store_, *target, p->criteria, p->options, std::move(*plan), job.id)
+                  : Result<std::unique_ptr<recovery::RestoreJob>>(plan.error());
+    if (!created.ok()) {
+      finish_watcher();
+      job.error = created.error().message();
+      return JobState::kFailed;
+    }
+    rj = std::move(*created);
+  }
+  (void)jobs_.Update(job.id, [&](JobRecord& r) {
+    r.phase = "restoring";
+    return Status::Ok();
+  }, false);
+  Result<recovery::JobReport> r = rj->Run(*vault_, *cred, stop, &progress);
+  finish_watcher();
+  job.progress = ProgressJson(progress);
+  if (!r.ok()) {
+    job.error = r.error().message();
+    return *stop ? StoppedState(job.id) : JobState::kFailed;
+  }
+  job.report = recovery::ReportJson(*r);
+  const json& totals = job.report["totals"];
+  job.progress = json{{"total", totals["selected"]},
+                      {"appended", totals["appended"]},
+                      {"present", totals["present"]},
+                      {"failed", totals["failed"]},
+                      {"pending", totals["pending"]}};
+  if (r->status == "done") return JobState::kDone;
+  if (*stop) {
+    JobState s = StoppedState(job.id);
+    if (s == JobState::kCancelled) (void)rj->SetStatus("cancelled");
+    return s;
+  }
+  // Failed: name each mailbox that could not be finished and how many messages failed.
+  std::string why;
+  for (const recovery::TargetReport& tr : r->targets) {
+    if (!tr.error.empty()) why += (why.empty() ? "" : "; ") + tr.mailbox + ": " + tr.error;
+  }
+  if (why.empty()) why = std::to_string(totals["failed"].get<uint64_t>()) + " message(s) were refused by the server (see the report)";
+  job.error = why;
+  return JobState::kFailed;
+}
+
+JobState JobRunner::RunVerify(JobRecord& job, std::atomic<bool>* stop) {
+  const double sample = job.params.value("sample", 100.0);
+  std::atomic<uint64_t> done{0}, total{0};
+  Result<VerifyReport> r = vault_->Verify(sample, [&](uint64_t d, uint64_t t) {
+    done = d;
+    total = t;
+    if (d % 1000 == 0) {
+      (void)jobs_.Update(job.id, [&](JobRecord& rec) {
+        rec.progress = json{{"total", t}, {"checked", d}};
+        return Status::Ok();
+      }, false);
+    }
+  });
+  (void)stop;  // a verify is short and read-only: it runs to its end
+  if (!r.ok()) {
+    job.error = r.error().message();
+    return JobState::kFailed;
+  }
+  job.progress = json{{"total", total.load()}, {"checked", done.load()}};
+  job.report = json{{"messages_checked", r->messages_checked}, {"envelopes_checked", r->envelopes_checked},
+                    {"bytes_checked", r->bytes_checked},       {"packs_checked", r->packs_checked},
+                    {"problems", r->problems},                 {"ok", r->ok()}};
+  if (!r->ok()) {
+    job.error = std::to_string(r->problems.size()) + " problem(s) found (see the report)";
+    return JobState::kFailed;
+  }
+  return JobState::kDone;
+}
+
+}  // namespace mailvault::jobs
