@@ -13,6 +13,7 @@ namespace mailvault::cli {
 void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("init", "create a vault (and a key file, mode 0600, if none exists)");
   static bool passphrase = false;
+  passphrase = false;
   cmd->add_flag("--passphrase", passphrase, "protect the master key with a passphrase instead of a key file "
                                                    "(at least 12 characters; read from MAILVAULT_PASSPHRASE or, with --passphrase-stdin, stdin)");
   cmd->callback([&g, exit_code] {
@@ -32,9 +33,9 @@ void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(s.error());
       return;
     }
-    std::cout << "created vault " << g.vault_dir << "\n";
+    Out() << "created vault " << g.vault_dir << "\n";
     if (created) {
-      std::cout << "created key file " << g.key_file << " (mode 0600): back it up apart from the vault; "
+      Out() << "created key file " << g.key_file << " (mode 0600): back it up apart from the vault; "
                 << "without it nothing in the vault can be read\n";
     }
   });
@@ -43,7 +44,9 @@ void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("verify", "recompute every fingerprint and authenticate every ciphertext");
   static double sample = 100.0;
+  sample = 100.0;
   static bool json = false;
+  json = false;
   cmd->add_option("--sample", sample, "check a random PERCENT of the messages")->check(CLI::Range(0.0, 100.0));
   cmd->add_flag("--json", json, "print the report as JSON");
   cmd->callback([&g, exit_code] {
@@ -51,7 +54,7 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -59,9 +62,9 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     auto start = std::chrono::steady_clock::now();
     bool tty = StderrIsTerminal() && !json;
     Result<VerifyReport> r = (*v)->Verify(sample, [&](uint64_t done, uint64_t total) {
-      if (tty) std::cerr << "\rverified " << done << " / " << total << std::flush;
+      if (tty) Err() << "\rverified " << done << " / " << total << std::flush;
     });
-    if (tty) std::cerr << "\n";
+    if (tty) Err() << "\n";
     if (!r.ok()) {
       *exit_code = Fail(r.error());
       return;
@@ -75,10 +78,10 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                        {"bytes_checked", r->bytes_checked},
                        {"seconds", secs},
                        {"problems", r->problems}};
-      std::cout << j.dump(2) << "\n";
+      Out() << j.dump(2) << "\n";
     } else {
-      for (const std::string& p : r->problems) std::cout << "BAD " << p << "\n";
-      std::cout << (r->ok() ? "ok: " : "FAILED: ") << r->messages_checked << " messages, " << r->envelopes_checked
+      for (const std::string& p : r->problems) Out() << "BAD " << p << "\n";
+      Out() << (r->ok() ? "ok: " : "FAILED: ") << r->messages_checked << " messages, " << r->envelopes_checked
                 << " further envelopes, " << r->packs_checked << " packs (" << FormatBytes(r->bytes_checked)
                 << ") checked in " << secs << " s; " << r->problems.size() << " problems\n";
     }
@@ -99,13 +102,14 @@ static uint64_t DirBytes(const std::string& dir) {
 void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("stats", "what the vault holds and how much space it takes");
   static bool json = false;
+  json = false;
   cmd->add_flag("--json", json, "print as JSON");
   cmd->callback([&g, exit_code] {
     if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
       *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -125,10 +129,10 @@ void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                        {"envelopes", st->envelopes},     {"pack_bytes", pack_bytes},
                        {"catalog_bytes", catalog_bytes}, {"vault_bytes", vault_bytes},
                        {"vault_to_raw", ratio}};
-      std::cout << j.dump(2) << "\n";
+      Out() << j.dump(2) << "\n";
       return;
     }
-    std::cout << "messages:      " << st->messages << "\n"
+    Out() << "messages:      " << st->messages << "\n"
               << "raw bytes:     " << st->raw_bytes << " (" << FormatBytes(st->raw_bytes) << ")\n"
               << "stored bytes:  " << st->stored_bytes << " (" << FormatBytes(st->stored_bytes) << ", message records)\n"
               << "duplicates:    " << st->duplicates << "\n"
@@ -152,9 +156,9 @@ void AddRebuildCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(r.error());
       return;
     }
-    for (const std::string& w : r->warnings) std::cerr << "mailvault: warning: " << w << "\n";
+    for (const std::string& w : r->warnings) Err() << "mailvault: warning: " << w << "\n";
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << "rebuilt the catalog from " << r->records_replayed << " pack records in " << secs << " s\n";
+    Out() << "rebuilt the catalog from " << r->records_replayed << " pack records in " << secs << " s\n";
     *exit_code = r->warnings.empty() ? 0 : 1;
   });
 }

@@ -31,7 +31,7 @@ using nlohmann::json;
 
 Result<std::string> ReadPassword() {
   std::string password;
-  if (!std::getline(std::cin, password)) password.clear();
+  if (!std::getline(In(), password)) password.clear();
   if (!password.empty() && password.back() == '\r') password.pop_back();
   if (password.size() < api::ApiSettings{}.min_password_length) {
     return InvalidArgument("the password (the first line of stdin) must be at least " +
@@ -59,8 +59,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* user = app.add_subcommand("user", "REST API users: add, passwd, role, disable, enable, unlock, list");
   user->require_subcommand(1);
   static std::string name, role_name, scope_query;
+  name = {}; role_name = {}; scope_query = {};
   static std::vector<std::string> custodians;
+  custodians = {};
   static bool as_json = false;
+  as_json = false;
 
   auto* add = user->add_subcommand("add", "add a user (password: the first line of stdin)");
   add->add_option("name", name, "user name (a-z 0-9 . _ @ -)")->required();
@@ -88,7 +91,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       u.created = u.credentials_changed = control::NowSeconds();
       MV_RETURN_IF_ERROR(AuditShell(s, "user.create", name, json{{"role", role_name}, {"scope", u.scope.ToJson()}}));
       MV_RETURN_IF_ERROR(s.records->PutUser(u));
-      std::cout << "user " << name << " added (" << role_name << ")\n";
+      Out() << "user " << name << " added (" << role_name << ")\n";
       return Status::Ok();
     });
   });
@@ -103,7 +106,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       u->credentials_changed = control::NowSeconds();
       MV_RETURN_IF_ERROR(AuditShell(s, action, name, details));
       MV_RETURN_IF_ERROR(s.records->PutUser(*u));
-      std::cout << "user " << name << ": " << details.dump() << "\n";
+      Out() << "user " << name << ": " << details.dump() << "\n";
       return Status::Ok();
     });
   };
@@ -155,10 +158,10 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       json out = json::array();
       for (const control::User& u : users) out.push_back(u.PublicJson());
       if (as_json) {
-        std::cout << out.dump(2) << "\n";
+        Out() << out.dump(2) << "\n";
       } else {
         for (const control::User& u : users) {
-          std::cout << u.name << "  " << control::RoleName(u.role) << (u.disabled ? "  disabled" : "")
+          Out() << u.name << "  " << control::RoleName(u.role) << (u.disabled ? "  disabled" : "")
                     << (u.scope.empty() ? "" : "  scope: " + u.scope.AsQuery()) << "\n";
         }
       }
@@ -170,7 +173,9 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* token = app.add_subcommand("token", "REST API tokens for scripts: create, revoke, list");
   token->require_subcommand(1);
   static std::string label, token_id;
+  label = {}; token_id = {};
   static int days = 90;
+  days = 90;
   auto* create = token->add_subcommand("create", "create an API token for a user; prints it once");
   create->add_option("name", name, "the user the token acts as")->required();
   create->add_option("--label", label, "what the token is for");
@@ -181,9 +186,9 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (!u) return NotFound("no user named " + name);
       MV_RETURN_IF_ERROR(AuditShell(s, "token.create", name, json{{"label", label}, {"expires_days", days}}));
       MV_ASSIGN_OR_RETURN(auto created, s.records->CreateToken(name, label, days));
-      std::cerr << "token " << created.first.id << " for " << name << ", expires " << control::Rfc3339(created.first.expires)
+      Err() << "token " << created.first.id << " for " << name << ", expires " << control::Rfc3339(created.first.expires)
                 << "; it is shown only now:\n";
-      std::cout << created.second << "\n";
+      Out() << created.second << "\n";
       return Status::Ok();
     });
   });
@@ -195,7 +200,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (!t) return NotFound("no token with id " + token_id);
       MV_RETURN_IF_ERROR(AuditShell(s, "token.revoke", token_id, json{{"user", t->user}}));
       MV_RETURN_IF_ERROR(s.records->DeleteToken(*t));
-      std::cout << "token " << token_id << " revoked\n";
+      Out() << "token " << token_id << " revoked\n";
       return Status::Ok();
     });
   });
@@ -203,7 +208,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   tlist->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
       MV_ASSIGN_OR_RETURN(std::vector<control::Token> tokens, s.records->Tokens());
-      for (const control::Token& t : tokens) std::cout << t.PublicJson().dump() << "\n";
+      for (const control::Token& t : tokens) Out() << t.PublicJson().dump() << "\n";
       return Status::Ok();
     });
   });
@@ -219,15 +224,15 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (as_json) {
         json problems = json::array();
         for (const auto& p : r.problems) problems.push_back(json{{"seq", p.seq}, {"kind", p.kind}, {"detail", p.detail}});
-        std::cout << json{{"entries", r.entries}, {"head", json{{"seq", r.head.seq}, {"hash", r.head.hash}}},
+        Out() << json{{"entries", r.entries}, {"head", json{{"seq", r.head.seq}, {"hash", r.head.hash}}},
                           {"state", json{{"values", r.state_values}, {"generation", r.state_generation}}},
                           {"ok", r.ok()}, {"problems", problems}}.dump(2)
                   << "\n";
       } else if (r.ok()) {
-        std::cout << "audit trail ok: " << r.entries << " entries, head " << r.head.seq << " " << r.head.hash << "\n"
+        Out() << "audit trail ok: " << r.entries << " entries, head " << r.head.seq << " " << r.head.hash << "\n"
                   << "state store ok: " << r.state_values << " values match its digest (generation " << r.state_generation << ")\n";
       } else {
-        for (const auto& p : r.problems) std::cout << "entry " << p.seq << ": " << p.kind << ": " << p.detail << "\n";
+        for (const auto& p : r.problems) Out() << "entry " << p.seq << ": " << p.kind << ": " << p.detail << "\n";
       }
       if (!r.ok()) *exit_code = 1;
       return Status::Ok();
@@ -235,8 +240,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
 
   static uint64_t after_seq = 0;
+  after_seq = 0;
   static size_t list_limit = 1000;
+  list_limit = 1000;
   static std::string list_action, list_user;
+  list_action = {}; list_user = {};
   auto* alist = audit->add_subcommand("list", "print audit entries, oldest first (itself recorded as audit.read)");
   alist->add_option("--after-seq", after_seq, "only entries after this sequence number");
   alist->add_option("--action", list_action, "only this action (\"message\" also matches message.view, message.raw, ...)");
@@ -257,10 +265,10 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       MV_ASSIGN_OR_RETURN(std::vector<control::AuditEntry> entries, s.audit->Read(f));
       for (const control::AuditEntry& e : entries) {
         if (as_json) {
-          std::cout << e.ToJson().dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+          Out() << e.ToJson().dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
         } else {
           json j = e.ToJson();
-          std::cout << e.seq << "  " << j.value("time", "") << "  " << (e.event.user.empty() ? "-" : e.event.user) << "  "
+          Out() << e.seq << "  " << j.value("time", "") << "  " << (e.event.user.empty() ? "-" : e.event.user) << "  "
                     << e.event.source << "  " << e.event.action << "  " << (e.event.target.empty() ? "-" : e.event.target)
                     << (e.event.details.empty() ? "" : "  " + e.event.details.dump(-1, ' ', false, json::error_handler_t::replace))
                     << "\n";
@@ -275,8 +283,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // Searcher each, as the API's workers have), for the same time: what a search costs here
   // without HTTP, JSON, authentication and the audit entry, at the same concurrency.
   static std::string queries_file;
+  queries_file = {};
   static int bench_threads = 1, bench_seconds = 10;
+  bench_threads = 1; bench_seconds = 10;
   static size_t bench_limit = 50;
+  bench_limit = 50;
   // ---- api routes ----
   auto* apicmd = app.add_subcommand("api", "the REST API's route table");
   apicmd->require_subcommand(1);
@@ -331,7 +342,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     }
     std::sort(latencies.begin(), latencies.end());
     auto pct = [&](double p) { return latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * static_cast<double>(latencies.size())))]; };
-    std::cout << json{{"threads", bench_threads}, {"seconds", bench_seconds}, {"searches", latencies.size()},
+    Out() << json{{"threads", bench_threads}, {"seconds", bench_seconds}, {"searches", latencies.size()},
                       {"per_second", static_cast<double>(latencies.size()) / bench_seconds}, {"p50_ms", pct(0.50)},
                       {"p95_ms", pct(0.95)}, {"p99_ms", pct(0.99)}}
                      .dump()
@@ -344,12 +355,12 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     json out = json::array();
     for (const api::RouteInfo& r : api::ApiService::Routes()) out.push_back(json{{"method", r.method}, {"path", r.path}, {"roles", r.roles}});
     if (as_json) {
-      std::cout << out.dump(2) << "\n";
+      Out() << out.dump(2) << "\n";
     } else {
       for (const api::RouteInfo& r : api::ApiService::Routes()) {
         std::string roles;
         for (const std::string& x : r.roles) roles += (roles.empty() ? "" : ",") + x;
-        std::cout << r.method << " " << r.path << "  " << roles << "\n";
+        Out() << r.method << " " << r.path << "  " << roles << "\n";
       }
     }
   });

@@ -97,7 +97,7 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
   if (samples.size() < 100) return;  // too little to learn from; the vault trains later by itself
   std::vector<std::string_view> views(samples.begin(), samples.end());
   Status s = vault.TrainDictionary(views);
-  if (!s.ok()) std::cerr << "mailvault: note: no compression dictionary trained (" << s.error().message() << ")\n";
+  if (!s.ok()) Err() << "mailvault: note: no compression dictionary trained (" << s.error().message() << ")\n";
 }
 
 }  // namespace
@@ -105,8 +105,11 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
 void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, .eml files and directory trees of them");
   static std::vector<std::string> paths;
+  paths = {};
   static std::string custodian;
+  custodian = {};
   static bool quiet = false, no_index = false;
+  quiet = false; no_index = false;
   cmd->add_option("PATH", paths, "Maildir, mbox, .eml or directory")->required();
   cmd->add_flag("--no-index", no_index, "store only; `mailvault index run` indexes later");
   cmd->add_option("--custodian", custodian, "the address whose mailbox this mail is from");
@@ -116,7 +119,11 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<Vault>> opened = OpenVault(g);
+    for (std::string& p : paths) p = UserPath(p);  // the client's directory, when the service runs this
+    // Inside a service its indexer follows the vault; the import only waits for it at the end.
+    const ServiceResources* svc = Service();
+    if (svc) no_index = true;
+    Result<Handle<Vault>> opened = OpenVault(g);
     if (!opened.ok()) {
       *exit_code = Fail(opened.error());
       return;
@@ -124,8 +131,8 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     Vault& vault = **opened;
     uint64_t rejected = 0, imported = 0, duplicates = 0, warnings = 0, done_bytes = 0;
     auto report = [&](const std::string& label, const std::string& what, const Error& e) {
-      if (StderrIsTerminal()) std::cerr << "\r\033[K";
-      std::cerr << what << " " << label << ": " << e.message() << "\n";
+      if (StderrIsTerminal()) Err() << "\r\033[K";
+      Err() << what << " " << label << ": " << e.message() << "\n";
     };
     std::vector<SourceFile> files = FindSourceFiles(paths, [&](const std::string& p, const Error& e) {
       ++rejected;
@@ -138,7 +145,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       auto t0 = std::chrono::steady_clock::now();
       TrainFromSample(vault, files, max_bytes, custodian);
       if (!quiet && vault.has_dictionary()) {
-        std::cout << "trained a compression dictionary from a sample of this import in "
+        Out() << "trained a compression dictionary from a sample of this import in "
                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
       }
     }
@@ -235,7 +242,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
         uint64_t count = imported + duplicates + rejected;
         double rate = count / std::max(secs, 1e-6);
         double eta = done_bytes ? secs * (static_cast<double>(total_bytes) / done_bytes - 1.0) : 0.0;
-        std::fprintf(stderr, "\r\033[K%llu messages  %.0f msg/s  %.0f%%  ETA %d:%02d",
+        ErrPrintf("\r\033[K%llu messages  %.0f msg/s  %.0f%%  ETA %d:%02d",
                      static_cast<unsigned long long>(count), rate,
                      total_bytes ? 100.0 * done_bytes / total_bytes : 100.0, static_cast<int>(eta) / 60,
                      static_cast<int>(eta) % 60);
@@ -245,21 +252,31 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     for (auto& w : workers) w.join();
     ingest_done = true;
     if (index_thread.joinable()) {
-      if (tty) std::fprintf(stderr, "\r\033[Kindexing the last messages");
+      if (tty) ErrPrintf("\r\033[Kindexing the last messages");
       index_thread.join();
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (tty) std::cerr << "\r\033[K";
-    std::cout << "imported " << imported << " new messages, " << duplicates << " duplicates, " << rejected
+    if (tty) Err() << "\r\033[K";
+    Out() << "imported " << imported << " new messages, " << duplicates << " duplicates, " << rejected
               << " rejected" << (warnings ? ", " + std::to_string(warnings) + " stored with warnings" : "") << " in "
               << secs << " s (" << static_cast<uint64_t>((imported + duplicates) / std::max(secs, 1e-6)) << " msg/s)\n";
     *exit_code = rejected ? 3 : 0;
     if (index_result && !index_result->ok()) {
-      std::cerr << "mailvault: the messages are stored, but indexing failed: " << index_result->error().message()
+      Err() << "mailvault: the messages are stored, but indexing failed: " << index_result->error().message()
                 << "\n  fix the cause, then run `mailvault index run` (nothing stored is lost)\n";
       *exit_code = 1;
     } else if (index_result) {
-      std::cout << "indexed " << (*index_result)->documents << " messages; the index is level with the vault\n";
+      Out() << "indexed " << (*index_result)->documents << " messages; the index is level with the vault\n";
+    } else if (svc && svc->indexed_change) {
+      // The service's indexer takes what was imported; wait for it (a minute at most) so that
+      // a search right after the import finds it, as after an import without a service.
+      const uint64_t want = vault.last_change();
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (svc->indexed_change() < want && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (svc->indexed_change() >= want) Out() << "the service's indexer is level with the vault\n";
+      else Out() << "the service's indexer is still catching up (`mailvault index status`)\n";
     }
   });
 }

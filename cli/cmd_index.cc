@@ -3,8 +3,10 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "cli/commands.h"
+#include "cli/control_socket.h"
 #include "indexer/index.h"
 #include "indexer/searcher.h"
 
@@ -23,11 +25,11 @@ Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& 
     auto now = std::chrono::steady_clock::now();
     if (tty && now - last > std::chrono::milliseconds(200)) {
       last = now;
-      std::fprintf(stderr, "\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
+      ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
                    static_cast<unsigned long long>(total));
     }
   });
-  if (tty) std::cerr << "\r\033[K";
+  if (tty) Err() << "\r\033[K";
   return r;
 }
 
@@ -39,10 +41,11 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   idx->require_subcommand(1);
   auto* status = idx->add_subcommand("status", "how far the index lags behind the vault");
   static bool status_json = false;
+  status_json = false;
   status->add_flag("--json", status_json, "print JSON");
   status->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -64,21 +67,32 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (status_json) {
       json j{{"vault_changes", last}, {"indexed_changes", info.applied_change}, {"lag", lag}, {"documents", info.documents}};
       if (lag) j["oldest_unindexed"] = json{{"id", oldest_id}, {"captured", oldest_time}};
-      std::cout << Dump(j) << "\n";
+      Out() << Dump(j) << "\n";
       return;
     }
-    std::cout << "documents:       " << info.documents << "\n"
+    Out() << "documents:       " << info.documents << "\n"
               << "vault changes:   " << last << "\n"
               << "indexed changes: " << info.applied_change << "\n"
               << "lag:             " << lag << (lag ? " changes not yet searchable (run `mailvault index run`)" : "") << "\n";
-    if (lag) std::cout << "oldest unindexed: " << oldest_id << " captured " << oldest_time << "\n";
+    if (lag) Out() << "oldest unindexed: " << oldest_id << " captured " << oldest_time << "\n";
   });
   auto* run = idx->add_subcommand("run", "index what the vault holds and the index does not yet");
   static bool run_quiet = false;
+  run_quiet = false;
   run->add_flag("--quiet,-q", run_quiet, "no progress line");
   run->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    if (const ServiceResources* svc = Service()) {
+      // serve's indexer follows the vault (it holds the index's writer lock): wait for it.
+      if (!svc->indexed_change) return void(*exit_code = Fail("this serve runs without its indexer (--no-index); stop it and run `mailvault index run`"));
+      const uint64_t want = svc->vault->last_change();
+      auto t0 = std::chrono::steady_clock::now();
+      while (svc->indexed_change() < want && !ClientGone()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      Out() << "the service's indexer is level with the vault at change " << svc->indexed_change() << " (waited " << secs << " s)\n";
+      return;
+    }
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -99,13 +113,14 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::cout << "indexed " << r->documents << " messages (" << r->applied << " changes) in " << secs
+    Out() << "indexed " << r->documents << " messages (" << r->applied << " changes) in " << secs
               << " s; the index is level with the vault at change " << r->last_change << "\n";
-    if (r->unreadable) std::cout << r->unreadable << " messages could not be read from the vault (is:unindexed; run `mailvault verify`)\n";
+    if (r->unreadable) Out() << r->unreadable << " messages could not be read from the vault (is:unindexed; run `mailvault verify`)\n";
   });
 
   auto* compact = idx->add_subcommand("compact", "rewrite the index compacted (about half the size after many small imports)");
   compact->callback([&g, exit_code] {
+    if (Service()) return void(*exit_code = Fail("index compact needs the index to itself: stop `mailvault serve`, compact, start it again"));
     if (!ResolveOrFail(g, exit_code)) return;
     Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
     if (!w.ok()) {
@@ -117,14 +132,16 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(c.error());
       return;
     }
-    std::cout << "compacted " << (*w)->documents() << " documents in "
+    Out() << "compacted " << (*w)->documents() << " documents in "
               << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
   });
 
   // ---- reindex ----
   auto* reindex = app.add_subcommand("reindex", "rebuild the full-text index from the vault");
   static bool reindex_quiet = false;
+  reindex_quiet = false;
   static index::IndexOptions reindex_options;
+  reindex_options = {};
   reindex->add_flag("--quiet,-q", reindex_quiet, "no progress line");
   reindex->add_option("--commit-every", reindex_options.commit_every, "documents per index commit (tuning; docs/indexing.md)")
       ->capture_default_str();
@@ -132,7 +149,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->capture_default_str();
   reindex->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -153,14 +170,14 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::cout << "reindexed " << r->documents << " messages in " << secs << " s\n";
+    Out() << "reindexed " << r->documents << " messages in " << secs << " s\n";
   });
 
   // ---- check ----
   auto* check = app.add_subcommand("check", "compare the vault with the index and list every difference");
   check->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
-    Result<std::unique_ptr<Vault>> v = OpenVault(g);
+    Result<Handle<Vault>> v = OpenVault(g);
     if (!v.ok()) {
       *exit_code = Fail(v.error());
       return;
@@ -180,7 +197,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       }
       in_index.insert(indexed->begin(), indexed->end());
     } else {
-      std::cout << "no full-text index yet\n";
+      Out() << "no full-text index yet\n";
     }
     Status st = (*v)->ForEachMessage([&](const ObjectId& id, const MessageMeta&) {
       in_vault.insert(id.Hex());
@@ -193,25 +210,25 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     uint64_t problems = 0;
     for (const std::string& id : in_vault) {
       if (!in_index.count(id)) {
-        std::cout << "not indexed: " << id << "\n";
+        Out() << "not indexed: " << id << "\n";
         ++problems;
       }
     }
     for (const std::string& id : in_index) {
       if (!in_vault.count(id)) {
-        std::cout << "indexed but not in the vault: " << id << "\n";
+        Out() << "indexed but not in the vault: " << id << "\n";
         ++problems;
       }
     }
     index::IndexInfo info = s.ok() ? (*s)->Info() : index::IndexInfo{};
     uint64_t last = (*v)->last_change();
     if (info.applied_change < last) {
-      std::cout << "the index lags the vault by " << last - info.applied_change << " changes (run `mailvault index run`)\n";
+      Out() << "the index lags the vault by " << last - info.applied_change << " changes (run `mailvault index run`)\n";
     }
-    std::cout << (problems ? "differences: " + std::to_string(problems) : std::string("ok")) << ": " << in_vault.size()
+    Out() << (problems ? "differences: " + std::to_string(problems) : std::string("ok")) << ": " << in_vault.size()
               << " messages in the vault, " << in_index.size() << " in the index\n";
     if (problems) {
-      std::cout << "fix: `mailvault index run` indexes what is missing; `mailvault reindex` rebuilds the index\n";
+      Out() << "fix: `mailvault index run` indexes what is missing; `mailvault reindex` rebuilds the index\n";
       *exit_code = 1;
     }
   });

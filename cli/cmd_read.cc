@@ -64,12 +64,12 @@ json Addresses(const std::vector<Address>& list) {
 }
 
 // Opens the vault named by the global options, or reports why not.
-std::unique_ptr<Vault> OpenOrFail(GlobalOptions& g, int* exit_code) {
+Handle<Vault> OpenOrFail(GlobalOptions& g, int* exit_code) {
   if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
     *exit_code = Fail(s.error());
     return nullptr;
   }
-  Result<std::unique_ptr<Vault>> v = OpenVault(g);
+  Result<Handle<Vault>> v = OpenVault(g);
   if (!v.ok()) {
     *exit_code = Fail(v.error());
     return nullptr;
@@ -104,26 +104,27 @@ bool AuditOrFail(ShellState& s, const std::string& action, const std::string& ta
 void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("list", "list stored messages in capture order");
   static bool as_json = false;
+  as_json = false;
   cmd->add_flag("--json", as_json, "print a JSON array");
   cmd->callback([&g, exit_code] {
     auto vault = OpenOrFail(g, exit_code);
     if (!vault) return;
     bool first = true;
-    if (as_json) std::cout << "[";
+    if (as_json) Out() << "[";
     uint64_t unreadable = 0;
     Status s = vault->ForEachMessage([&](const ObjectId& id, const MessageMeta& m) {
       // Headers are read from the message itself: the catalog holds no mail content.
       Result<std::string> raw = vault->ReadMessage(id);
       if (!raw.ok()) {
         ++unreadable;
-        std::cerr << "mailvault: " << raw.error().ToString() << "\n";
+        Err() << "mailvault: " << raw.error().ToString() << "\n";
         return true;
       }
       MessageSummary sum = SummarizeHeaders(*raw);
       if (as_json) {
-        std::cout << (first ? "\n" : ",\n") << SummaryJson(id, m, sum).dump(-1, ' ', false, json::error_handler_t::replace);
+        Out() << (first ? "\n" : ",\n") << SummaryJson(id, m, sum).dump(-1, ' ', false, json::error_handler_t::replace);
       } else {
-        std::cout << id.ShortHex() << "  " << FormatDate(sum.date, sum.date_utc_offset_minutes) << "  "
+        Out() << id.ShortHex() << "  " << FormatDate(sum.date, sum.date_utc_offset_minutes) << "  "
                   << (sum.from.empty() ? "-" : sum.from) << "  " << sum.subject.substr(0, 60) << "  " << m.raw_size << "\n";
       }
       first = false;
@@ -132,7 +133,7 @@ void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (s.ok() && unreadable) {
       s = Corruption(std::to_string(unreadable) + " messages could not be read; run `mailvault verify`");
     }
-    if (as_json) std::cout << (first ? "]\n" : "\n]\n");
+    if (as_json) Out() << (first ? "]\n" : "\n]\n");
     if (!s.ok()) *exit_code = Fail(s.error());
   });
 }
@@ -140,7 +141,9 @@ void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("show", "show a message's metadata, envelopes, fingerprints and where it is stored");
   static std::string id_arg;
+  id_arg = {};
   static bool as_json = false;
+  as_json = false;
   cmd->add_option("ID", id_arg, "message id (or a unique prefix of at least 6 hex digits)")->required();
   cmd->add_flag("--json", as_json, "print as JSON");
   cmd->callback([&g, exit_code] {
@@ -192,10 +195,10 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     }
     if (!AuditOrFail(*state, "message.view", id->Hex(), json::object(), exit_code)) return;
     if (as_json) {
-      std::cout << Dump(j) << "\n";
+      Out() << Dump(j) << "\n";
       return;
     }
-    std::cout << "id:          " << id->Hex() << "\n"
+    Out() << "id:          " << id->Hex() << "\n"
               << "message-id:  " << sum.message_id << (sum.message_id_synthetic ? " (synthetic)" : "") << "\n"
               << "date:        " << FormatDate(sum.date, sum.date_utc_offset_minutes) << "\n"
               << "from:        " << (sum.from_name.empty() ? sum.from : sum.from_name + " <" + sum.from + ">") << "\n"
@@ -203,29 +206,29 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
               << "size:        " << meta->raw_size << " bytes\n"
               << "stored in:   " << PackFileName(meta->where.pack) << " at offset " << meta->where.offset << " (" << meta->where.length << " bytes)\n";
     if (parsed.ok()) {
-      if (!parsed->to.empty()) std::cout << "to:          " << AddressList(parsed->to) << "\n";
-      if (!parsed->cc.empty()) std::cout << "cc:          " << AddressList(parsed->cc) << "\n";
-      std::cout << "header key:  " << parsed->HeaderKey() << "\n";
-      std::cout << "parts:\n";
+      if (!parsed->to.empty()) Out() << "to:          " << AddressList(parsed->to) << "\n";
+      if (!parsed->cc.empty()) Out() << "cc:          " << AddressList(parsed->cc) << "\n";
+      Out() << "header key:  " << parsed->HeaderKey() << "\n";
+      Out() << "parts:\n";
       for (const MimePart& mp : parsed->parts) {
-        std::cout << "  " << std::string(2 * mp.depth, ' ') << mp.content_type << "  " << mp.decoded_size << " bytes"
+        Out() << "  " << std::string(2 * mp.depth, ' ') << mp.content_type << "  " << mp.decoded_size << " bytes"
                   << (mp.filename.empty() ? "" : "  \"" + mp.filename + "\"")
                   << (mp.content_hash.empty() ? "" : "  sha256:" + mp.content_hash.substr(0, 16)) << "\n";
       }
     } else {
-      std::cout << "parse:       " << parsed.error().message() << "\n";
+      Out() << "parse:       " << parsed.error().message() << "\n";
     }
-    if (!warning.empty()) std::cout << "warning:     " << warning << "\n";
-    std::cout << "envelopes:\n";
+    if (!warning.empty()) Out() << "warning:     " << warning << "\n";
+    Out() << "envelopes:\n";
     for (const StoredEnvelope& e : *envs) {
-      std::cout << "  " << FormatDate(e.envelope.capture_time_us / 1000000) << "  " << e.envelope.source;
-      if (!e.envelope.custodian.empty()) std::cout << "  custodian " << e.envelope.custodian;
-      for (const std::string& r : e.envelope.recipients) std::cout << "  rcpt " << r;
-      std::cout << "\n";
+      Out() << "  " << FormatDate(e.envelope.capture_time_us / 1000000) << "  " << e.envelope.source;
+      if (!e.envelope.custodian.empty()) Out() << "  custodian " << e.envelope.custodian;
+      for (const std::string& r : e.envelope.recipients) Out() << "  rcpt " << r;
+      Out() << "\n";
       if (!e.envelope.journal_report.empty()) {
-        std::cout << "    journal report kept (" << e.envelope.journal_report.size() << " bytes; show --json prints it)\n";
+        Out() << "    journal report kept (" << e.envelope.journal_report.size() << " bytes; show --json prints it)\n";
       }
-      if (!e.envelope.note.empty()) std::cout << "    note: " << e.envelope.note << "\n";
+      if (!e.envelope.note.empty()) Out() << "    note: " << e.envelope.note << "\n";
     }
   });
 }
@@ -233,6 +236,7 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("cat", "write a message's original bytes to stdout");
   static std::string id_arg;
+  id_arg = {};
   cmd->add_option("ID", id_arg, "message id (or a unique prefix)")->required();
   cmd->callback([&g, exit_code] {
     std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
@@ -245,6 +249,11 @@ void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     if (!AuditOrFail(*state, "message.raw", id->Hex(), json{{"bytes", raw->size()}}, exit_code)) return;
+    if (Client()) {  // run by the service: the bytes go to the client's stdout
+      Out().write(raw->data(), static_cast<std::streamsize>(raw->size()));
+      Out().flush();
+      return;
+    }
     Status s = WriteAll(1, *raw, "stdout");
     if (!s.ok()) *exit_code = Fail(s.error());
   });
@@ -253,11 +262,14 @@ void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("export", "export messages (all, or the given ids) to an mbox file or a Maildir");
   static std::string format, target;
+  format = {}; target = {};
   static std::vector<std::string> ids;
+  ids = {};
   cmd->add_option("--to", format, "mbox or maildir")->required()->check(CLI::IsMember({"mbox", "maildir"}));
   cmd->add_option("TARGET", target, "the mbox file or Maildir directory to create")->required();
   cmd->add_option("ID", ids, "message ids (default: every message)");
   cmd->callback([&g, exit_code] {
+    target = UserPath(target);  // the client's directory, when the service runs this
     std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
     if (!state) return;
     Vault* vault = state->vault.get();
@@ -337,7 +349,7 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(s.error().With("export stopped after " + std::to_string(n) + " messages"));
       return;
     }
-    std::cout << "exported " << n << " messages to " << target << " (" << format << ")\n";
+    Out() << "exported " << n << " messages to " << target << " (" << format << ")\n";
   });
 }
 

@@ -21,6 +21,9 @@
 #include "cli/shell_state.h"
 #include "core/text.h"
 #include "indexer/searcher.h"
+#include "cli/control_socket.h"
+#include "control/jobs.h"
+#include "jobs/runner.h"
 #include "recovery/restore.h"
 
 namespace mailvault::cli {
@@ -52,36 +55,36 @@ bool ValidJobId(const std::string& id) {
 
 void PrintReport(const JobReport& r, bool as_json) {
   if (as_json) {
-    std::cout << ReportJson(r).dump(2) << "\n";
+    Out() << ReportJson(r).dump(2) << "\n";
     return;
   }
   json j = ReportJson(r);
-  std::cout << "restore job " << r.id << ": " << r.status << " (" << r.target << ")\n";
+  Out() << "restore job " << r.id << ": " << r.status << " (" << r.target << ")\n";
   for (const recovery::TargetReport& t : r.targets) {
-    std::cout << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
+    Out() << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
               << ", appended " << t.appended << " (" << FormatBytes(t.bytes) << "), failed " << t.failed;
-    if (t.pending) std::cout << ", not done " << t.pending;
-    std::cout << "\n";
-    if (!t.error.empty()) std::cout << "    could not finish: " << t.error << "\n";
-    for (const auto& [id, why] : t.failures) std::cout << "    failed " << id.substr(0, 12) << ": " << why << "\n";
+    if (t.pending) Out() << ", not done " << t.pending;
+    Out() << "\n";
+    if (!t.error.empty()) Out() << "    could not finish: " << t.error << "\n";
+    for (const auto& [id, why] : t.failures) Out() << "    failed " << id.substr(0, 12) << ": " << why << "\n";
   }
   const json& tot = j["totals"];
-  std::cout << "totals: selected " << tot["selected"] << ", already present " << tot["present"] << ", appended "
+  Out() << "totals: selected " << tot["selected"] << ", already present " << tot["present"] << ", appended "
             << tot["appended"] << ", failed " << tot["failed"];
-  if (tot["pending"].get<uint64_t>()) std::cout << ", not done " << tot["pending"] << " (mailvault job resume " << r.id << ")";
-  std::cout << "\n";
+  if (tot["pending"].get<uint64_t>()) Out() << ", not done " << tot["pending"] << " (mailvault job resume " << r.id << ")";
+  Out() << "\n";
 }
 
 void PrintPlan(const JobReport& r, bool as_json) {
   if (as_json) {
-    std::cout << recovery::PlanJson(r).dump(2) << "\n";
+    Out() << recovery::PlanJson(r).dump(2) << "\n";
     return;
   }
-  std::cout << "plan (dry run: nothing is appended)\n";
+  Out() << "plan (dry run: nothing is appended)\n";
   for (const recovery::TargetReport& t : r.targets) {
-    std::cout << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
+    Out() << "  " << t.mailbox << " " << t.folder << ": selected " << t.selected << ", already present " << t.present
               << ", to append " << t.pending << " (" << FormatBytes(t.bytes) << ")\n";
-    if (!t.error.empty()) std::cout << "    cannot check the mailbox: " << t.error << "\n";
+    if (!t.error.empty()) Out() << "    cannot check the mailbox: " << t.error << "\n";
   }
 }
 
@@ -127,14 +130,14 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
         g_stop = true;
       }
       if (++ticks % (tty ? 4 : 20) != 0) continue;
-      std::fprintf(stderr, "%srestore %s: %llu of %llu done (appended %llu, already present %llu, failed %llu), %llu mailbox(es) left%s",
+      ErrPrintf("%srestore %s: %llu of %llu done (appended %llu, already present %llu, failed %llu), %llu mailbox(es) left%s",
                    tty ? "\r" : "", job.id().c_str(),
                    static_cast<unsigned long long>(progress.appended + progress.present + progress.failed),
                    static_cast<unsigned long long>(progress.selected.load()), static_cast<unsigned long long>(progress.appended.load()),
                    static_cast<unsigned long long>(progress.present.load()), static_cast<unsigned long long>(progress.failed.load()),
                    static_cast<unsigned long long>(progress.targets_left.load()), tty ? "   " : "\n");
     }
-    if (tty) std::fprintf(stderr, "\n");
+    if (tty) ErrPrintf("\n");
   });
   Result<JobReport> r = job.Run(*s.vault, cred, &g_stop, &progress);
   {
@@ -156,6 +159,79 @@ int RunJob(GlobalOptions& g, ShellState& s, RestoreJob& job, const recovery::Cre
   return r->status == "done" ? 0 : 1;
 }
 
+int FollowJob(const ServiceResources& svc, const std::string& id, bool as_json);
+
+// A restore run by the service (the command line reached it over its control socket): a job
+// of the service, followed here with the same progress lines and report as a restore run by
+// this process. If the client goes, the job goes on (`mailvault job cancel` stops it).
+int RestoreInService(const ServiceResources& svc, const json& request, const jobs::RestoreTargetConfig& adhoc, bool dry_run,
+                     bool as_json) {
+  jobs::JobRunner& runner = *svc.runner;
+  const control::Actor who = ShellActor();
+  if (dry_run) {
+    Result<json> plan = runner.PlanRestore(request, who, &adhoc);
+    if (!plan.ok()) return Fail(plan.error());
+    if (as_json) {
+      Out() << plan->dump(2) << "\n";
+    } else {
+      Out() << "plan (dry run: nothing is appended)\n";
+      for (const json& t : (*plan)["plan"]) {
+        Out() << "  " << t["mailbox"].get<std::string>() << " " << t["folder"].get<std::string>() << ": selected " << t["selected"]
+              << ", already present " << t["present"] << ", to append " << t["to_append"] << " ("
+              << FormatBytes(t["bytes"].get<uint64_t>()) << ")\n";
+        if (t.contains("error")) Out() << "    cannot check the mailbox: " << t["error"].get<std::string>() << "\n";
+      }
+    }
+    bool errors = false;
+    for (const json& t : (*plan)["plan"]) errors |= t.contains("error");
+    return errors ? 1 : 0;
+  }
+  Result<control::JobRecord> job = runner.SubmitRestore(request, who, &adhoc);
+  if (!job.ok()) return Fail(job.error());
+  const std::string id = job->id;
+  if (!as_json) Err() << "restore job " << id << " created; if it stops, `mailvault job resume " << id << "`\n";
+  return FollowJob(svc, id, as_json);
+}
+
+// Follows a restore job of the service until it ends or pauses: progress on stderr, then its
+// report. Exit status 0 when it is done.
+int FollowJob(const ServiceResources& svc, const std::string& id, bool as_json) {
+  jobs::JobRunner& runner = *svc.runner;
+  ReleaseCommandLock();  // from here on this only follows the job
+  const bool tty = StderrIsTerminal();
+  auto last_line = std::chrono::steady_clock::now();
+  control::JobRecord rec;
+  for (;;) {
+    const uint64_t seen = runner.store().changes();
+    Result<std::optional<control::JobRecord>> now = runner.store().Get(id);
+    if (!now.ok()) return Fail(now.error());
+    if (!*now) return Fail("job " + id + " is gone");
+    rec = **now;
+    if (control::IsFinal(rec.state) || rec.state == control::JobState::kPaused) break;
+    if (ClientGone()) return 1;
+    if (std::chrono::steady_clock::now() - last_line >= std::chrono::seconds(tty ? 1 : 5)) {
+      last_line = std::chrono::steady_clock::now();
+      const json& p = rec.progress;
+      const uint64_t a = p.value("appended", uint64_t{0}), pr = p.value("present", uint64_t{0}), f = p.value("failed", uint64_t{0});
+      ErrPrintf("%srestore %s: %llu of %llu done (appended %llu, already present %llu, failed %llu), %llu mailbox(es) left%s",
+                tty ? "\r" : "", id.c_str(), static_cast<unsigned long long>(a + pr + f),
+                static_cast<unsigned long long>(p.value("total", uint64_t{0})), static_cast<unsigned long long>(a),
+                static_cast<unsigned long long>(pr), static_cast<unsigned long long>(f),
+                static_cast<unsigned long long>(p.value("mailboxes_left", uint64_t{0})), tty ? "   " : "\n");
+    }
+    runner.store().WaitForChange(seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+  }
+  if (tty) Err() << "\n";
+  Result<std::unique_ptr<RestoreJob>> rj = RestoreJob::Load(svc.store, id);
+  if (!rj.ok()) return Fail("restore job " + id + " " + control::JobStateName(rec.state) + ": " + rec.error);
+  Result<JobReport> r = (*rj)->Report();
+  if (!r.ok()) return Fail(r.error());
+  if (rec.state == control::JobState::kCancelled) r->status = "cancelled";
+  if (rec.state == control::JobState::kPaused) r->status = "paused";
+  PrintReport(*r, as_json);
+  return rec.state == control::JobState::kDone ? 0 : 1;
+}
+
 Result<recovery::Credentials> CredentialsFor(const RestoreJob& job, const std::string& override_file) {
   const std::string file = override_file.empty() ? job.target().auth_file : override_file;
   return recovery::ReadCredentials(file);
@@ -167,10 +243,15 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- restore ----
   auto* cmd = app.add_subcommand("restore", "put archived mail back into users' IMAP mailboxes, each message exactly once");
   static std::string to, auth_file, users_arg, from, until, margin_before = "5m", margin_after = "10m", query, folder;
+  to = {}; auth_file = {}; users_arg = {}; from = {}; until = {}; margin_before = "5m"; margin_after = "10m"; query = {}; folder = {};
   static std::string into, sent_folder = "Sent", bwlimit, ca_file;
+  into = {}; sent_folder = "Sent"; bwlimit = {}; ca_file = {};
   static std::vector<std::string> maps, flags;
+  maps = {}; flags = {};
   static int workers = 4, connections = 3, batch = 128, timeout = 60;
+  workers = 4; connections = 3; batch = 128; timeout = 60;
   static bool by_date = false, dry_run = false, as_json = false, no_tls = false, insecure = false;
+  by_date = false; dry_run = false; as_json = false; no_tls = false; insecure = false;
   cmd->add_option("--to", to, "the IMAP server: imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT]")->required();
   cmd->add_option("--auth-file", auth_file, "lines \"ADDRESS LOGIN PASSWORD\", or one \"* LOGIN PASSWORD\" (an administrator); mode 600")
       ->required();
@@ -259,6 +340,26 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       if (end == bwlimit.c_str() || mult == 0 || v <= 0) return fail(InvalidArgument("--bwlimit \"" + bwlimit + "\": expected bytes per second, e.g. 500K or 10M"));
       o.bandwidth = static_cast<uint64_t>(v * mult);
     }
+    if (const ServiceResources* svc = Service(); svc && svc->runner) {
+      // serve holds the vault: the restore becomes one of its jobs (capture goes on).
+      json request{{"users", c.users},          {"by_date", c.by_date},   {"margin_before", c.margin_before},
+                   {"margin_after", c.margin_after}, {"query", c.query}, {"folder", o.folder},
+                   {"into", o.into},            {"sent_folder", o.sent_folder}, {"map", o.user_map},
+                   {"flags", o.flags},          {"workers", o.workers}, {"connections", o.connections},
+                   {"batch", o.batch},          {"bandwidth", o.bandwidth}};
+      if (c.from) request["from"] = *c.from;
+      if (c.until) request["until"] = *c.until;
+      jobs::RestoreTargetConfig adhoc;
+      adhoc.name = "command line";
+      adhoc.url = to;
+      adhoc.auth_file = std::filesystem::absolute(UserPath(auth_file)).string();
+      adhoc.ca_file = ca_file.empty() ? "" : UserPath(ca_file);
+      adhoc.insecure = insecure;
+      adhoc.no_tls = no_tls;
+      adhoc.timeout_seconds = timeout;
+      *exit_code = RestoreInService(*svc, request, adhoc, dry_run, as_json);
+      return;
+    }
     Result<recovery::Credentials> cred = recovery::ReadCredentials(auth_file);
     if (!cred.ok()) return fail(cred.error());
     Result<ShellState> s = OpenShellState(g, kBusyHint);
@@ -290,14 +391,15 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!job.ok()) return fail(job.error());
     audit_details["job"] = (*job)->id();
     if (Status st = AuditShell(*s, "restore.create", (*job)->id(), audit_details); !st.ok()) return fail(st.error());
-    if (!as_json) std::cerr << "restore job " << (*job)->id() << " created; if it stops, `mailvault job resume " << (*job)->id() << "`\n";
+    if (!as_json) Err() << "restore job " << (*job)->id() << " created; if it stops, `mailvault job resume " << (*job)->id() << "`\n";
     *exit_code = RunJob(g, *s, **job, *cred, as_json);
   });
 
   // ---- job ----
-  auto* jobs = app.add_subcommand("job", "restore jobs: list, show, resume, cancel");
+  auto* jobs = app.add_subcommand("job", "restore jobs: list, show, resume, cancel, pause");
   jobs->require_subcommand(1);
   static bool job_json = false;
+  job_json = false;
   auto* list = jobs->add_subcommand("list", "every restore job with its status and totals");
   list->add_flag("--json", job_json, "as JSON");
   list->callback([&g, exit_code] {
@@ -309,17 +411,18 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     json out = json::array();
     for (const JobReport& r : *all) out.push_back(ReportJson(r));
     if (job_json) {
-      std::cout << out.dump(2) << "\n";
+      Out() << out.dump(2) << "\n";
       return;
     }
-    if (all->empty()) std::cout << "no restore jobs\n";
+    if (all->empty()) Out() << "no restore jobs\n";
     for (const json& j : out) {
-      std::cout << j["job"].get<std::string>() << "  " << j["status"].get<std::string>() << "  " << j["target"].get<std::string>()
+      Out() << j["job"].get<std::string>() << "  " << j["status"].get<std::string>() << "  " << j["target"].get<std::string>()
                 << "  selected " << j["totals"]["selected"] << ", present " << j["totals"]["present"] << ", appended "
                 << j["totals"]["appended"] << ", failed " << j["totals"]["failed"] << "\n";
     }
   });
   static std::string job_id, job_auth_file;
+  job_id = {}; job_auth_file = {};
   auto* show = jobs->add_subcommand("show", "one restore job's report: per mailbox, and every failure with its reason");
   show->add_option("ID", job_id, "the job (see job list)")->required();
   show->add_flag("--json", job_json, "as JSON");
@@ -339,6 +442,14 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   resume->add_flag("--json", job_json, "print the report as JSON");
   resume->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    if (const ServiceResources* svc = Service(); svc && svc->runner) {
+      // A job of the service (or one a restore run from the command line left): queued again.
+      Result<control::JobRecord> r = svc->runner->Resume(job_id, ShellActor());
+      if (!r.ok() && r.error().code() == ErrorCode::kNotFound) r = svc->runner->Adopt(job_id, ShellActor());
+      if (!r.ok()) return void(*exit_code = Fail(r.error()));
+      *exit_code = FollowJob(*svc, job_id, job_json);
+      return;
+    }
     signal(SIGPIPE, SIG_IGN);
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) return void(*exit_code = Fail(s.error()));
@@ -354,6 +465,21 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cancel->add_option("ID", job_id, "the job")->required();
   cancel->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    if (const ServiceResources* svc = Service(); svc && svc->runner) {
+      Result<control::JobRecord> r = svc->runner->Cancel(job_id, ShellActor());
+      if (!r.ok() && r.error().code() == ErrorCode::kNotFound) {
+        // A restore from the command line that the service never ran: cancelled in its record.
+        Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(svc->store, job_id);
+        if (!job.ok()) return void(*exit_code = Fail(job.error()));
+        if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
+        Out() << "job " << job_id << " cancelled\n";
+        return;
+      }
+      if (!r.ok()) return void(*exit_code = Fail(r.error()));
+      if (r->state == control::JobState::kCancelled) Out() << "job " << job_id << " cancelled\n";
+      else Out() << "asked the running job " << job_id << " to stop; it records the cancel itself after its current batch\n";
+      return;
+    }
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) {
       // Running: the process holding the vault polls for this file and stops.
@@ -366,9 +492,9 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       const bool running = in >> pid && pid > 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
       std::ofstream(JobsDir(g) + "/" + job_id + ".cancel") << "cancel\n";
       if (running) {
-        std::cout << "asked the running job " << job_id << " (pid " << pid << ") to stop; it records the cancel itself\n";
+        Out() << "asked the running job " << job_id << " (pid " << pid << ") to stop; it records the cancel itself\n";
       } else {
-        std::cout << "job " << job_id << " is not running and the vault is busy (serve?): the cancel is recorded at its next resume, which it refuses\n";
+        Out() << "job " << job_id << " is not running and the vault is busy (serve?): the cancel is recorded at its next resume, which it refuses\n";
       }
       return;
     }
@@ -376,7 +502,30 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!job.ok()) return void(*exit_code = Fail(job.error()));
     if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
     if (Status st = AuditShell(*s, "restore.cancel", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
-    std::cout << "job " << job_id << " cancelled\n";
+    Out() << "job " << job_id << " cancelled\n";
+  });
+
+  auto* pause = jobs->add_subcommand("pause", "stop a job of the service after its current batch; `job resume` goes on from there");
+  pause->add_option("ID", job_id, "the job")->required();
+  pause->callback([&g, exit_code] {
+    if (!ResolveOrFail(g, exit_code)) return;
+    const ServiceResources* svc = Service();
+    if (!svc || !svc->runner) {
+      // No service: a queued job is paused in its record; a running restore from the command
+      // line is stopped with Ctrl-C (it stays resumable).
+      Result<ShellState> s = OpenShellState(g, kBusyHint);
+      if (!s.ok()) return void(*exit_code = Fail(s.error()));
+      control::JobStore store(s->store.get());
+      Result<control::JobRecord> r = store.RequestPause(job_id);
+      if (!r.ok()) return void(*exit_code = Fail(r.error()));
+      if (Status st = AuditShell(*s, "job.pause", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
+      Out() << "job " << job_id << " paused\n";
+      return;
+    }
+    Result<control::JobRecord> r = svc->runner->Pause(job_id, ShellActor());
+    if (!r.ok()) return void(*exit_code = Fail(r.error()));
+    if (r->state == control::JobState::kPaused) Out() << "job " << job_id << " paused\n";
+    else Out() << "asked the running job " << job_id << " to pause after its current batch\n";
   });
 }
 

@@ -29,6 +29,7 @@
 #include "capture/config.h"
 #include "capture/server.h"
 #include "cli/commands.h"
+#include "cli/control_socket.h"
 #include "core/file_util.h"
 #include "indexer/index.h"
 #include "vault/crypto.h"
@@ -224,6 +225,8 @@ struct ServiceParts {
   std::unique_ptr<control::AuditLog> audit;
   std::unique_ptr<control::Records> records;
   std::unique_ptr<jobs::JobRunner> runner;
+  ServiceResources lent;                   // what the control socket's commands use
+  std::unique_ptr<ControlServer> control;  // the command line's way in (control_socket.h)
   std::unique_ptr<api::Authenticator> auth;
   std::unique_ptr<api::ExportRunner> exports;
   std::unique_ptr<api::ApiService> service;
@@ -238,6 +241,7 @@ struct ServiceParts {
     if (Status s = audit->Record(e); !s.ok()) Log("audit: " + s.error().ToString());
   }
   void Stop() {
+    if (control) control->Stop();  // running commands finish; a following restore lets go
     if (service) service->Stop();  // event streams end
     if (beast) beast->Stop();      // in-flight requests are answered first
     if (http) http->Stop();
@@ -249,6 +253,7 @@ struct ServiceParts {
     service.reset();
     exports.reset();
     auth.reset();
+    control.reset();
     runner.reset();
     audit.reset();
     records.reset();
@@ -258,6 +263,7 @@ struct ServiceParts {
 
 Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOptions& g, std::function<uint64_t()> indexed_change) {
   auto p = std::make_unique<ServiceParts>();
+  const std::function<uint64_t()> indexed_change_copy = indexed_change;
   MV_ASSIGN_OR_RETURN(p->store, control::StateStore::Open(g.vault_dir, vault->DeriveSubkey(purpose::kState)));
   MV_ASSIGN_OR_RETURN(p->audit, control::AuditLog::Open(p->store.get(), vault->DeriveSubkey(purpose::kAudit)));
   p->records = std::make_unique<control::Records>(p->store.get());
@@ -266,6 +272,14 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
                                                 std::move(indexed_change));
   p->ServerEvent("server.start");
   MV_RETURN_IF_ERROR(p->runner->Start());
+  p->lent.vault = vault;
+  p->lent.store = p->store.get();
+  p->lent.audit = p->audit.get();
+  p->lent.records = p->records.get();
+  p->lent.runner = p->runner.get();
+  p->lent.indexed_change = indexed_change_copy;
+  p->lent.options = g;
+  MV_ASSIGN_OR_RETURN(p->control, ControlServer::Start(&p->lent));
   return p;
 }
 
@@ -315,7 +329,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
   ::signal(SIGPIPE, SIG_IGN);
 
   OpenReport report;
-  Result<std::unique_ptr<Vault>> vault = OpenVault(g, &report);
+  Result<Handle<Vault>> vault = OpenVault(g, &report);
   if (!vault.ok()) {
     *exit_code = Fail(vault.error());
     return;
@@ -435,16 +449,20 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
 void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* serve = app.add_subcommand("serve", "run journal capture (SMTP/LMTP) and the indexer until SIGTERM");
   static std::vector<std::string> smtp, lmtp;
+  smtp = {}; lmtp = {};
   static bool no_index = false;
+  no_index = false;
   serve->add_option("--smtp", smtp, "listen for SMTP on ADDR:PORT (repeatable; replaces smtp-listen/lmtp-listen from the config)");
   serve->add_option("--lmtp", lmtp, "listen for LMTP on ADDR:PORT (repeatable)");
   serve->add_flag("--no-index", no_index, "do not run the indexer (`mailvault index run` catches up later)");
   static std::string http;
+  http = {};
   serve->add_option("--http", http, "serve the REST API over plain HTTP on ADDR:PORT (loopback only; [api] in the config for HTTPS)");
   serve->callback([&g, exit_code] { Serve(g, smtp, lmtp, no_index, http, exit_code); });
 
   auto* status = app.add_subcommand("status", "what a running `mailvault serve` is doing: sessions, rate, queues, index lag");
   static bool as_json = false;
+  as_json = false;
   status->add_flag("--json", as_json, "print JSON");
   status->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;

@@ -1,4 +1,8 @@
 // One Add*Command per subcommand; each registers its flags and, when chosen, sets *exit_code.
+// Flags are bound to static variables, and each Add*Command sets them back to their defaults:
+// a running serve builds and parses a command line for every client of its control socket
+// (control_socket.h), one at a time (CommandLock), and a flag given to one client's command
+// must not stay set for the next.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -14,7 +14,7 @@ KeySource KeySourceFrom(const GlobalOptions& g) {
   std::string env = env_value ? env_value : "";
   if (g.passphrase_stdin) {
     std::string line;
-    std::getline(std::cin, line);
+    std::getline(In(), line);
     k.passphrase = line;
   } else if (!env.empty()) {
     k.passphrase = env;
@@ -22,18 +22,25 @@ KeySource KeySourceFrom(const GlobalOptions& g) {
   return k;
 }
 
-Result<std::unique_ptr<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report) {
+namespace {
+thread_local const ServiceResources* tl_service = nullptr;
+}  // namespace
+
+const ServiceResources* Service() { return tl_service; }
+void SetService(const ServiceResources* service) { tl_service = service; }
+
+Result<Handle<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report) {
+  if (tl_service) return Borrowed(tl_service->vault);
   OpenReport local;
   OpenReport* r = report ? report : &local;
   Result<std::unique_ptr<Vault>> v = Vault::Open(g.vault_dir, KeySourceFrom(g), g.vault_options, r);
-  if (v.ok()) {
-    for (const std::string& w : r->warnings) std::cerr << "mailvault: warning: " << w << "\n";
-    if (r->torn_bytes_dropped) {
-      std::cerr << "mailvault: recovered from an interrupted write: dropped " << r->torn_bytes_dropped
-                << " bytes of an unacknowledged append\n";
-    }
+  if (!v.ok()) return v.error();
+  for (const std::string& w : r->warnings) Err() << "mailvault: warning: " << w << "\n";
+  if (r->torn_bytes_dropped) {
+    Err() << "mailvault: recovered from an interrupted write: dropped " << r->torn_bytes_dropped
+          << " bytes of an unacknowledged append\n";
   }
-  return v;
+  return Owned(std::move(*v));
 }
 
 }  // namespace mailvault::cli

@@ -1,14 +1,44 @@
 // What every `mailvault` command shares: where the vault and its key are, and how to open it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "cli/io.h"
 #include "core/result.h"
 #include "vault/vault.h"
 
+namespace mailvault {
+namespace control {
+class StateStore;
+class AuditLog;
+class Records;
+}  // namespace control
+namespace jobs {
+class JobRunner;
+}  // namespace jobs
+}  // namespace mailvault
+
 namespace mailvault::cli {
+
+// A pointer that owns its object or borrows it: a command opens the vault itself, or, run by
+// a service for a client, uses the service's (which it must not close).
+template <typename T>
+struct MaybeOwned {
+  bool owned = true;
+  void operator()(T* p) const {
+    if (owned) delete p;
+  }
+};
+template <typename T>
+using Handle = std::unique_ptr<T, MaybeOwned<T>>;
+template <typename T>
+Handle<T> Owned(std::unique_ptr<T> p) { return Handle<T>(p.release(), MaybeOwned<T>{true}); }
+template <typename T>
+Handle<T> Borrowed(T* p) { return Handle<T>(p, MaybeOwned<T>{false}); }
 
 struct GlobalOptions {
   std::string vault_dir;   // --vault, MAILVAULT_VAULT, config "vault"
@@ -23,7 +53,30 @@ Status ResolveGlobalOptions(GlobalOptions* g);
 // The same, reporting a failure (and setting *exit_code); false when the command cannot go on.
 bool ResolveOrFail(GlobalOptions& g, int* exit_code);
 KeySource KeySourceFrom(const GlobalOptions& g);
-Result<std::unique_ptr<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report = nullptr);
+// The vault: opened here, or the running service's when it runs this command for a client.
+Result<Handle<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report = nullptr);
+
+// What a running serve lends the commands it runs for clients of its control socket.
+struct ServiceResources {
+  Vault* vault = nullptr;
+  control::StateStore* store = nullptr;
+  control::AuditLog* audit = nullptr;
+  control::Records* records = nullptr;
+  jobs::JobRunner* runner = nullptr;
+  std::function<uint64_t()> indexed_change;  // null when serve runs no indexer
+  GlobalOptions options;                     // serve's own: the vault, key and config
+};
+// The calling thread's service, or nullptr when the command runs in its own process.
+const ServiceResources* Service();
+void SetService(const ServiceResources* service);
+
+// Runs one command line (argv[0] is the program) as `mailvault-admin` does; returns the exit
+// code. base: the global options to start from (a service's own, for its clients).
+int RunCommandLine(const std::vector<std::string>& argv, const GlobalOptions* base = nullptr);
+
+// Held while a service parses and runs one client's command (the flags are static, see
+// commands.h). A command that then only waits (a restore following its job) lets it go.
+void ReleaseCommandLock();
 
 // Prints "mailvault: <error>" and a hint; returns the exit code for it.
 int Fail(const Error& e);

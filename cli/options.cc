@@ -100,11 +100,11 @@ bool ResolveOrFail(GlobalOptions& g, int* exit_code) {
 }
 
 int Fail(const Error& e) {
-  std::cerr << "mailvault: " << e.ToString() << "\n";
+  Err() << "mailvault: " << e.ToString() << "\n";
   return e.code() == ErrorCode::kInvalidArgument ? 2 : 1;
 }
 int Fail(const std::string& message) {
-  std::cerr << "mailvault: " << message << "\n";
+  Err() << "mailvault: " << message << "\n";
   return 2;
 }
 

@@ -154,6 +154,24 @@ Result<JobRecord> JobStore::Create(JobKind kind, const Actor& who, json params, 
   return r;
 }
 
+Result<JobRecord> JobStore::Adopt(const std::string& id, JobKind kind, const Actor& who, json params) {
+  if (!ValidJobId(id)) return InvalidArgument("\"" + id + "\" is not a job id");
+  std::lock_guard<std::mutex> l(mu_);
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> existing, store_->Get(JobKey(id)));
+  if (existing) return Error(ErrorCode::kAlreadyExists, "job " + id + " is known already");
+  JobRecord r;
+  r.id = id;
+  r.kind = kind;
+  r.started_by = who;
+  r.params = std::move(params);
+  r.created = r.updated = NowSeconds();
+  r.version = 1;
+  MV_RETURN_IF_ERROR(store_->Write({{JobKey(r.id), r.ToJson().dump()}}));
+  ++changes_;
+  changed_.notify_all();
+  return r;
+}
+
 Result<std::optional<JobRecord>> JobStore::Get(const std::string& id) const {
   if (!ValidJobId(id)) return std::optional<JobRecord>();
   MV_ASSIGN_OR_RETURN(std::optional<std::string> v, store_->Get(JobKey(id)));

@@ -81,6 +81,9 @@ class JobStore {
   // A new queued job with a fresh id.
   Result<JobRecord> Create(JobKind kind, const Actor& who, nlohmann::json params,
                            nlohmann::json progress = nlohmann::json::object());
+  // A queued record under an id that exists elsewhere already (a restore the command line
+  // started before the job store knew it); kAlreadyExists when the store has it.
+  Result<JobRecord> Adopt(const std::string& id, JobKind kind, const Actor& who, nlohmann::json params);
   Result<std::optional<JobRecord>> Get(const std::string& id) const;
   // Every job, newest first; filters are ignored when unset.
   Result<std::vector<JobRecord>> List(std::optional<JobKind> kind = std::nullopt,

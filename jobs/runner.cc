@@ -110,7 +110,7 @@ Result<ParsedRestore> ParseRestore(const json& j) {
   if (!j.is_object()) return InvalidArgument("a restore request is a JSON object");
   static const char* const kKnown[] = {"target", "users", "from", "until", "by_date", "margin_before", "margin_after",
                                        "query", "folder", "into", "map", "flags", "dry_run", "sent_folder", "workers",
-                                       "connections", "batch"};
+                                       "connections", "batch", "bandwidth", "adhoc_target"};
   for (const auto& [k, v] : j.items()) {
     if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* n) { return k == n; }) == std::end(kKnown)) {
       return InvalidArgument("unknown field \"" + k + "\" in a restore request (docs/openapi.yaml, RestoreRequest)");
@@ -149,6 +149,8 @@ Result<ParsedRestore> ParseRestore(const json& j) {
   MV_ASSIGN_OR_RETURN(int64_t workers, Int(j, "workers", 4, 1, 64));
   MV_ASSIGN_OR_RETURN(int64_t connections, Int(j, "connections", 3, 1, 16));
   MV_ASSIGN_OR_RETURN(int64_t batch, Int(j, "batch", 128, 1, 1024));
+  MV_ASSIGN_OR_RETURN(int64_t bandwidth, Int(j, "bandwidth", 0, 0, int64_t{1} << 40));
+  p.options.bandwidth = static_cast<uint64_t>(bandwidth);
   p.options.workers = static_cast<int>(workers);
   p.options.connections = static_cast<size_t>(connections);
   p.options.batch = static_cast<size_t>(batch);
@@ -237,11 +239,37 @@ void JobRunner::Audit(const Actor& who, const std::string& action, const std::st
   (void)audit_->Record(std::move(e));
 }
 
-Result<json> JobRunner::PlanRestore(const json& request, const Actor& who) {
-  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(request));
-  auto t = targets_.find(p.target);
-  if (t == targets_.end()) return NotFound("no restore target \"" + p.target + "\" is configured ([restore-target NAME] in the config file)");
-  MV_ASSIGN_OR_RETURN(recovery::RestoreTarget target, t->second.Resolve());
+namespace {
+json AdhocJson(const RestoreTargetConfig& t) {
+  return json{{"url", t.url},           {"auth_file", t.auth_file}, {"ca_file", t.ca_file},
+              {"insecure", t.insecure}, {"no_tls", t.no_tls},       {"timeout", t.timeout_seconds}};
+}
+}  // namespace
+
+Result<RestoreTargetConfig> JobRunner::TargetFor(const json& params) const {
+  if (auto a = params.find("adhoc_target"); a != params.end() && a->is_object()) {
+    RestoreTargetConfig t;
+    t.name = "command line";
+    t.url = a->value("url", "");
+    t.auth_file = a->value("auth_file", "");
+    t.ca_file = a->value("ca_file", "");
+    t.insecure = a->value("insecure", false);
+    t.no_tls = a->value("no_tls", false);
+    t.timeout_seconds = a->value("timeout", 60);
+    return t;
+  }
+  const std::string name = params.value("target", "");
+  auto t = targets_.find(name);
+  if (t == targets_.end()) return NotFound("no restore target \"" + name + "\" is configured ([restore-target NAME] in the config file)");
+  return t->second;
+}
+
+Result<json> JobRunner::PlanRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+  json req = request;
+  if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
+  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
+  MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(req));
+  MV_ASSIGN_OR_RETURN(recovery::RestoreTarget target, config.Resolve());
   MV_ASSIGN_OR_RETURN(recovery::Credentials cred, recovery::ReadCredentials(target.auth_file));
   std::unique_ptr<index::Searcher> searcher;
   if (!p.criteria.query.empty()) {
@@ -249,17 +277,18 @@ Result<json> JobRunner::PlanRestore(const json& request, const Actor& who) {
   }
   MV_ASSIGN_OR_RETURN(std::vector<recovery::PlannedTarget> plan,
                       recovery::SelectForRestore(*vault_, searcher.get(), p.criteria, p.options));
-  Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(request)}});
+  Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(req)}});
   MV_ASSIGN_OR_RETURN(recovery::JobReport r, recovery::DryRun(*vault_, target, cred, p.options, std::move(plan)));
   return recovery::PlanJson(r);
 }
 
-Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who) {
-  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(request));
-  auto t = targets_.find(p.target);
-  if (t == targets_.end()) return NotFound("no restore target \"" + p.target + "\" is configured ([restore-target NAME] in the config file)");
-  MV_RETURN_IF_ERROR(t->second.Resolve().status());
-  json params = StoredRequest(request);
+Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+  json req = request;
+  if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
+  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
+  MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(req));
+  MV_RETURN_IF_ERROR(config.Resolve().status());
+  json params = StoredRequest(req);
   // The job selects by the index as the vault was now: it waits until the index has caught up
   // with this change (live capture keeps the index a few changes behind).
   params["vault_change"] = vault_->last_change();
@@ -301,6 +330,16 @@ Result<JobRecord> JobRunner::Resume(const std::string& id, const Actor& who) {
   Audit(who, "job.resume", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
   Wake();
   return r;
+}
+
+Result<JobRecord> JobRunner::Adopt(const std::string& id, const Actor& who) {
+  MV_ASSIGN_OR_RETURN(std::unique_ptr<recovery::RestoreJob> rj, recovery::RestoreJob::Load(store_, id));
+  if (rj->status() == "cancelled") return FailedPrecondition("job " + id + " was cancelled; start a new restore instead");
+  if (rj->status() == "done") return FailedPrecondition("job " + id + " is done already");
+  MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Adopt(id, JobKind::kRestore, who, json{{"adopted", true}}));
+  Audit(who, "job.resume", id, json{{"kind", "restore"}, {"adopted", true}});
+  Wake();
+  return job;
 }
 
 bool JobRunner::Claim(JobRecord* job) {
@@ -382,25 +421,44 @@ void JobRunner::Run(JobRecord job) {
 
 JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
   const json& params = job.params;
-  Result<ParsedRestore> p = ParseRestore([&] {
-    json req = params;
-    req.erase("vault_change");
-    return req;
-  }());
-  if (!p.ok()) {
-    job.error = p.error().message();
+  // A job that has selected already has its plan and journal (and, adopted from the command
+  // line, its target) in the store; a new one is planned below.
+  std::unique_ptr<recovery::RestoreJob> rj;
+  if (Result<std::unique_ptr<recovery::RestoreJob>> loaded = recovery::RestoreJob::Load(store_, job.id); loaded.ok()) {
+    rj = std::move(*loaded);
+  }
+  Result<ParsedRestore> p = InvalidArgument("no restore request");
+  Result<recovery::RestoreTarget> target = InvalidArgument("no target");
+  if (params.contains("target") || params.contains("adhoc_target")) {
+    p = ParseRestore([&] {
+      json req = params;
+      req.erase("vault_change");
+      return req;
+    }());
+    if (!p.ok()) {
+      job.error = p.error().message();
+      return JobState::kFailed;
+    }
+    Result<RestoreTargetConfig> config = TargetFor(params);
+    if (!config.ok()) {
+      job.error = config.error().message() + "; configure it and resume the job";
+      return JobState::kFailed;
+    }
+    target = config->Resolve();
+  } else if (rj) {
+    target = rj->target();
+  }
+  if (!target.ok()) {
+    job.error = target.error().message();
     return JobState::kFailed;
   }
-  auto t = targets_.find(p->target);
-  if (t == targets_.end()) {
-    job.error = "restore target \"" + p->target + "\" is no longer configured; add it back and resume the job";
-    return JobState::kFailed;
-  }
-  Result<recovery::RestoreTarget> target = t->second.Resolve();
-  Result<recovery::Credentials> cred =
-      target.ok() ? recovery::ReadCredentials(target->auth_file) : Result<recovery::Credentials>(target.error());
+  Result<recovery::Credentials> cred = recovery::ReadCredentials(target->auth_file);
   if (!cred.ok()) {
     job.error = cred.error().message();
+    return JobState::kFailed;
+  }
+  if (!rj && !p.ok()) {
+    job.error = "the job has neither a plan nor a request to plan from (" + p.error().message() + ")";
     return JobState::kFailed;
   }
   // Watches for cancel and pause (and serve stopping) while the job works, and writes the
@@ -438,10 +496,7 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
     watcher.join();
   };
 
-  std::unique_ptr<recovery::RestoreJob> rj;
-  Result<std::unique_ptr<recovery::RestoreJob>> loaded = recovery::RestoreJob::Load(store_, job.id);
-  if (loaded.ok()) {
-    rj = std::move(*loaded);
+  if (rj) {
     rj->mutable_target() = *target;  // the configuration may have changed (a new CA file)
   } else {
     // First run: select. With a query, wait until the index has what the vault had when the

@@ -63,9 +63,13 @@ class JobRunner {
   //  "folder", "into", "map", "flags", "dry_run", "sent_folder", "workers", "connections", "batch"}.
   // Errors name the field. Unknown targets are kNotFound.
   // dry_run: reads the mailboxes and returns the plan (recovery::PlanJson); no job is made.
-  Result<nlohmann::json> PlanRestore(const nlohmann::json& request, const control::Actor& who);
+  // adhoc: the command line's --to and --auth-file instead of a configured target (the local
+  // socket only: its clients are root or the service's user, who can read the config anyway).
+  Result<nlohmann::json> PlanRestore(const nlohmann::json& request, const control::Actor& who,
+                                     const RestoreTargetConfig* adhoc = nullptr);
   // Records a queued restore job; the workers start it.
-  Result<control::JobRecord> SubmitRestore(const nlohmann::json& request, const control::Actor& who);
+  Result<control::JobRecord> SubmitRestore(const nlohmann::json& request, const control::Actor& who,
+                                           const RestoreTargetConfig* adhoc = nullptr);
   // A verify of the vault: {"sample": PERCENT} (default 100).
   Result<control::JobRecord> SubmitVerify(const nlohmann::json& request, const control::Actor& who);
 
@@ -73,6 +77,9 @@ class JobRunner {
   Result<control::JobRecord> Cancel(const std::string& id, const control::Actor& who);
   Result<control::JobRecord> Pause(const std::string& id, const control::Actor& who);
   Result<control::JobRecord> Resume(const std::string& id, const control::Actor& who);
+  // Takes over a restore that the command line started while no service ran (it has a plan and
+  // a journal but no job record): queued, with the target it was started with.
+  Result<control::JobRecord> Adopt(const std::string& id, const control::Actor& who);
 
  private:
   void Worker();
@@ -84,6 +91,8 @@ class JobRunner {
   control::JobState RunVerify(control::JobRecord& job, std::atomic<bool>* stop);
   // What a stop means: the person's request (cancel, pause), or queued again when serve stops.
   control::JobState StoppedState(const std::string& id);
+  // The target a job's parameters name: configured, or given on the command line.
+  Result<RestoreTargetConfig> TargetFor(const nlohmann::json& params) const;
   void Audit(const control::Actor& who, const std::string& action, const std::string& target, nlohmann::json details);
   void Wake();
 
