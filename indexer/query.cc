@@ -17,7 +17,9 @@
 namespace mailvault::index {
 namespace {
 
-enum class Tok { kEnd, kLParen, kRParen, kAnd, kOr, kNot, kMinus, kStar, kTerm };
+// kFieldGroup: "field:(" — the field applies to every term inside the group that names no
+// field of its own, as in Gmail, Google Vault and Xapian's QueryParser: subject:(a OR b).
+enum class Tok { kEnd, kLParen, kRParen, kAnd, kOr, kNot, kMinus, kStar, kTerm, kFieldGroup };
 
 struct Token {
   Tok type = Tok::kEnd;
@@ -85,7 +87,9 @@ class Lexer {
         t.value = Quoted();
         t.quoted = true;
       } else if (i_ < q_.size() && q_[i_] == '(') {
-        throw QueryError(i_, "a field takes one value: write (" + t.field + ":a OR " + t.field + ":b)");
+        ++i_;  // '('
+        t.type = Tok::kFieldGroup;
+        return t;
       } else {
         t.value = Bare();
       }
@@ -263,7 +267,7 @@ class Parser {
 
   bool StartsUnary() const {
     return tok_.type == Tok::kNot || tok_.type == Tok::kMinus || tok_.type == Tok::kLParen || tok_.type == Tok::kStar ||
-           tok_.type == Tok::kTerm;
+           tok_.type == Tok::kTerm || tok_.type == Tok::kFieldGroup;
   }
 
   Xapian::Query And(int depth) {
@@ -305,13 +309,19 @@ class Parser {
 
   Xapian::Query Primary(int depth) {
     if (depth > kMaxQueryDepth) throw QueryError(tok_.pos, "the query nests too deeply (kMaxQueryDepth)");
-    if (tok_.type == Tok::kLParen) {
-      size_t open = tok_.pos;
+    if (tok_.type == Tok::kLParen || tok_.type == Tok::kFieldGroup) {
+      const bool field_group = tok_.type == Tok::kFieldGroup;
+      size_t open = field_group ? tok_.value_pos : tok_.pos;
+      if (field_group) {
+        if (!FieldNamed(tok_.field)) Term(tok_);  // an unknown field: Term's error names the known ones
+        group_fields_.push_back(tok_.field);
+      }
       Advance();
       if (tok_.type == Tok::kRParen) throw QueryError(tok_.pos, "empty parentheses");
       Xapian::Query q = Or(depth + 1);
       if (tok_.type != Tok::kRParen) throw QueryError(tok_.pos, "\")\" expected to close the \"(\" at " + std::to_string(open + 1));
       Advance();
+      if (field_group) group_fields_.pop_back();
       return q;
     }
     if (tok_.type == Tok::kStar) {
@@ -320,6 +330,8 @@ class Parser {
     }
     Token t = tok_;
     Advance();
+    // Inside field:( ... ), a term without a field of its own takes the group's.
+    if (t.field.empty() && !group_fields_.empty()) t.field = group_fields_.back();
     return Term(t);
   }
 
@@ -482,6 +494,7 @@ class Parser {
   int64_t now_;
   const PhraseResolver& phrases_;
   const TagResolver& tags_;
+  std::vector<std::string> group_fields_;  // the fields of the field:( groups the parser is inside
 };
 
 }  // namespace

@@ -91,6 +91,27 @@ TEST(QueryParserTest, AcceptsTheDocumentedForms) {
   }
 }
 
+// field:(group) means the field on every term of the group that names none of its own, as in
+// Gmail, Google Vault and Xapian's QueryParser (issue 14: it used to be refused).
+TEST(QueryParserTest, FieldOverAGroup) {
+  auto described = [](const std::string& q) {
+    Result<Xapian::Query> r = ParseQuery(q, 1700000000);
+    return r.ok() ? r->get_description() : "error: " + r.error().message();
+  };
+  EXPECT_EQ(described("subject:(mortgage OR viagra)"), described("(subject:mortgage OR subject:viagra)"));
+  EXPECT_EQ(described("from:(a@x.example OR b@y.example)"), described("(from:a@x.example OR from:b@y.example)"));
+  EXPECT_EQ(described("subject:(cheap -\"free offer\")"), described("(subject:cheap -subject:\"free offer\")"));
+  // An inner field wins; groups nest; after the group the default fields are back.
+  EXPECT_EQ(described("subject:(razor OR from:jm@jmason.org) exmh"), described("(subject:razor OR from:jm@jmason.org) exmh"));
+  EXPECT_EQ(described("subject:(a (b OR c))"), described("(subject:a (subject:b OR subject:c))"));
+  EXPECT_EQ(described("-subject:(razor OR spam)"), described("-(subject:razor OR subject:spam)"));
+  EXPECT_NE(described("subject:(razor)"), described("razor"));
+  // Errors keep their positions.
+  EXPECT_EQ(QueryError("subject:(a OR b"), "query error at 16: \")\" expected to close the \"(\" at 9");
+  EXPECT_EQ(QueryError("subject:()"), "query error at 10: empty parentheses");
+  EXPECT_NE(QueryError("frm:(a OR b)").find("unknown field \"frm\""), std::string::npos);
+}
+
 TEST(TokenizerTest, LowerCasesAndSplitsOnNonWordCharacters) {
   std::vector<std::string> words;
   ForEachWord("Hello, WORLD! Grüße aus Köln: e-mail_2 " + std::string(70, 'x') + " end",
