@@ -41,16 +41,13 @@ struct HttpError {
 constexpr const char* kNotFoundDetail = "no such resource (or it is outside what you may see); the API is described in docs/openapi.yaml";
 [[noreturn]] void NotFound() { Fail(404, "not-found", kNotFoundDetail); }
 
+// An error from below, as its problem (the one table: MeaningOf, core/result.h). A 400 from
+// below is a query the index refused: "bad-query", as docs/api.md documents it. A 5xx names the
+// error's kind, since only the server can do something about it.
 [[noreturn]] void FailWith(const Error& e) {
-  switch (e.code()) {
-    case ErrorCode::kInvalidArgument:
-    case ErrorCode::kLimitExceeded:
-    case ErrorCode::kMalformedInput: Fail(400, "bad-query", e.message());
-    case ErrorCode::kNotFound: Fail(404, "not-found", e.message());
-    case ErrorCode::kBusy: Fail(503, "busy", e.message());
-    case ErrorCode::kConflict: Fail(409, "conflict", e.message());
-    default: Fail(500, "internal", e.ToString());
-  }
+  const ErrorMeaning m = MeaningOf(e.code());
+  if (m.http_status == 400) Fail(400, "bad-query", e.message());
+  Fail(m.http_status, m.problem, m.http_status >= 500 && m.http_status != 503 ? e.ToString() : e.message());
 }
 
 template <typename T>

@@ -260,7 +260,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     Out() << "imported " << imported << " new messages, " << duplicates << " duplicates, " << rejected
               << " rejected" << (warnings ? ", " + std::to_string(warnings) + " stored with warnings" : "") << " in "
               << secs << " s (" << static_cast<uint64_t>((imported + duplicates) / std::max(secs, 1e-6)) << " msg/s)\n";
-    *exit_code = rejected ? 3 : 0;
+    *exit_code = rejected ? kExitPartly : kExitOk;
     if (index_result && !index_result->ok()) {
       Err() << "mailvault: the messages are stored, but indexing failed: " << index_result->error().message()
                 << "\n  fix the cause, then run `mailvault index run` (nothing stored is lost)\n";

@@ -147,8 +147,6 @@ class IndexFollower {
 // administrator runs `mailvault status`) it can still be rewritten in place, in blocks it
 // already owns, after the atomic replace has failed for want of a new block.
 constexpr size_t kStatusFileBytes = 32 << 10;
-// serve's exit status when it stops to be restarted (EX_TEMPFAIL): systemd's Restart=on-failure.
-constexpr int kExitRestart = 75;
 
 Status WriteStatusFile(const std::string& path, const json& j) {
   std::string text = j.dump(2) + "\n";
@@ -484,7 +482,7 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!why.empty()) {
       if (as_json) std::cout << json{{"running", false}, {"reason", why}}.dump(2) << "\n";
       else std::cerr << "mailvault: " << why << "\n";
-      *exit_code = 3;
+      *exit_code = kExitPartly;
       return;
     }
     j["running"] = true;

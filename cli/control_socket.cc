@@ -285,7 +285,7 @@ void ControlServer::Serve(int fd) {
   socklen_t len = sizeof peer;
   const bool known = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
   if (!known || (peer.uid != 0 && peer.uid != ::geteuid())) {
-    refuse("the service runs commands for root and its own user only (uid " + std::to_string(known ? peer.uid : -1) + " is neither)", 77);
+    refuse("the service runs commands for root and its own user only (uid " + std::to_string(known ? peer.uid : -1) + " is neither)", kExitNotPermitted);
     ::close(fd);
     return;
   }
@@ -308,7 +308,7 @@ void ControlServer::Serve(int fd) {
     }
   }
   if (!req.ok()) {
-    refuse(req.error().ToString(), 2);
+    refuse(req.error().ToString(), kExitUsage);
   } else {
     std::mutex mu;
     std::atomic<bool> gone{false};

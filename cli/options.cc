@@ -101,11 +101,11 @@ bool ResolveOrFail(GlobalOptions& g, int* exit_code) {
 
 int Fail(const Error& e) {
   Err() << "mailvault: " << e.ToString() << "\n";
-  return e.code() == ErrorCode::kInvalidArgument ? 2 : 1;
+  return MeaningOf(e.code()).exit_status;
 }
 int Fail(const std::string& message) {
   Err() << "mailvault: " << message << "\n";
-  return 2;
+  return kExitUsage;
 }
 
 bool StderrIsTerminal() { return ::isatty(2) == 1; }

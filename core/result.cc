@@ -22,6 +22,24 @@ const char* ErrorCodeName(ErrorCode code) {
   return "unknown error";
 }
 
+ErrorMeaning MeaningOf(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return {400, "bad-request", kExitUsage};
+    case ErrorCode::kLimitExceeded:
+    case ErrorCode::kMalformedInput: return {400, "bad-request", kExitFailure};
+    case ErrorCode::kNotFound: return {404, "not-found", kExitFailure};
+    case ErrorCode::kAlreadyExists:
+    case ErrorCode::kConflict: return {409, "conflict", kExitFailure};
+    case ErrorCode::kBusy: return {503, "busy", kExitFailure};
+    case ErrorCode::kCorruption:
+    case ErrorCode::kBadKey:
+    case ErrorCode::kIoError:
+    case ErrorCode::kUnsupported:
+    case ErrorCode::kInternal: return {500, "internal", kExitFailure};
+  }
+  return {500, "internal", kExitFailure};
+}
+
 std::string Error::ToString() const { return std::string(ErrorCodeName(code_)) + ": " + message_; }
 
 Error ErrnoError(const std::string& what, const std::string& path, int err) {

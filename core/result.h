@@ -90,6 +90,22 @@ class [[nodiscard]] Result {
   std::variant<T, Error> v_;
 };
 
+// What an error means outside the process, in one table (core/result.cc): the REST API's
+// status and problem type (RFC 9457 "type" slug), and the command line's exit status.
+struct ErrorMeaning {
+  int http_status;
+  const char* problem;
+  int exit_status;
+};
+ErrorMeaning MeaningOf(ErrorCode code);
+// The command line's exit statuses besides MeaningOf's (docs/cli.md).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;           // the command line or a value in it is wrong
+inline constexpr int kExitPartly = 3;          // import: some files were rejected; status: serve is not running
+inline constexpr int kExitRestart = 75;        // EX_TEMPFAIL: serve stopped to be restarted by its service manager
+inline constexpr int kExitNotPermitted = 77;   // EX_NOPERM: the control socket refused this user
+
 inline Error InvalidArgument(std::string m) { return {ErrorCode::kInvalidArgument, std::move(m)}; }
 inline Error NotFound(std::string m) { return {ErrorCode::kNotFound, std::move(m)}; }
 inline Error Corruption(std::string m) { return {ErrorCode::kCorruption, std::move(m)}; }
