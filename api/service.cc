@@ -634,8 +634,10 @@ namespace {
 
 // An export (api/export.h keeps its own records) in the job vocabulary of control/jobs.h.
 json ExportAsJob(const ExportJob& e) {
+  // An export that expired or was deleted had finished: "done" (its report keeps the state).
   static const std::map<std::string, std::string> kStates = {
-      {"queued", "queued"}, {"running", "running"}, {"done", "done"}, {"failed", "failed"}, {"expired", "done"}};
+      {"queued", "queued"}, {"running", "running"},   {"done", "done"},      {"failed", "failed"},
+      {"expired", "done"},  {"deleted", "done"},      {"cancelled", "cancelled"}};
   auto st = kStates.find(e.state);
   json j{{"id", e.id},
          {"kind", "export"},
@@ -663,6 +665,7 @@ control::Actor ApiService::ActorOf(const Context& c) const {
   a.role = RoleName(c.who->role);
   a.auth = c.who->auth;
   a.source = c.req.peer;
+  a.issued_by = c.who->issued_by;
   return a;
 }
 
@@ -730,6 +733,9 @@ Response ApiService::JobEvents(Context& c) {
   if (!control::ValidJobId(id)) NotFound();
   jobs::JobRunner& runner = Runner();
   if (!Must(runner.store().Get(id))) NotFound();
+  if (event_streams_.load() >= kMaxEventStreams) {
+    Fail(503, "busy", std::to_string(kMaxEventStreams) + " event streams are open; poll GET /api/v1/jobs/{id} or try again");
+  }
   Response r;
   r.status = 200;
   r.content_type = "text/event-stream";
@@ -741,7 +747,13 @@ Response ApiService::JobEvents(Context& c) {
   // an end; the stream then starts with the current state again.
   control::JobStore* store = &runner.store();
   std::atomic<bool>* stopping = &stopping_;
-  r.stream = [store, id, stopping](const std::function<bool(std::string_view)>& write) {
+  std::atomic<int>* streams = &event_streams_;
+  r.stream = [store, id, stopping, streams](const std::function<bool(std::string_view)>& write) {
+    ++*streams;
+    struct Release {
+      std::atomic<int>* n;
+      ~Release() { --*n; }
+    } release{streams};
     if (!write("retry: 2000\n\n")) return;
     uint64_t seen_version = 0;
     auto quiet_since = std::chrono::steady_clock::now();

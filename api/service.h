@@ -130,6 +130,10 @@ class ApiService {
   ExportRunner* exports_;
   jobs::JobRunner* jobs_ = nullptr;
   std::atomic<bool> stopping_{false};
+  // Each open event stream holds one of the transport's workers: at most this many at once, so
+  // that browsers watching jobs never take the API from everyone else.
+  static constexpr int kMaxEventStreams = 8;
+  std::atomic<int> event_streams_{0};
   std::function<nlohmann::json()> status_;
   nlohmann::json config_;
   ApiSettings settings_;

@@ -15,6 +15,8 @@
 
 #include "capture/mail_source.h"
 #include "cli/commands.h"
+#include "cli/index_tags.h"
+#include "cli/shell_state.h"
 #include "indexer/index.h"
 
 namespace mailvault::cli {
@@ -123,7 +125,20 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     // Inside a service its indexer follows the vault; the import only waits for it at the end.
     const ServiceResources* svc = Service();
     if (svc) no_index = true;
-    Result<Handle<Vault>> opened = OpenVault(g);
+    // The records too, when this process indexes: documents carry their messages' tags.
+    std::optional<ShellState> state;
+    Result<Handle<Vault>> opened = Borrowed<Vault>(nullptr);
+    if (!no_index && !svc) {
+      Result<ShellState> s = OpenShellState(g, "another mailvault command holds the vault; wait for it to finish");
+      if (!s.ok()) {
+        *exit_code = Fail(s.error());
+        return;
+      }
+      state = std::move(*s);
+      opened = Borrowed(state->vault.get());
+    } else {
+      opened = OpenVault(g);
+    }
     if (!opened.ok()) {
       *exit_code = Fail(opened.error());
       return;
@@ -154,7 +169,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     // durable; it drains the log after the last message (BLUEPRINT decision 2).
     std::unique_ptr<index::IndexWriter> indexer;
     if (!no_index) {
-      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
+      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, WithTags({}, state->records.get()));
       if (!w.ok()) {
         *exit_code = Fail(w.error().With("the full-text index (use --no-index to store without indexing)"));
         return;

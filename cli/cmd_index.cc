@@ -7,6 +7,8 @@
 
 #include "cli/commands.h"
 #include "cli/control_socket.h"
+#include "cli/index_tags.h"
+#include "cli/shell_state.h"
 #include "indexer/index.h"
 #include "indexer/searcher.h"
 
@@ -92,18 +94,26 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       Out() << "the service's indexer is level with the vault at change " << svc->indexed_change() << " (waited " << secs << " s)\n";
       return;
     }
-    Result<Handle<Vault>> v = OpenVault(g);
-    if (!v.ok()) {
-      *exit_code = Fail(v.error());
+    // With the records: documents carry their messages' tags, and the tag changes made since
+    // the last run are applied (cli/index_tags.h).
+    Result<ShellState> s = OpenShellState(g, "while `mailvault serve` runs, its indexer follows the vault");
+    if (!s.ok()) {
+      *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
+    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, WithTags({}, s->records.get()));
     if (!w.ok()) {
       *exit_code = Fail(w.error());
       return;
     }
     auto t0 = std::chrono::steady_clock::now();
-    Result<index::CatchUpReport> r = CatchUpNow(**v, **w, run_quiet);
+    Result<index::CatchUpReport> r = CatchUpNow(*s->vault, **w, run_quiet);
+    if (r.ok()) {
+      if (Status t = ApplyTagChanges(**w, *s->records); !t.ok()) r = t.error();
+    }
+    if (r.ok()) {
+      if (Status t = (*w)->Flush(); !t.ok()) r = t.error();
+    }
     if (!r.ok()) {
       *exit_code = Fail(r.error());
       return;
@@ -149,18 +159,32 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->capture_default_str();
   reindex->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
-    Result<Handle<Vault>> v = OpenVault(g);
-    if (!v.ok()) {
-      *exit_code = Fail(v.error());
+    Result<ShellState> s = OpenShellState(g, "reindex needs the vault to itself: stop `mailvault serve` first");
+    if (!s.ok()) {
+      *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Recreate(g.vault_dir, reindex_options);
+    // Every document gets its tags as it is built; the log is then applied up to its end.
+    Result<uint64_t> tag_mark = s->records->LastTagChange();
+    if (!tag_mark.ok()) {
+      *exit_code = Fail(tag_mark.error());
+      return;
+    }
+    Result<std::unique_ptr<index::IndexWriter>> w =
+        index::IndexWriter::Recreate(g.vault_dir, WithTags(reindex_options, s->records.get()));
     if (!w.ok()) {
       *exit_code = Fail(w.error());
       return;
     }
+    (*w)->set_tags_applied(*tag_mark);
     auto t0 = std::chrono::steady_clock::now();
-    Result<index::CatchUpReport> r = CatchUpNow(**v, **w, reindex_quiet);
+    Result<index::CatchUpReport> r = CatchUpNow(*s->vault, **w, reindex_quiet);
+    if (r.ok()) {
+      if (Status t = ApplyTagChanges(**w, *s->records); !t.ok()) r = t.error();
+    }
+    if (r.ok()) {
+      if (Status t = (*w)->Flush(); !t.ok()) r = t.error();
+    }
     if (!r.ok()) {
       *exit_code = Fail(r.error());
       return;

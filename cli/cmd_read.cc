@@ -269,7 +269,10 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cmd->add_option("TARGET", target, "the mbox file or Maildir directory to create")->required();
   cmd->add_option("ID", ids, "message ids (default: every message)");
   cmd->callback([&g, exit_code] {
-    target = UserPath(target);  // the client's directory, when the service runs this
+    // The file is made where the client is when the service runs this; the messages name it
+    // as the user gave it.
+    const std::string shown = target;
+    target = UserPath(target);
     std::optional<ShellState> state = OpenAuditedOrFail(g, exit_code);
     if (!state) return;
     Vault* vault = state->vault.get();
@@ -349,7 +352,7 @@ void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = Fail(s.error().With("export stopped after " + std::to_string(n) + " messages"));
       return;
     }
-    Out() << "exported " << n << " messages to " << target << " (" << format << ")\n";
+    Out() << "exported " << n << " messages to " << shown << " (" << format << ")\n";
   });
 }
 

@@ -443,6 +443,11 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   resume->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
     if (const ServiceResources* svc = Service(); svc && svc->runner) {
+      if (!job_auth_file.empty()) {
+        return void(*exit_code = Fail(InvalidArgument(
+                        "--auth-file: the service resumes a job with the auth file it was started with (or its "
+                        "configured target's); change that file, or stop serve and resume here with --auth-file")));
+      }
       // A job of the service (or one a restore run from the command line left): queued again.
       Result<control::JobRecord> r = svc->runner->Resume(job_id, ShellActor());
       if (!r.ok() && r.error().code() == ErrorCode::kNotFound) r = svc->runner->Adopt(job_id, ShellActor());
@@ -471,6 +476,9 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
         // A restore from the command line that the service never ran: cancelled in its record.
         Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(svc->store, job_id);
         if (!job.ok()) return void(*exit_code = Fail(job.error()));
+        Result<ShellState> s = OpenShellState(g, kBusyHint);  // the service's, borrowed
+        if (!s.ok()) return void(*exit_code = Fail(s.error()));
+        if (Status st = AuditShell(*s, "restore.cancel", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
         if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
         Out() << "job " << job_id << " cancelled\n";
         return;
@@ -499,9 +507,19 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
-    if (!job.ok()) return void(*exit_code = Fail(job.error()));
-    if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
+    control::JobStore store(s->store.get());
+    Result<std::optional<control::JobRecord>> record = store.Get(job_id);
+    if (!job.ok() && !(record.ok() && *record)) return void(*exit_code = Fail(job.error()));
     if (Status st = AuditShell(*s, "restore.cancel", job_id); !st.ok()) return void(*exit_code = Fail(st.error()));
+    // Both records: the journal (what `job resume` here reads) and the service's job record
+    // (what the next serve reads, so that it does not run the job again; one a killed serve
+    // left running is cancelled when the next serve starts).
+    if (job.ok()) {
+      if (Status st = (*job)->SetStatus("cancelled"); !st.ok()) return void(*exit_code = Fail(st.error()));
+    }
+    if (record.ok() && *record && !control::IsFinal((*record)->state)) {
+      if (Result<control::JobRecord> c = store.RequestCancel(job_id); !c.ok()) return void(*exit_code = Fail(c.error()));
+    }
     Out() << "job " << job_id << " cancelled\n";
   });
 

@@ -30,6 +30,7 @@
 #include "capture/server.h"
 #include "cli/commands.h"
 #include "cli/control_socket.h"
+#include "cli/index_tags.h"
 #include "core/file_util.h"
 #include "indexer/index.h"
 #include "vault/crypto.h"
@@ -76,6 +77,8 @@ Result<capture::CaptureConfig> LoadCaptureConfig(const GlobalOptions& g, const s
 class IndexFollower {
  public:
   IndexFollower(const Vault* vault, std::string vault_dir) : vault_(vault), dir_(std::move(vault_dir)) {}
+  // The records whose tags the index follows (set before Start).
+  void SetRecords(const control::Records* records) { records_ = records; }
   void Start() {
     thread_ = std::thread([this] { Run(); });
   }
@@ -107,6 +110,11 @@ class IndexFollower {
       index::IndexOptions options;
       options.commit_every = SIZE_MAX;
       options.max_commit_delay = std::chrono::milliseconds(1000);
+      if (records_) {
+        options = WithTags(options, records_);
+        const control::Records* records = records_;
+        options.when_idle = [records](index::IndexWriter& w) { return ApplyTagChanges(w, *records); };
+      }
       Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(dir_, options);
       if (w.ok()) {
         {
@@ -134,6 +142,7 @@ class IndexFollower {
   }
 
   const Vault* vault_;
+  const control::Records* records_ = nullptr;
   std::string dir_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> applied_{0};
@@ -253,9 +262,8 @@ struct ServiceParts {
     auth.reset();
     control.reset();
     runner.reset();
-    audit.reset();
-    records.reset();
-    store.reset();
+    // The store, audit trail and records stay until the parts are destroyed: the indexer
+    // follows the records' tags until it has stopped.
   }
 };
 
@@ -352,11 +360,8 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       return;
     }
   }
-  std::unique_ptr<IndexFollower> indexer;
-  if (!no_index) {
-    indexer = std::make_unique<IndexFollower>(vault->get(), g.vault_dir);
-    indexer->Start();
-  }
+  std::unique_ptr<IndexFollower> indexer;  // started once the control plane (its tags) is up
+  if (!no_index) indexer = std::make_unique<IndexFollower>(vault->get(), g.vault_dir);
   std::vector<capture::ListenAddress> bound;
   if (server) bound = server->bound();
   for (const auto& a : bound) Log("listening on " + a.ToString());
@@ -370,6 +375,10 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
   if (follower) indexed = [follower] { return follower->applied(); };
   Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexed);
   if (!parts.ok()) return stop_early(parts.error());
+  if (indexer) {
+    indexer->SetRecords((*parts)->records.get());
+    indexer->Start();
+  }
   // The API reads the same status the status file gets, refreshed every second below.
   auto last_status = std::make_shared<std::pair<std::mutex, json>>();
   if (api_config.enabled) {
@@ -437,6 +446,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     Log("indexer stopped at change " + std::to_string(indexer->applied()));
   }
   ::unlink(StatusPath(g.vault_dir).c_str());
+  parts->reset();
   server.reset();
   vault->reset();
   Log("stopped cleanly");

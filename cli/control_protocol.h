@@ -9,7 +9,7 @@
 //   service → client   frames:       channel byte | u32 length | bytes
 //                      '1' stdout, '2' stderr, 'x' the exit status (decimal), last
 //
-// Limits (named, tested at the edge, fuzzed: fuzz/fuzz_control_request.cc): the request is
+// Limits (named, tested at the edge, fuzzed: fuzz/fuzz_control.cc): the request is
 // at most kMaxControlRequestBytes and must arrive within kControlRequestTimeout of connecting;
 // a client over either is dropped without holding anything up.
 #pragma once

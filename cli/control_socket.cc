@@ -163,15 +163,19 @@ bool RunThroughServiceIfRunning(const std::vector<std::string>& args, int* exit_
     }
     req.stdin_data = line;
   }
-  if (!WriteAllFd(fd, EncodeControlRequest(req))) {
-    ::close(fd);
-    return false;
-  }
+  // A service that refuses (another user, too many commands) answers without reading the
+  // request, so the write may fail: its answer is read all the same. Only a service that sends
+  // nothing at all leaves the command to open the vault itself.
+  const bool sent = WriteAllFd(fd, EncodeControlRequest(req));
   // Frames until the exit status. No deadline: a restore streams its progress for hours.
   const auto forever = Clock::now() + std::chrono::hours(24 * 365);
-  for (;;) {
+  for (bool first = true;; first = false) {
     char head[5];
-    if (!ReadExact(fd, head, 5, forever)) {
+    if (!ReadExact(fd, head, 5, sent ? forever : Clock::now() + std::chrono::seconds(2))) {
+      if (first && !sent) {
+        ::close(fd);
+        return false;
+      }
       std::fprintf(stderr, "mailvault: the service closed the connection before the command finished (see its log)\n");
       *exit_code = 1;
       break;
@@ -266,6 +270,10 @@ void ControlServer::AcceptLoop() {
     }
     {
       std::lock_guard<std::mutex> l(threads_mu_);
+      if (threads_ >= limits_.max_connections) {  // each has a thread: closed at once past the limit
+        ::close(fd);
+        continue;
+      }
       ++threads_;
     }
     std::thread([this, fd] {
@@ -289,12 +297,6 @@ void ControlServer::Serve(int fd) {
     ::close(fd);
     return;
   }
-  if (clients_.fetch_add(1) >= limits_.max_clients) {
-    refuse("the service is running " + std::to_string(limits_.max_clients) + " commands already; try again", 75);
-    --clients_;
-    ::close(fd);
-    return;
-  }
   const auto deadline = Clock::now() + kControlRequestTimeout;
   char head[8];
   Result<ControlRequest> req = MalformedInput("no request within " + std::to_string(kControlRequestTimeout.count()) + " s");
@@ -306,6 +308,19 @@ void ControlServer::Serve(int fd) {
       std::string body(*n, '\0');
       if (ReadExact(fd, body.data(), body.size(), deadline)) req = ParseControlRequest(body);
     }
+  }
+  // Only a client whose request has arrived takes a command slot: idle connections (each
+  // dropped after kControlRequestTimeout) never keep others out.
+  if (req.ok() && clients_.fetch_add(1) >= limits_.max_clients) {
+    --clients_;
+    refuse("the service is running " + std::to_string(limits_.max_clients) + " commands already; try again", kExitRestart);
+    ::close(fd);
+    return;
+  }
+  const bool counted = req.ok();
+  if (req.ok() && !ServedCommands().count(req->argv.front())) {
+    // Only what the command line sends here; `serve`, `init` and the like are never run inside.
+    req = InvalidArgument("the service does not run \"" + req->argv.front() + "\" for the command line");
   }
   if (!req.ok()) {
     refuse(req.error().ToString(), kExitUsage);
@@ -341,7 +356,7 @@ void ControlServer::Serve(int fd) {
     SetClient(nullptr);
     if (!gone) (void)WriteAllFd(fd, EncodeFrame('x', std::to_string(code)));
   }
-  --clients_;
+  if (counted) --clients_;
   ::close(fd);
 }
 

@@ -35,7 +35,8 @@ bool RunThroughServiceIfRunning(const std::vector<std::string>& args, int* exit_
 class ControlServer {
  public:
   struct Limits {
-    size_t max_clients = 16;  // at once; more are told so and dropped
+    size_t max_clients = 16;       // commands at once; more are told so and dropped
+    size_t max_connections = 256;  // connections at once (idle ones included); more are closed
   };
   // Listens on ControlSocketPath(service->options.vault_dir) (an old socket there, left by a
   // killed serve, is replaced: serve holds the vault's lock, so no other serve uses it).

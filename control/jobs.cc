@@ -73,7 +73,11 @@ std::string NewJobId(JobKind kind) {
   return std::string(1, letter) + stamp + "-" + HexEncode(RandomBytes(3));
 }
 
-json Actor::ToJson() const { return json{{"user", user}, {"role", role}, {"auth", auth}, {"source", source}}; }
+json Actor::ToJson() const {
+  json j{{"user", user}, {"role", role}, {"auth", auth}, {"source", source}};
+  if (!issued_by.empty()) j["issued_by"] = issued_by;
+  return j;
+}
 Actor Actor::FromJson(const json& j) {
   Actor a;
   if (!j.is_object()) return a;
@@ -81,6 +85,7 @@ Actor Actor::FromJson(const json& j) {
   a.role = j.value("role", "");
   a.auth = j.value("auth", "");
   a.source = j.value("source", "");
+  a.issued_by = j.value("issued_by", "");
   return a;
 }
 

@@ -49,6 +49,7 @@ struct Actor {
   std::string role;    // "admin", "operator", "shell", "system"
   std::string auth;    // "session", "token:<id>", "cli:uid=<n>", "system"
   std::string source;  // the client's address, or "cli"
+  std::string issued_by;  // the admin who made the API token used, when it was not its user
   nlohmann::json ToJson() const;
   static Actor FromJson(const nlohmann::json& j);
 };

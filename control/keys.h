@@ -14,6 +14,7 @@ inline constexpr const char* kSavedSearchPrefix = "s/";  // s/<id>              
 inline constexpr const char* kExportPrefix = "j/";       // j/<id>              ExportJob (the API's exports)
 inline constexpr const char* kTagsPrefix = "g/";         // g/<message id>      the message's tags, a JSON array
 inline constexpr const char* kTagIndexPrefix = "G/";     // G/<tag>/<msg id>    "" (which messages carry a tag)
+inline constexpr const char* kTagChangePrefix = "T/";    // T/<seq, 16 hex>     the ids one tag change touched
 // audit.h
 inline constexpr const char* kAuditPrefix = "a/";        // a/<seq>             one entry of the hash chain
 inline constexpr const char* kAuditHeadKey = "ah";       // the chain's head

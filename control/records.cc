@@ -4,6 +4,7 @@
 #include <openssl/sha.h>
 
 #include <chrono>
+#include <cstring>
 #include <set>
 #include <stdexcept>
 
@@ -387,7 +388,42 @@ Status Records::ChangeTags(const std::vector<std::string>& ids, const std::vecto
     if (tags.empty()) batch.emplace_back(kTagsPrefix + id, std::nullopt);
     else batch.emplace_back(kTagsPrefix + id, Dump(json(std::vector<std::string>(tags.begin(), tags.end()))));
   }
+  // The change log the index follows (tag: in searches that do not ask the records), in the
+  // same synced batch: a tag change is never in the records without its log entry.
+  MV_ASSIGN_OR_RETURN(uint64_t last, LastTagChange());
+  batch.emplace_back(TagChangeKey(last + 1), Dump(json(ids)));
   return store_->Write(batch);
+}
+
+std::string Records::TagChangeKey(uint64_t seq) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%s%016llx", kTagChangePrefix, static_cast<unsigned long long>(seq));
+  return buf;
+}
+
+Result<uint64_t> Records::LastTagChange() const {
+  MV_ASSIGN_OR_RETURN(std::optional<std::string> key, store_->LastKey(kTagChangePrefix));
+  if (!key) return uint64_t{0};
+  return static_cast<uint64_t>(std::strtoull(key->c_str() + std::strlen(kTagChangePrefix), nullptr, 16));
+}
+
+Status Records::ForEachTagChange(uint64_t after, const std::function<bool(uint64_t, const std::vector<std::string>&)>& fn) const {
+  Status bad = Status::Ok();
+  MV_RETURN_IF_ERROR(store_->Scan(kTagChangePrefix, [&](std::string_view key, std::string_view value) {
+    const uint64_t seq = std::strtoull(std::string(key.substr(std::strlen(kTagChangePrefix))).c_str(), nullptr, 16);
+    if (seq <= after) return true;
+    json j = json::parse(value, nullptr, false);
+    if (!j.is_array()) {
+      bad = Corruption("tag change " + std::to_string(seq) + " is unreadable");
+      return false;
+    }
+    std::vector<std::string> ids;
+    for (const json& v : j) {
+      if (v.is_string()) ids.push_back(v.get<std::string>());
+    }
+    return fn(seq, ids);
+  }));
+  return bad;
 }
 
 Result<std::vector<std::string>> Records::MessagesTagged(const std::string& tag) const {

@@ -147,8 +147,14 @@ class Records {
   Status ChangeTags(const std::vector<std::string>& message_ids, const std::vector<std::string>& add,
                     const std::vector<std::string>& remove);
   Result<std::vector<std::string>> MessagesTagged(const std::string& tag) const;
+  // The tag change log: each ChangeTags appends the ids it touched (T/<seq>), in order, so that
+  // the index can follow (cli/index_tags.h). 0 when nothing was ever tagged.
+  Result<uint64_t> LastTagChange() const;
+  // fn(seq, ids) for every entry after `after`, in order, until it returns false.
+  Status ForEachTagChange(uint64_t after, const std::function<bool(uint64_t, const std::vector<std::string>&)>& fn) const;
 
  private:
+  static std::string TagChangeKey(uint64_t seq);
   StateStore* store_;
   // Held across every read-modify-write of a record (users, tokens, tags): RocksDB orders
   // single writes, not a read and the write that depends on it.

@@ -28,6 +28,8 @@
 namespace mailvault::index {
 
 
+class IndexWriter;
+
 struct IndexOptions {
   DocumentLimits limits;
   // Documents per Xapian commit. Commits are what make documents visible to searchers and
@@ -42,6 +44,13 @@ struct IndexOptions {
   // Xapian databases the index is split into, each written by its own thread (documents go
   // by the first byte of their id). Fixed when the index is created; 0: one per core.
   size_t shards = 0;
+  // A message's tags (the control plane's, control/records.h), written into its document as
+  // tag terms so that tag: works in every search, the command line's included. Called from the
+  // shards' threads; null: documents get no tags.
+  std::function<std::vector<std::string>(const std::string& hex_id)> tags;
+  // While following a live vault, called on the writer's thread whenever the change log is
+  // idle: serve applies the tag changes made since (SetTags) there.
+  std::function<Status(IndexWriter&)> when_idle;
 };
 
 struct CatchUpReport {
@@ -77,6 +86,16 @@ class IndexWriter {
   Status CompactIfWorthIt(const CatchUpReport& last);
   uint64_t documents() const;
 
+  // Replaces the tag terms of a message's document (nothing when it is not indexed yet: it
+  // gets its tags when it is). Made searchable by the next commit, which CatchUp's idle path
+  // and Flush do.
+  Status SetTags(const std::string& hex_id, const std::vector<std::string>& tags);
+  // The last entry of the control plane's tag change log applied (committed with the index).
+  uint64_t tags_applied() const { return tags_applied_; }
+  void set_tags_applied(uint64_t seq);
+  // Commits what SetTags changed, if anything.
+  Status Flush();
+
  private:
   IndexWriter(std::string dir, IndexOptions options);
   Status OpenShards(size_t n, int flags);
@@ -87,6 +106,8 @@ class IndexWriter {
   IndexOptions options_;
   std::vector<std::unique_ptr<Xapian::WritableDatabase>> shards_;
   std::atomic<uint64_t> committed_{0};
+  uint64_t tags_applied_ = 0;
+  bool tags_dirty_ = false;  // SetTags wrote since the last commit
 };
 
 }  // namespace mailvault::index

@@ -89,8 +89,46 @@ Status IndexWriter::OpenShards(size_t n, int flags) {
     }
   }
   committed_ = applied;
+  try {
+    tags_applied_ = ParseApplied(shards_.front()->get_metadata(kTagsAppliedKey));
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "read " + ShardDir(dir_, 0));
+  }
   return Status::Ok();
 }
+
+Status IndexWriter::SetTags(const std::string& hex_id, const std::vector<std::string>& tags) {
+  std::optional<ObjectId> id = ObjectId::FromHex(hex_id);
+  if (!id) return InvalidArgument("not a message id: " + hex_id);
+  Xapian::WritableDatabase& db = *shards_[ShardOf(*id, shards_.size())];
+  const std::string prefix(FieldOf("tag").prefix);
+  try {
+    Xapian::PostingIterator p = db.postlist_begin("Q" + hex_id);
+    if (p == db.postlist_end("Q" + hex_id)) return Status::Ok();
+    const Xapian::docid did = *p;
+    Xapian::Document doc = db.get_document(did);
+    std::vector<std::string> old;
+    for (Xapian::TermIterator t = doc.termlist_begin(); t != doc.termlist_end(); ++t) {
+      t.skip_to(prefix);
+      if (t == doc.termlist_end() || (*t).compare(0, prefix.size(), prefix) != 0) break;
+      old.push_back(*t);
+    }
+    for (const std::string& t : old) doc.remove_term(t);
+    for (const std::string& t : tags) doc.add_boolean_term(prefix + t);
+    db.replace_document(did, doc);
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "tag " + hex_id);
+  }
+  tags_dirty_ = true;
+  return Status::Ok();
+}
+
+void IndexWriter::set_tags_applied(uint64_t seq) {
+  if (seq != tags_applied_) tags_dirty_ = true;
+  tags_applied_ = seq;
+}
+
+Status IndexWriter::Flush() { return tags_dirty_ ? Commit(committed_) : Status::Ok(); }
 
 Status IndexWriter::ForEachShard(const std::function<Status(size_t)>& fn) {
   std::vector<Status> status(shards_.size());
@@ -109,6 +147,7 @@ Status IndexWriter::Commit(uint64_t applied) {
   MV_RETURN_IF_ERROR(ForEachShard([&](size_t k) -> Status {
     try {
       shards_[k]->set_metadata(kAppliedKey, std::to_string(applied));
+      if (k == 0) shards_[k]->set_metadata(kTagsAppliedKey, std::to_string(tags_applied_));
       shards_[k]->commit();
     } catch (const Xapian::Error& e) {
       return FromXapian(e, "commit " + ShardDir(dir_, k));
@@ -116,6 +155,7 @@ Status IndexWriter::Commit(uint64_t applied) {
     return Status::Ok();
   }));
   committed_ = applied;
+  tags_dirty_ = false;
   return Status::Ok();
 }
 
@@ -190,6 +230,7 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
 
   // One thread per shard builds and writes that shard's documents: Xapian's writer is
   // single-threaded per database, so shards are what lets indexing use every core.
+  const std::string tag_prefix(FieldOf("tag").prefix);
   auto write = [&](std::vector<Item>& items) -> Status {
     const size_t n = shards_.size();
     std::vector<Status> status(n);
@@ -200,6 +241,9 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
           if (ShardOf(item.id, n) != k) continue;
           BuiltDocument built = item.message ? BuildDocument(item.id, *item.message, options_.limits)
                                              : BuildUnreadableDocument(item.id, *item.error);
+          if (options_.tags) {
+            for (const std::string& t : options_.tags(item.id.Hex())) built.doc.add_boolean_term(tag_prefix + t);
+          }
           if (!item.message) ++unreadable[k];
           item.message.reset();
           shards_[k]->replace_document(built.id_term, built.doc);
@@ -241,9 +285,10 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
       MV_RETURN_IF_ERROR(prefetch());
       if (!pending.valid()) {
         if (stopping) break;
+        if (options_.when_idle) MV_RETURN_IF_ERROR(options_.when_idle(*this));
         // Following a live vault: what is written becomes searchable within max_commit_delay,
         // not when the next thousand messages arrive.
-        if (options_.max_commit_delay.count() > 0 && applied != committed_ &&
+        if (options_.max_commit_delay.count() > 0 && (applied != committed_ || tags_dirty_) &&
             std::chrono::steady_clock::now() - last_commit >= options_.max_commit_delay) {
           MV_RETURN_IF_ERROR(Commit(applied));
           since_commit = 0;

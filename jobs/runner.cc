@@ -158,7 +158,7 @@ Result<ParsedRestore> ParseRestore(const json& j) {
   return p;
 }
 
-// The request as the job keeps it: what was asked, normalised, without dry_run.
+// The request as the job keeps it: what was asked, without dry_run.
 json StoredRequest(const json& request) {
   json j = request;
   j.erase("dry_run");
@@ -227,7 +227,7 @@ void JobRunner::Stop() {
 
 void JobRunner::Wake() { wake_.notify_all(); }
 
-void JobRunner::Audit(const Actor& who, const std::string& action, const std::string& target, json details) {
+Status JobRunner::Audit(const Actor& who, const std::string& action, const std::string& target, json details) {
   control::AuditEvent e;
   e.user = who.user;
   e.role = who.role;
@@ -235,14 +235,25 @@ void JobRunner::Audit(const Actor& who, const std::string& action, const std::st
   e.source = who.source;
   e.action = action;
   e.target = target;
+  if (!who.issued_by.empty()) details["issued_by"] = who.issued_by;
   e.details = std::move(details);
-  (void)audit_->Record(std::move(e));
+  return audit_->Record(std::move(e));
 }
 
 namespace {
 json AdhocJson(const RestoreTargetConfig& t) {
   return json{{"url", t.url},           {"auth_file", t.auth_file}, {"ca_file", t.ca_file},
               {"insecure", t.insecure}, {"no_tls", t.no_tls},       {"timeout", t.timeout_seconds}};
+}
+
+// adhoc_target is how the local command line names its --to and --auth-file; a request from
+// anywhere else that carries one is refused (it would send a configured target's credentials to
+// a server of the caller's choosing).
+Status RefuseOutsideAdhoc(const json& request, const RestoreTargetConfig* adhoc) {
+  if (!adhoc && request.is_object() && request.contains("adhoc_target")) {
+    return InvalidArgument("unknown field \"adhoc_target\" in a restore request (docs/openapi.yaml, RestoreRequest)");
+  }
+  return Status::Ok();
 }
 }  // namespace
 
@@ -265,24 +276,32 @@ Result<RestoreTargetConfig> JobRunner::TargetFor(const json& params) const {
 }
 
 Result<json> JobRunner::PlanRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+  MV_RETURN_IF_ERROR(RefuseOutsideAdhoc(request, adhoc));
   json req = request;
   if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
   MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
   MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(req));
   MV_ASSIGN_OR_RETURN(recovery::RestoreTarget target, config.Resolve());
   MV_ASSIGN_OR_RETURN(recovery::Credentials cred, recovery::ReadCredentials(target.auth_file));
+  MV_RETURN_IF_ERROR(Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(req)}}));
   std::unique_ptr<index::Searcher> searcher;
   if (!p.criteria.query.empty()) {
+    // The plan is of the vault as it is now: wait (a little) for the index to have all of it.
+    p.criteria.index_complete_to = vault_->last_change();
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (indexed_change_ && indexed_change_() < p.criteria.index_complete_to && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     MV_ASSIGN_OR_RETURN(searcher, index::Searcher::Open(vault_dir_));
   }
   MV_ASSIGN_OR_RETURN(std::vector<recovery::PlannedTarget> plan,
                       recovery::SelectForRestore(*vault_, searcher.get(), p.criteria, p.options));
-  Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(req)}});
   MV_ASSIGN_OR_RETURN(recovery::JobReport r, recovery::DryRun(*vault_, target, cred, p.options, std::move(plan)));
   return recovery::PlanJson(r);
 }
 
 Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+  MV_RETURN_IF_ERROR(RefuseOutsideAdhoc(request, adhoc));
   json req = request;
   if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
   MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
@@ -294,7 +313,10 @@ Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who
   params["vault_change"] = vault_->last_change();
   MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Create(JobKind::kRestore, who, params,
                                                   json{{"total", 0}, {"appended", 0}, {"present", 0}, {"failed", 0}}));
-  Audit(who, "restore.create", job.id, json{{"job", job.id}, {"request", params}});
+  if (Status a = Audit(who, "restore.create", job.id, json{{"job", job.id}, {"request", params}}); !a.ok()) {
+    (void)jobs_.RequestCancel(job.id);  // queued: cancelled at once, before any worker takes it
+    return a.error().With("the audit trail refused the entry, so the job was not started");
+  }
   Wake();
   return job;
 }
@@ -308,26 +330,38 @@ Result<JobRecord> JobRunner::SubmitVerify(const json& request, const Actor& who)
     sample = it->get<double>();
   }
   MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Create(JobKind::kVerify, who, json{{"sample", sample}}));
-  Audit(who, "verify.create", job.id, json{{"job", job.id}, {"sample", sample}});
+  if (Status a = Audit(who, "verify.create", job.id, json{{"job", job.id}, {"sample", sample}}); !a.ok()) {
+    (void)jobs_.RequestCancel(job.id);
+    return a.error().With("the audit trail refused the entry, so the job was not started");
+  }
   Wake();
   return job;
 }
 
 Result<JobRecord> JobRunner::Cancel(const std::string& id, const Actor& who) {
+  // Audited before the change (an unknown id is refused by the store first, unrecorded).
+  MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
+  if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
+  MV_RETURN_IF_ERROR(Audit(who, "job.cancel", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
   MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestCancel(id));
-  Audit(who, "job.cancel", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
   return r;
 }
 
 Result<JobRecord> JobRunner::Pause(const std::string& id, const Actor& who) {
+  // Audited before the change (an unknown id is refused by the store first, unrecorded).
+  MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
+  if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
+  MV_RETURN_IF_ERROR(Audit(who, "job.pause", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
   MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestPause(id));
-  Audit(who, "job.pause", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
   return r;
 }
 
 Result<JobRecord> JobRunner::Resume(const std::string& id, const Actor& who) {
+  // Audited before the change (an unknown id is refused by the store first, unrecorded).
+  MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
+  if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
+  MV_RETURN_IF_ERROR(Audit(who, "job.resume", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
   MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestResume(id));
-  Audit(who, "job.resume", id, json{{"kind", control::JobKindName(r.kind)}, {"state", control::JobStateName(r.state)}});
   Wake();
   return r;
 }
@@ -336,8 +370,8 @@ Result<JobRecord> JobRunner::Adopt(const std::string& id, const Actor& who) {
   MV_ASSIGN_OR_RETURN(std::unique_ptr<recovery::RestoreJob> rj, recovery::RestoreJob::Load(store_, id));
   if (rj->status() == "cancelled") return FailedPrecondition("job " + id + " was cancelled; start a new restore instead");
   if (rj->status() == "done") return FailedPrecondition("job " + id + " is done already");
+  MV_RETURN_IF_ERROR(Audit(who, "job.resume", id, json{{"kind", "restore"}, {"adopted", true}}));
   MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Adopt(id, JobKind::kRestore, who, json{{"adopted", true}}));
-  Audit(who, "job.resume", id, json{{"kind", "restore"}, {"adopted", true}});
   Wake();
   return job;
 }
@@ -399,6 +433,8 @@ void JobRunner::Run(JobRecord job) {
   if (job.kind == JobKind::kRestore) end = RunRestore(job, &stop);
   else if (job.kind == JobKind::kVerify) end = RunVerify(job, &stop);
   Result<JobRecord> saved = jobs_.Update(job.id, [&](JobRecord& r) {
+    // A cancel accepted after the job decided how it stopped still wins.
+    if (r.requested == "cancel" && end != JobState::kDone) end = JobState::kCancelled;
     r.state = end;
     r.requested.clear();
     r.report = job.report;
@@ -413,7 +449,7 @@ void JobRunner::Run(JobRecord job) {
     if (!job.error.empty()) details["error"] = job.error;
     if (job.report.is_object() && job.report.contains("totals")) details["totals"] = job.report["totals"];
     // The job acts for the person who started it: its entries name them.
-    Audit(job.started_by, std::string(control::JobKindName(job.kind)) + ".finish", job.id, details);
+    (void)Audit(job.started_by, std::string(control::JobKindName(job.kind)) + ".finish", job.id, details);
   }
   std::lock_guard<std::mutex> l(mu_);
   running_.erase(job.id);
@@ -496,6 +532,11 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
     watcher.join();
   };
 
+  if (rj && rj->status() == "cancelled") {
+    finish_watcher();
+    job.error = "cancelled from the command line while no service ran";
+    return JobState::kCancelled;
+  }
   if (rj) {
     rj->mutable_target() = *target;  // the configuration may have changed (a new CA file)
   } else {
@@ -534,6 +575,7 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
       }
       searcher = std::move(*s);
     }
+    p->criteria.index_complete_to = want;
     Result<std::vector<recovery::PlannedTarget>> plan = recovery::SelectForRestore(*vault_, searcher.get(), p->criteria, p->options);
     Result<std::unique_ptr<recovery::RestoreJob>> created =
         plan.ok() ? recovery::RestoreJob::Create(store_, *target, p->criteria, p->options, std::move(*plan), job.id)
@@ -556,6 +598,15 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
     job.error = r.error().message();
     return *stop ? StoppedState(job.id) : JobState::kFailed;
   }
+  if (*stop && r->status != "done") {
+    const JobState asked = StoppedState(job.id);
+    if (asked == JobState::kCancelled) {
+      r->status = "cancelled";
+      (void)rj->SetStatus("cancelled");
+    } else if (asked == JobState::kPaused) {
+      r->status = "paused";
+    }
+  }
   job.report = recovery::ReportJson(*r);
   const json& totals = job.report["totals"];
   job.progress = json{{"total", totals["selected"]},
@@ -564,11 +615,7 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
                       {"failed", totals["failed"]},
                       {"pending", totals["pending"]}};
   if (r->status == "done") return JobState::kDone;
-  if (*stop) {
-    JobState s = StoppedState(job.id);
-    if (s == JobState::kCancelled) (void)rj->SetStatus("cancelled");
-    return s;
-  }
+  if (*stop) return StoppedState(job.id);
   // Failed: name each mailbox that could not be finished and how many messages failed.
   std::string why;
   for (const recovery::TargetReport& tr : r->targets) {

@@ -93,7 +93,8 @@ class JobRunner {
   control::JobState StoppedState(const std::string& id);
   // The target a job's parameters name: configured, or given on the command line.
   Result<RestoreTargetConfig> TargetFor(const nlohmann::json& params) const;
-  void Audit(const control::Actor& who, const std::string& action, const std::string& target, nlohmann::json details);
+  // Records an entry for who; refused work is not done (audit before the change).
+  Status Audit(const control::Actor& who, const std::string& action, const std::string& target, nlohmann::json details);
   void Wake();
 
   Vault* vault_;

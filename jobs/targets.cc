@@ -60,7 +60,7 @@ Result<std::map<std::string, RestoreTargetConfig>> LoadRestoreTargets(const std:
     } else if (key == "auth-file") {
       current->auth_file = std::filesystem::absolute(value).string();
     } else if (key == "ca-file") {
-      current->ca_file = value;
+      current->ca_file = std::filesystem::absolute(value).string();
     } else if (key == "insecure") {
       return yes_no(&current->insecure);
     } else if (key == "no-tls") {

@@ -25,7 +25,8 @@ packages=(
 # a private Postfix journals into mailvault, swaks speaks STARTTLS/AUTH, openssl makes the
 # test certificate. The benchmarks also compare with mu, notmuch and Dovecot's LMTP.
 # The REST API's tests speak HTTP with curl and Python, read docs/openapi.yaml with python3-yaml,
-# and its benchmark loads it with wrk.
+# replay sessions through Stoplight Prism (npm, into the cache: tests/api/install-prism.sh), and
+# its benchmark loads it with wrk.
 # Recovery (restore over IMAP) is tested against private Dovecot (IMAP + LMTP) and Cyrus
 # instances (tests/recovery/servers.sh); isync's mbsync is the benchmark peer. Cyrus: only
 # cyrus-common (+ sasl2-bin) comes from apt, never the cyrus-imapd package, which conflicts
@@ -72,5 +73,10 @@ fi
 # Cyrus's imapd, unpacked from the cyrus-imapd .deb (does nothing when it is there already).
 if ((with_servers)); then
   "$(dirname "$0")/../tests/recovery/install-cyrus.sh"
+fi
+# Stoplight Prism, the API test's validating proxy, as the invoking user into
+# ${MAILVAULT_CACHE:-~/.cache/mailvault}/prism (does nothing when that install is current).
+if ((with_servers)); then
+  "$(dirname "$0")/../tests/api/install-prism.sh" >/dev/null
 fi
 true

@@ -14,11 +14,17 @@
 #   5. `serve --http 127.0.0.1:PORT` (plain): api_client.py --phase plain (search and raw again,
 #      the audit chain across the restart: server.stop then server.start); `serve --http` on a
 #      non-loopback address must be refused; SIGTERM; `audit verify` again.
+#   8. the spec as a proxy: `serve --http` with two restore targets behind Stoplight Prism
+#      (`prism proxy docs/openapi.yaml`; tests/api/install-prism.sh installs it): spec_proxy.py
+#      replays a reviewer, auditor and admin/operator session through it (every operation of the
+#      document, the job and restore routes included, and the 4xx problems); every request and
+#      every answer must conform to docs/openapi.yaml. Under a minute.
 # Tampering with the audit log is tested by the C++ unit tests (tests/fixtures/format/audit-*).
 # A missing tool is a failure, not a skip (scripts/install-deps.sh installs them).
 #   tests/api/api_test.sh path/to/mailvault
 # Corpus: ${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}; sample size:
-# MAILVAULT_API_SAMPLE (default 200).
+# MAILVAULT_API_SAMPLE (default 200). Prism: MAILVAULT_PRISM, else where tests/api/install-prism.sh
+# puts it (${MAILVAULT_CACHE:-~/.cache/mailvault}/prism).
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -40,9 +46,10 @@ python3 -c 'import yaml' 2>/dev/null || { echo "FAIL: python3-yaml is not instal
 
 work=$(mktemp -d /tmp/mv-api.XXXXXX)
 failures=0
-serve_pid=""
+serve_pid="" prism_pid=""
 cleanup() {
   [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
+  [[ -n $prism_pid ]] && kill "$prism_pid" 2>/dev/null
   if ((failures)); then echo "kept $work for inspection"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -262,6 +269,55 @@ else
   [[ -n $serve_pid ]] && { kill -9 "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=""; }
 fi
 audit_verify cpprest
+
+# ---- 8. a reviewer/auditor/admin session through a validating proxy of docs/openapi.yaml ----
+# Prism forwards every request to serve and validates the request and serve's answer against the
+# document (spec_proxy.py's docstring says how, and why without --errors). Restore targets:
+# "primary" is an IMAP port nobody listens on (a dry run answers at once, each mailbox with its
+# error); "broken" names an auth file that does not exist, so its jobs fail at once (a job that
+# ends quickly, to follow through events, pause, resume and cancel within the minute).
+spec_proxy_phase() {
+  local prism version port smtp pport conf started=$SECONDS
+  prism=${MAILVAULT_PRISM:-$("$here/install-prism.sh" --path)}
+  if [[ ! -x $prism ]]; then
+    fail "Stoplight Prism is not installed at $prism (scripts/install-deps.sh installs it with tests/api/install-prism.sh)"
+    return
+  fi
+  version=$("$prism" --version 2>&1) || { fail "$prism --version: $version"; return; }
+  port=$(free_port) smtp=$(free_port) pport=$(free_port)
+  conf=$work/spec-proxy.conf
+  printf '* mvadmin %s\n' "$(openssl rand -hex 8)" >"$work/restore.auth"
+  chmod 600 "$work/restore.auth"
+  printf '%s\n' "[restore-target primary]" "url = imap://127.0.0.1:$(free_port)" \
+    "auth-file = $work/restore.auth" "no-tls = yes" "timeout = 5" "" \
+    "[restore-target broken]" "url = imap://127.0.0.1:$(free_port)" \
+    "auth-file = $work/no-such-restore.auth" "no-tls = yes" >"$conf"
+  serve_args=(--http "127.0.0.1:$port")
+  if ! start_serve "$work/serve-spec-proxy.log" "$port" "$smtp" --config "$conf"; then
+    fail "serve for the spec proxy did not start"; tail -n 20 "$work/serve-spec-proxy.log"
+    [[ -n $serve_pid ]] && { kill -9 "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; serve_pid=""; }
+    return
+  fi
+  # --errors=false: every request reaches serve (with --errors Prism answers a non-conforming
+  # request itself); what does not conform comes back in the sl-violations header instead.
+  "$prism" proxy "$root/docs/openapi.yaml" "http://127.0.0.1:$port" --host 127.0.0.1 --port "$pport" \
+    --errors=false --validate-request --multiprocess=false >"$work/prism.log" 2>&1 &
+  prism_pid=$!
+  if wait_port "$pport" 30 && mv__pid_alive "$prism_pid"; then
+    pass "prism $version proxy docs/openapi.yaml http://127.0.0.1:$port, on 127.0.0.1:$pport"
+    write_env "http://127.0.0.1:$port" "$smtp" >"$work/env-spec-proxy.json"
+    run_py "spec_proxy.py: a reviewer/auditor/admin session through Prism conforms to docs/openapi.yaml" \
+      "$work/spec-proxy.log" python3 "$here/spec_proxy.py" --env "$work/env-spec-proxy.json" \
+      --proxy "http://127.0.0.1:$pport" --openapi "$root/docs/openapi.yaml"
+  else
+    fail "prism proxy did not start (see $work/prism.log)"; tail -n 20 "$work/prism.log"
+  fi
+  kill "$prism_pid" 2>/dev/null; wait "$prism_pid" 2>/dev/null; prism_pid=""
+  check "SIGTERM: serve (behind the spec proxy) exits 0" stop_serve
+  audit_verify spec-proxy
+  echo "     (the spec proxy phase took $((SECONDS - started)) s)"
+}
+spec_proxy_phase
 
 if ((failures)); then echo "$failures check(s) failed"; exit 1; fi
 echo "all API checks passed"

@@ -59,6 +59,13 @@ POST   /api/v1/tokens                            any
 DELETE /api/v1/tokens/{id}                       any
 GET    /api/v1/status                            admin operator
 GET    /api/v1/jobs                              admin operator
+GET    /api/v1/jobs/{id}                         admin operator
+POST   /api/v1/jobs/{id}/cancel                  admin operator
+POST   /api/v1/jobs/{id}/pause                   admin operator
+POST   /api/v1/jobs/{id}/resume                  admin operator
+GET    /api/v1/jobs/{id}/events                  admin operator
+POST   /api/v1/restores                          admin operator
+GET    /api/v1/restore-targets                   admin operator
 POST   /api/v1/search                            reviewer
 POST   /api/v1/search/tags                       reviewer
 GET    /api/v1/messages/{id}                     reviewer

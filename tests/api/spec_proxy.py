@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""A reviewer, auditor and admin/operator session through a validating proxy of docs/openapi.yaml.
+
+    spec_proxy.py --env ENV.json --proxy http://127.0.0.1:PORT --openapi docs/openapi.yaml
+
+api_test.sh (phase 8) starts `mailvault serve --http` with two restore targets ("primary": an IMAP
+port nobody listens on, "broken": an auth file that does not exist), then Stoplight Prism in
+front of it:
+
+    prism proxy docs/openapi.yaml http://127.0.0.1:API_PORT --errors=false --validate-request
+
+and runs this. Every request goes to Prism, which forwards it to mailvault and validates the
+request and mailvault's answer against the document: path, query and body against the
+operation's schemas and the security requirement; the answer's status against the operation's
+documented responses, its Content-Type against the response's media types, its body against the
+schema and its documented headers. Prism reports what does not conform in an `sl-violations`
+header (a JSON list of {location: ["request"|"response", ...], severity, code, message}).
+
+Why --errors=false: with --errors Prism answers a non-conforming *request* itself (401 for a
+missing bearer token, 422 for a bad body) and never forwards it, so the server's own 4xx problems
+(this session sends a few on purpose) would not be checked at all. Here every request reaches
+mailvault, and the header flags both sides. One case cannot go through Prism: a body that is not
+JSON (Prism's HTTP layer answers 400 itself); api_client.py checks that one directly.
+
+Per exchange, "ok   METHOD PATH (who, what): STATUS" or "FAIL ...: why", where FAIL means:
+  - a response-side violation of any severity (the answer does not conform: a field, a type, an
+    enum value, a status or media type the document does not list for the operation);
+  - a request-side violation on a request meant to conform (the test or the document is wrong),
+    or, on a request sent non-conforming on purpose, not the violation expected (Prism did not
+    validate against this document);
+  - an answer not made by mailvault (no x-request-id: Prism answered itself), or another status
+    than the one expected.
+At the end every operation of the document must have been exercised through the proxy, so a
+route added to docs/openapi.yaml without a line here fails too. Exit status 1 on any FAIL.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import sys
+import time
+import traceback
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from api_client import Client, Report  # noqa: E402
+
+import yaml  # python3-yaml  # noqa: E402
+
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+ROUTE_NOT_FOUND = "Selected route not found"  # Prism's input warning for an undocumented route
+FINAL_JOB_STATES = ("done", "failed", "cancelled")
+
+
+def q(value):
+    return urllib.parse.quote(str(value), safe="")
+
+
+class Operations:
+    """The document's operations, to say which one a request exercised."""
+
+    def __init__(self, path):
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+        self.ops = []
+        for template, item in (doc.get("paths") or {}).items():
+            rx = re.compile("^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "$")
+            for method in item:
+                if method in METHODS:
+                    self.ops.append((method.upper(), template, rx))
+        self.seen = {}  # (METHOD, template) -> statuses answered
+
+    def match(self, method, path):
+        path = path.split("?", 1)[0]
+        for m, template, rx in self.ops:
+            if m == method and rx.match(path):
+                return (m, template)
+        return None
+
+    def note(self, method, path, status):
+        key = self.match(method, path)
+        if key:
+            self.seen.setdefault(key, set()).add(status)
+
+    def missing(self):
+        return [(m, t) for m, t, _ in self.ops if (m, t) not in self.seen]
+
+
+class Session:
+    def __init__(self, env, proxy, openapi):
+        self.env = env
+        self.users = env["users"]
+        self.api = Client(proxy, None)
+        self.r = Report()
+        self.ops = Operations(openapi)
+        self.tokens = {}
+        self.exchanges = 0
+        self.resets = 0  # Prism's EPIPE/ECONNRESET on a refused large body, tried again
+        self.nonconforming = []  # "METHOD PATH STATUS: violations" of the answers that do not conform
+
+    # -- one exchange ---------------------------------------------------------------------------
+
+    def send(self, who, method, path, token=None, **kw):
+        if token is None and who and who != "anonymous":
+            token = self.tokens[who]
+        return self.api.call(method, path, token=token, timeout=kw.pop("timeout", 30), **kw)
+
+    def x(self, label, who, method, path, want, bad_request=None, quiet=False, token=None, **kw):
+        """One request through the proxy; checks it. want: a status or a tuple of statuses.
+        bad_request: the request is sent non-conforming on purpose; Prism must flag it with a
+        request-side violation whose message contains this text. quiet: print only a FAIL."""
+        for _ in range(3):
+            resp = self.send(who, method, path, token=token, **kw)
+            # A body over the limit: mailvault answers 413 at once and closes without reading the
+            # rest; Prism (node-fetch) may still be writing it and then fails with EPIPE instead
+            # of reading the answer (curl, which reads the early answer, never does). Only that
+            # Prism-made 500 is tried again.
+            if not (resp.status == 500 and not resp.header("x-request-id") and
+                    (b"EPIPE" in resp.body or b"ECONNRESET" in resp.body)):
+                break
+            self.resets += 1
+        self.exchanges += 1
+        self.ops.note(method, path, resp.status)
+        wants = want if isinstance(want, tuple) else (want,)
+        name = "%s %s (%s%s): %d" % (method, path.split("?", 1)[0] if len(path) > 90 else path, who or "anonymous",
+                                     ", " + label if label else "", resp.status)
+        raw = resp.header("sl-violations")
+        try:
+            violations = json.loads(raw) if raw else []
+        except ValueError:  # over 8 KiB: "Too many violations! <the first 8 KiB>"
+            side = "request" if raw.startswith('Too many violations! [{"location":["request"') else "response"
+            violations = [{"location": [side], "severity": "Error", "message": raw[:400] + "..."}]
+        req = [v for v in violations if (v.get("location") or ["request"])[0] == "request"]
+        res = [v for v in violations if (v.get("location") or [""])[0] == "response"]
+        why = []
+        if not resp.header("x-request-id") and resp.slug() is None:
+            why.append("not answered by mailvault (no x-request-id, no mailvault problem: Prism answered itself): %s"
+                       % resp.brief())
+        if resp.status not in wants:
+            why.append("expected %s, got %s" % ("/".join(map(str, wants)), resp.brief()))
+        if res:
+            why.append("the answer does not conform: %s" % show(res))
+            self.nonconforming.append("%s %s -> %d: %s" % (method, path, resp.status, show(res)))
+        if bad_request is None and req:
+            why.append("the request does not conform (test or document wrong): %s" % show(req))
+        elif bad_request is not None and not any(bad_request in str(v.get("message", "")) for v in req):
+            why.append("expected Prism to flag the request (%r), it flagged %s" % (bad_request, show(req) or "nothing"))
+        if why:
+            self.r.fail(name, "; ".join(why))
+        elif not quiet:
+            self.r.ok(name + (" (request flagged as intended: %s)" % bad_request if bad_request else "") + ", conforms")
+        return resp
+
+    def login(self, who):
+        u = self.users[who]
+        resp = self.x("", None, "POST", "/api/v1/auth/login", 200, body={"username": u["name"], "password": u["password"]})
+        if resp.status != 200:
+            raise RuntimeError("login as %s failed: %s" % (u["name"], resp.brief()))
+        self.tokens[who] = resp.json()["token"]
+
+
+def show(violations):
+    """Prism's violations, one per distinct (place, severity, message): array indices become *,
+    so a field wrong in 40 list items is one line with (x40)."""
+    seen = {}
+    for v in violations:
+        where = ".".join("*" if isinstance(p, int) or str(p).isdigit() else str(p) for p in v.get("location") or [])
+        msg = re.sub(r"(?<=\.)\d+(?=\.|\s|$)", "*", str(v.get("message")))
+        key = "%s %s: %s" % (where, v.get("severity"), msg)
+        seen[key] = seen.get(key, 0) + 1
+    return "; ".join(k + (" (x%d)" % n if n > 1 else "") for k, n in seen.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The session, by role
+
+def health_and_auth(s):
+    s.x("", None, "GET", "/healthz", 200)
+    for who in ("admin", "operator", "reviewer", "auditor"):
+        s.login(who)
+        s.x("", who, "GET", "/api/v1/me", 200)
+    if s.env.get("custodians"):
+        s.login("scoped")  # a reviewer scoped to alice's mail
+        s.x("scoped", "scoped", "GET", "/api/v1/me", 200)
+    # a second reviewer session, logged out
+    u = s.users["reviewer"]
+    extra = s.x("second session", None, "POST", "/api/v1/auth/login", 200,
+                body={"username": u["name"], "password": u["password"]})
+    if extra.status == 200:
+        t = extra.json()["token"]
+        s.x("", "reviewer", "POST", "/api/v1/auth/logout", 204, token=t)
+        s.x("the logged-out session", "reviewer", "GET", "/api/v1/me", 401, token=t)
+    s.x("no credential", None, "GET", "/api/v1/me", 401, bad_request="security")
+    s.x("forged token", None, "GET", "/api/v1/me", 401, token="mvs_" + secrets.token_hex(32))
+    s.x("no credential", None, "POST", "/api/v1/auth/logout", 401, bad_request="security")
+    s.x("no credential", None, "GET", "/metrics", 401, bad_request="security")
+
+
+def operator_and_admin(s):
+    s.x("", "operator", "GET", "/metrics", 200)
+    s.x("", "admin", "GET", "/metrics", 200)
+    s.x("", "reviewer", "GET", "/metrics", 403)
+    s.x("", "operator", "GET", "/api/v1/status", 200)
+    s.x("", "admin", "GET", "/api/v1/config", 200)
+    s.x("", "operator", "GET", "/api/v1/config", 403)
+    s.x("", "admin", "GET", "/api/v1/users", 200)
+    s.x("read-only", "auditor", "GET", "/api/v1/users", 200)
+    s.x("", "reviewer", "GET", "/api/v1/users", 403)
+    name = "spec-proxy-" + secrets.token_hex(3)
+    body = {"name": name, "role": "reviewer", "password": secrets.token_hex(12),
+            "scope": {"custodians": ["alice@corp.test"], "query": "*"}}
+    s.x("", "admin", "POST", "/api/v1/users", 201, body=body)
+    s.x("the same name again", "admin", "POST", "/api/v1/users", 409, body=body)
+    s.x("bad role", "admin", "POST", "/api/v1/users", 400, bad_request="allowed values",
+        body=dict(body, name=name + "-x", role="superuser"))
+    s.x("disable", "admin", "PUT", "/api/v1/users/" + q(name), 200, body={"disabled": True})
+    s.x("unlock", "admin", "PUT", "/api/v1/users/" + q(name), 200, body={"unlock": True})
+    s.x("no field", "admin", "PUT", "/api/v1/users/" + q(name), 400, bad_request="fewer than 1", body={})
+    s.x("unknown user", "admin", "PUT", "/api/v1/users/no-such-user-" + secrets.token_hex(3), 404, body={"disabled": True})
+    s.x("", "auditor", "PUT", "/api/v1/users/" + q(name), 403, body={"disabled": False})
+
+
+def tokens(s):
+    made = s.x("", "reviewer", "POST", "/api/v1/tokens", 201, body={"label": "spec-proxy", "expires_days": 1})
+    s.x("", "reviewer", "GET", "/api/v1/tokens", 200)
+    s.x("every user's", "admin", "GET", "/api/v1/tokens", 200)
+    s.x("expires_days 0", "reviewer", "POST", "/api/v1/tokens", 400, bad_request="must be >= 1",
+        body={"label": "bad", "expires_days": 0})
+    s.x("for the operator", "admin", "POST", "/api/v1/tokens", 201, body={"user": s.users["operator"]["name"], "label": "spec-proxy"})
+    s.x("for a reviewer", "admin", "POST", "/api/v1/tokens", 403, body={"user": s.users["reviewer"]["name"], "label": "x"})
+    if made.status == 201:
+        t = made.json()
+        s.x("with the API token", "reviewer", "GET", "/api/v1/me", 200, token=t["token"])
+        s.x("another user's token", "operator", "DELETE", "/api/v1/tokens/" + q(t["id"]), 404)
+        s.x("", "reviewer", "DELETE", "/api/v1/tokens/" + q(t["id"]), 204)
+        s.x("revoked already", "reviewer", "DELETE", "/api/v1/tokens/" + q(t["id"]), 404)
+        s.x("the revoked token", "reviewer", "GET", "/api/v1/me", 401, token=t["token"])
+
+
+def reviewer(s):
+    """Search, messages, tags, saved searches; returns message ids for the exports."""
+    found = s.x("", "reviewer", "POST", "/api/v1/search", 200, body={"query": "*", "limit": 20})
+    s.x("a field over a group", "reviewer", "POST", "/api/v1/search", 200,
+        body={"query": "subject:(razor OR re)", "sort": "oldest", "offset": 1, "limit": 5})
+    s.x("relevance", "reviewer", "POST", "/api/v1/search", 200, body={"query": "click here", "sort": "relevance"})
+    s.x("bad query", "reviewer", "POST", "/api/v1/search", 400, body={"query": "subject:(razor"})
+    s.x("query a number", "reviewer", "POST", "/api/v1/search", 400, bad_request="must be string", body={"query": 5})
+    s.x("limit 1001", "reviewer", "POST", "/api/v1/search", 400, bad_request="must be <= 1000",
+        body={"query": "*", "limit": 1001})
+    s.x("body over 1 MiB", "reviewer", "POST", "/api/v1/search", 413, body={"query": "x" * (1 << 20)})
+    s.x("", "operator", "POST", "/api/v1/search", 403, body={"query": "*"})
+    hits = found.json().get("hits", []) if found.status == 200 else []
+    if not hits:
+        raise RuntimeError("the search found nothing to look at")
+    mid = hits[0]["id"]
+    s.x("", "reviewer", "GET", "/api/v1/messages/" + mid, 200)
+    for h in hits[1:6]:
+        s.x("", "reviewer", "GET", "/api/v1/messages/" + h["id"], 200, quiet=True)
+    s.x("", "reviewer", "GET", "/api/v1/messages/%s/raw" % mid, 200)
+    s.x("missing id", "reviewer", "GET", "/api/v1/messages/" + secrets.token_hex(32), 404)
+    s.x("upper-case id", "reviewer", "GET", "/api/v1/messages/" + mid.upper(), 404, bad_request="must match pattern")
+    s.x("missing id", "reviewer", "GET", "/api/v1/messages/%s/raw" % secrets.token_hex(32), 404)
+    s.x("", "auditor", "GET", "/api/v1/messages/" + mid, 403)
+    s.x("", "reviewer", "PUT", "/api/v1/messages/%s/tags/spec-proxy" % mid, 204)
+    s.x("tagged", "reviewer", "GET", "/api/v1/messages/" + mid, 200)
+    s.x("", "reviewer", "DELETE", "/api/v1/messages/%s/tags/spec-proxy" % mid, 204)
+    s.x("missing id", "reviewer", "PUT", "/api/v1/messages/%s/tags/spec-proxy" % secrets.token_hex(32), 404)
+    s.x("add", "reviewer", "POST", "/api/v1/search/tags", 200, body={"query": "subject:razor", "add": ["spec-proxy-bulk"]})
+    s.x("remove", "reviewer", "POST", "/api/v1/search/tags", 200,
+        body={"query": "tag:spec-proxy-bulk", "remove": ["spec-proxy-bulk"]})
+    if s.env.get("custodians"):
+        s.x("scoped, all", "scoped", "POST", "/api/v1/search", 200, body={"query": "*", "limit": 5})
+
+    made = s.x("", "reviewer", "POST", "/api/v1/saved-searches", 201, body={"name": "spec proxy", "query": "subject:razor"})
+    s.x("no query", "reviewer", "POST", "/api/v1/saved-searches", 400, bad_request="required", body={"name": "x"})
+    s.x("", "reviewer", "GET", "/api/v1/saved-searches", 200)
+    if made.status == 201:
+        sid = q(made.json()["id"])
+        s.x("", "reviewer", "POST", "/api/v1/saved-searches/%s/run" % sid, 200, body={"limit": 5, "sort": "newest"})
+        s.x("no body", "reviewer", "POST", "/api/v1/saved-searches/%s/run" % sid, 200)
+        s.x("", "reviewer", "DELETE", "/api/v1/saved-searches/" + sid, 204)
+        s.x("after delete", "reviewer", "POST", "/api/v1/saved-searches/%s/run" % sid, 404, body={})
+        s.x("deleted already", "reviewer", "DELETE", "/api/v1/saved-searches/" + sid, 404)
+
+
+def wait_export(s, jid, secs=60):
+    deadline = time.time() + secs
+    while True:
+        resp = s.x("poll", "reviewer", "GET", "/api/v1/exports/" + q(jid), 200, quiet=True)
+        state = resp.json().get("state") if resp.status == 200 else None
+        if state not in ("queued", "running") or time.time() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def exports(s):
+    """Create, poll, manifest, download, delete, and the lists after a delete (issue 14 item 6)."""
+    zip_job = s.x("zip", "reviewer", "POST", "/api/v1/exports", 202, body={"query": "subject:razor", "format": "zip"})
+    saved = s.x("for an export", "reviewer", "POST", "/api/v1/saved-searches", 201, body={"name": "spec proxy mbox", "query": "re"})
+    mbox_job = None
+    if saved.status == 201:
+        mbox_job = s.x("mbox by saved search", "reviewer", "POST", "/api/v1/exports", 202,
+                       body={"saved_search_id": saved.json()["id"], "format": "mbox"})
+    s.x("format tar", "reviewer", "POST", "/api/v1/exports", 400, bad_request="allowed values",
+        body={"query": "razor", "format": "tar"})
+    s.x("neither query nor saved search", "reviewer", "POST", "/api/v1/exports", 400, bad_request="oneOf",
+        body={"format": "zip"})
+    s.x("unknown id", "reviewer", "GET", "/api/v1/exports/" + secrets.token_hex(8), 404)
+    s.x("", "operator", "GET", "/api/v1/exports", 403)
+    if zip_job.status != 202 or mbox_job is None or mbox_job.status != 202:
+        raise RuntimeError("no export to follow")
+    zid, mid = zip_job.json()["id"], mbox_job.json()["id"]
+    for jid in (zid, mid):
+        state = wait_export(s, jid)
+        if state != "done":
+            s.r.fail("export %s is done" % jid, "state %s" % state)
+    s.x("done", "reviewer", "GET", "/api/v1/exports/" + q(zid), 200)
+    s.x("", "reviewer", "GET", "/api/v1/exports/%s/manifest" % q(zid), 200)
+    s.x("zip", "reviewer", "GET", "/api/v1/exports/%s/download" % q(zid), 200)
+    s.x("mbox", "reviewer", "GET", "/api/v1/exports/%s/download" % q(mid), 200)
+    if s.env.get("custodians"):
+        s.x("another reviewer's", "scoped", "GET", "/api/v1/exports/" + q(zid), 404)
+    s.x("", "reviewer", "GET", "/api/v1/exports", 200)
+    s.x("exports in the job shape", "operator", "GET", "/api/v1/jobs", 200)
+    s.x("an export", "operator", "GET", "/api/v1/jobs/" + q(zid), 200)
+    s.x("an export", "operator", "POST", "/api/v1/jobs/%s/cancel" % q(zid), 409)
+    s.x("an export", "operator", "GET", "/api/v1/jobs/%s/events" % q(zid), 404)
+
+    s.x("a done export", "reviewer", "DELETE", "/api/v1/exports/" + q(zid), 204)
+    s.x("after a delete", "reviewer", "GET", "/api/v1/exports", 200)
+    s.x("deleted", "reviewer", "GET", "/api/v1/exports/" + q(zid), 200)
+    # 409 not-ready, as for a job that is not done (410 is for an expired file)
+    s.x("deleted", "reviewer", "GET", "/api/v1/exports/%s/download" % q(zid), 409)
+    s.x("deleted", "reviewer", "GET", "/api/v1/exports/%s/manifest" % q(zid), 409)
+    s.x("after a delete", "operator", "GET", "/api/v1/jobs", 200)
+    s.x("after a delete", "admin", "GET", "/api/v1/jobs?kind=export&state=done", 200)
+    # deleted at once: cancelled while queued or running, or deleted if it was quick
+    quick = s.x("to delete at once", "reviewer", "POST", "/api/v1/exports", 202, body={"query": "*", "format": "zip"})
+    if quick.status == 202:
+        s.x("a fresh export", "reviewer", "DELETE", "/api/v1/exports/" + q(quick.json()["id"]), 204)
+        s.x("after a cancel", "reviewer", "GET", "/api/v1/exports", 200)
+        s.x("cancelled", "reviewer", "GET", "/api/v1/exports/" + q(quick.json()["id"]), 200)
+        s.x("after a cancel", "operator", "GET", "/api/v1/jobs?kind=export", 200)
+    s.x("", "reviewer", "DELETE", "/api/v1/saved-searches/" + q(saved.json()["id"]), 204)
+
+
+def wait_job(s, jid, secs=20):
+    deadline = time.time() + secs
+    while True:
+        resp = s.x("poll", "operator", "GET", "/api/v1/jobs/" + q(jid), 200, quiet=True)
+        state = resp.json().get("state") if resp.status == 200 else None
+        if state in FINAL_JOB_STATES or state is None or time.time() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def jobs_and_restores(s):
+    s.x("", "operator", "GET", "/api/v1/restore-targets", 200)
+    s.x("", "admin", "GET", "/api/v1/restore-targets", 200)
+    s.x("", "reviewer", "GET", "/api/v1/restore-targets", 403)
+    users = ["alice@corp.test"]
+    s.x("dry run, the server is down", "operator", "POST", "/api/v1/restores", 200,
+        body={"target": "primary", "users": users, "dry_run": True, "from": "2000-01-01", "margin_after": "5m"})
+    s.x("unknown target", "operator", "POST", "/api/v1/restores", 400, body={"target": "no-such-target", "users": users})
+    s.x("unknown field", "operator", "POST", "/api/v1/restores", 400, bad_request="additional properties",
+        body={"target": "broken", "users": users, "password": "x"})
+    s.x("no users", "operator", "POST", "/api/v1/restores", 400, bad_request="fewer than 1", body={"target": "broken", "users": []})
+    s.x("", "auditor", "POST", "/api/v1/restores", 403, body={"target": "broken", "users": users})
+    made = s.x("a job that fails (no auth file)", "operator", "POST", "/api/v1/restores", 202,
+               body={"target": "broken", "users": users, "folder": "Restored", "flags": ["\\Seen"]})
+    if made.status != 202:
+        raise RuntimeError("no restore job to follow")
+    job = made.json()
+    loc = made.header("location") or ""
+    s.r.check("  ... Location: /api/v1/jobs/%s" % job.get("id"), loc.endswith("/api/v1/jobs/%s" % job.get("id")),
+              "Location %r" % loc)
+    jid = q(job["id"])
+    state = wait_job(s, job["id"])
+    s.r.check("  ... the job fails by itself (state %s)" % state, state == "failed", "state %s" % state)
+    s.x(state or "", "operator", "GET", "/api/v1/jobs/" + jid, 200)
+    ev = s.x("a finished job's stream", "operator", "GET", "/api/v1/jobs/%s/events" % jid, 200,
+             headers={"Accept": "text/event-stream"}, timeout=20)
+    if ev.status == 200:
+        s.r.check("  ... retry, progress events, then event: end", ev.body.startswith(b"retry:") and b"event: end" in ev.body,
+                  ev.body[:200])
+    s.x("a failed job", "operator", "POST", "/api/v1/jobs/%s/pause" % jid, 409)
+    s.x("a failed restore", "admin", "POST", "/api/v1/jobs/%s/resume" % jid, 200)
+    s.x("queued again, or running, or failed again", "operator", "POST", "/api/v1/jobs/%s/cancel" % jid, (200, 409))
+    state = wait_job(s, job["id"])
+    s.x("a %s job" % state, "operator", "POST", "/api/v1/jobs/%s/cancel" % jid, 409)
+    s.x("a %s job" % state, "operator", "POST", "/api/v1/jobs/%s/resume" % jid, 200 if state == "failed" else 409)
+    wait_job(s, job["id"])
+    s.x("", "operator", "GET", "/api/v1/jobs?kind=restore", 200)
+    s.x("", "operator", "GET", "/api/v1/jobs?state=failed", 200)
+    s.x("bad state", "operator", "GET", "/api/v1/jobs?state=sleeping", 400, bad_request="allowed values")
+    s.x("unknown id", "operator", "GET", "/api/v1/jobs/r20990101-000000-000000", 404)
+    s.x("unknown id", "operator", "POST", "/api/v1/jobs/r20990101-000000-000000/cancel", 404)
+    s.x("unknown id", "operator", "GET", "/api/v1/jobs/r20990101-000000-000000/events", 404)
+    s.x("", "reviewer", "GET", "/api/v1/jobs", 403)
+
+
+def auditor(s):
+    s.x("", "auditor", "GET", "/api/v1/audit/head", 200)
+    s.x("the last 50", "auditor", "GET", "/api/v1/audit?after_seq=0&limit=50", 200)
+    s.x("export deletes", "auditor", "GET", "/api/v1/audit?action=export.delete&limit=1000", 200)
+    s.x("restore creates", "auditor", "GET", "/api/v1/audit?action=restore.create", 200)
+    s.x("one user", "auditor", "GET", "/api/v1/audit?user=%s&limit=5" % q(s.users["reviewer"]["name"]), 200)
+    s.x("a window", "auditor", "GET", "/api/v1/audit?from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z&limit=3", 200)
+    s.x("limit 1001", "auditor", "GET", "/api/v1/audit?limit=1001", 400, bad_request="must be <= 1000")
+    s.x("from not a time", "auditor", "GET", "/api/v1/audit?from=yesterday", 400, bad_request="date-time")
+    s.x("", "reviewer", "GET", "/api/v1/audit", 403)
+    s.x("", "admin", "GET", "/api/v1/audit/head", 403)
+
+
+def problems(s):
+    s.x("no such route", "reviewer", "GET", "/api/v1/no-such-route", 404, bad_request=ROUTE_NOT_FOUND)
+    s.x("wrong method", "reviewer", "DELETE", "/api/v1/me", 405, bad_request=ROUTE_NOT_FOUND)
+    s.x("wrong password", None, "POST", "/api/v1/auth/login", 401,
+        body={"username": "spec-proxy-nobody", "password": secrets.token_hex(8)})
+    s.x("no password", None, "POST", "/api/v1/auth/login", 400, bad_request="required", body={"username": "spec-proxy-nobody"})
+    # last: logging out the sessions used above
+    for who in ("reviewer", "auditor", "operator", "admin", "scoped"):
+        if who in s.tokens:
+            s.x("", who, "POST", "/api/v1/auth/logout", 204)
+
+
+PARTS = [health_and_auth, operator_and_admin, tokens, reviewer, exports, jobs_and_restores, auditor, problems]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", required=True, help="api_test.sh's ENV.json (users, custodians)")
+    ap.add_argument("--proxy", required=True, help="Prism's address, http://127.0.0.1:PORT")
+    ap.add_argument("--openapi", required=True, help="the document Prism validates against")
+    args = ap.parse_args()
+    with open(args.env) as f:
+        env = json.load(f)
+    s = Session(env, args.proxy, args.openapi)
+    started = time.time()
+    for part in PARTS:
+        try:
+            part(s)
+        except Exception as e:  # one broken part must not hide the others
+            s.r.fail(part.__name__, "%s: %s" % (type(e).__name__, e))
+            traceback.print_exc(file=sys.stdout)
+    missing = s.ops.missing()
+    s.r.check("every operation of the document was exercised through the proxy (%d)" % len(s.ops.ops), not missing,
+              "not exercised: %s (add them to tests/api/spec_proxy.py)" % ", ".join("%s %s" % m for m in missing))
+    print("spec_proxy: %d exchanges in %.1f s (%d retried after a reset), %d answer(s) that do not conform%s" % (
+        s.exchanges, time.time() - started, s.resets, len(s.nonconforming),
+        "".join("\n  " + n for n in s.nonconforming)))
+    if s.r.failures:
+        print("%d check(s) failed" % s.r.failures)
+    return 1 if s.r.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
