@@ -55,6 +55,10 @@ struct RestoreCriteria {
   int64_t margin_before = 300;          // seconds added before `from`
   int64_t margin_after = 600;           // and after `until`
   std::string query;                    // the index's query language; "" selects by the rest alone
+  // With a query: the vault change up to which the index must be complete (the vault as it was
+  // when a job was created: live capture keeps the index a few changes behind). 0: the vault's
+  // last change now.
+  uint64_t index_complete_to = 0;
 };
 
 struct RestoreOptions {

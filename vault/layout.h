@@ -26,7 +26,7 @@ inline constexpr Entry kEntries[] = {
     {"index", true, Kind::kDerived, "the Xapian full-text index; `mailvault reindex` recreates it from the vault"},
     {"exports", true, Kind::kTransient, "finished exports waiting to be downloaded; they expire"},
     {"run", true, Kind::kTransient, "a running serve's status file and control socket"},
-    {"jobs", true, Kind::kTransient, "left by restores of earlier versions (pid and cancel files); unused since jobs live in state"},
+    {"jobs", true, Kind::kTransient, "pid and cancel files of a restore the command line runs while no serve does"},
     {"lock", false, Kind::kTransient, "the lock one process holds while it has the vault open"},
 };
 
