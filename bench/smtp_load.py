@@ -40,6 +40,7 @@ def worker(args, idx, stop, lock, out_acked, out_latency, stats):
         try:
             if conn is None:
                 conn = smtplib.SMTP("127.0.0.1", args.port, timeout=30)
+                conn.ehlo()
             code, _ = conn.mail("load@client.test")
             if code != 250:
                 raise smtplib.SMTPResponseException(code, b"MAIL")
@@ -63,9 +64,10 @@ def worker(args, idx, stop, lock, out_acked, out_latency, stats):
                     stats["temporary"] += 1
                 else:
                     stats["refused"] += 1
-        except (OSError, smtplib.SMTPException):
+        except (OSError, smtplib.SMTPException) as e:
             with lock:
                 stats["errors"] += 1
+                stats["last_error"] = repr(e)[:200]
             try:
                 if conn:
                     conn.close()
@@ -92,7 +94,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     lock = threading.Lock()
-    stats = {"sent": 0, "acked": 0, "temporary": 0, "refused": 0, "errors": 0}
+    stats = {"sent": 0, "acked": 0, "temporary": 0, "refused": 0, "errors": 0, "last_error": ""}
     started = time.monotonic()
     with open(args.acked, "w") as acked, open(args.latency, "w") as latency:
         threads = [threading.Thread(target=worker, args=(args, i, stop, lock, acked, latency, stats))
