@@ -74,11 +74,12 @@
 # 2 setup or tool error.
 set -euo pipefail
 
-die() { printf 'api_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'api_bench: %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd "$script_dir/.." && pwd -P)
+bench_name=api_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 export LC_ALL=C  # '.' as the decimal point in $EPOCHREALTIME and awk
 
 results=/tmp/api_bench.md
@@ -134,10 +135,7 @@ results_dir=$(dirname "$results")
 source "$repo_root/tests/capture/servers.sh"   # free_port, wait_port
 
 # ---- scratch space, report helpers (bench/lib.sh), server bookkeeping -----------------------
-bench_name=api_bench
 label_width=58
-# shellcheck source=bench/lib.sh
-source "$script_dir/lib.sh"
 bench_scratch mailvault-api-bench
 
 vault=$work/vault key=$work/key serve_log=$work/serve.log odd_log=$work/odd-log-lines

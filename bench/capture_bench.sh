@@ -66,11 +66,12 @@
 # status: 0 no target failed, 1 some target failed, 2 setup or tool error.
 set -euo pipefail
 
-die() { printf 'capture_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'capture_bench: %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd "$script_dir/.." && pwd -P)
+bench_name=capture_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 export LC_ALL=C  # '.' as the decimal point in $EPOCHREALTIME and awk
 
 messages=20000 runs=3 sessions=20 size=5120 rate=500 duration=30 connections=1000
@@ -134,10 +135,7 @@ fi
 source "$repo_root/tests/capture/servers.sh"
 
 # ---- scratch space, report helpers (bench/lib.sh), server bookkeeping -----------------------
-bench_name=capture_bench
 label_width=48
-# shellcheck source=bench/lib.sh
-source "$script_dir/lib.sh"
 bench_scratch mailvault-capture-bench
 chmod 755 "$work"   # smtp-sink and Dovecot's mail user reach below it
 
@@ -201,7 +199,6 @@ sink_stop() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 mvc() { "$mv_bin" --vault "$1" --key-file "$key" "${@:2}"; }
 mv_init() { # mv_init VAULT: a fresh vault (key file made by the first init, reused after)
   rm -rf "$1"

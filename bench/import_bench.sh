@@ -31,11 +31,12 @@
 # 2 setup or tool error.
 set -euo pipefail
 
-die() { printf 'import_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'import_bench: %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd "$script_dir/.." && pwd -P)
+bench_name=import_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 
 corpus_dir='' use_sample=0 runs=1 tools='mailvault,mu,notmuch' keep=0
 while (($#)); do
@@ -117,10 +118,7 @@ raw_bytes=$(list_messages "$maildir" -printf '%s\n' | awk '{ s += $1 } END { pri
 ((n_input > 0)) || die "no messages in $maildir"
 
 # ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
-bench_name=import_bench
-# shellcheck source=bench/lib.sh
 label_width=38
-source "$script_dir/lib.sh"
 bench_scratch mailvault-bench
 
 # ---- the runs -------------------------------------------------------------------------------

@@ -51,11 +51,12 @@
 # tool rejected; the report is still printed).
 set -euo pipefail
 
-die() { printf 'index_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'index_bench: %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd "$script_dir/.." && pwd -P)
+bench_name=index_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 mix=$script_dir/search_mix.tsv
 scale_gen=$script_dir/make_scale_corpus.py
 SCALE_BATCHES=10
@@ -171,10 +172,7 @@ raw_bytes=$(sum_sizes "$maildir")
 ((n_input > 0)) || die "no messages in $maildir"
 
 # ---- scratch space and timing (bench/lib.sh) -------------------------------------------------
-bench_name=index_bench
-# shellcheck source=bench/lib.sh
 label_width=48
-source "$script_dir/lib.sh"
 bench_scratch mailvault-index-bench
 
 mvc() { "$mv_bin" --vault "$1" --key-file "$key" "${@:2}"; }

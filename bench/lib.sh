@@ -1,6 +1,14 @@
-# Shared by the benchmark scripts (sourced, not run): scratch space, timing under /usr/bin/time,
-# best-of bookkeeping. The sourcing script sets bench_name (for messages), keep, and TIME, and
-# defines die and log.
+# Shared by the benchmark scripts (sourced, not run): messages, scratch space, timing under
+# /usr/bin/time, best-of bookkeeping, statistics. The sourcing script sets bench_name (for
+# messages) before sourcing this, and keep and TIME before using it.
+
+die() { printf '%s: error: %s\n' "$bench_name" "$*" >&2; exit 2; }
+log() { printf '%s: %s\n' "$bench_name" "$*" >&2; }
+
+# Statistics over a space-separated list of numbers, and seconds since an $EPOCHREALTIME.
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+maxof() { tr ' ' '\n' <<<"$1" | grep . | sort -g | tail -n 1; }
+since() { calc '%.3f' "$EPOCHREALTIME - $1"; }
 
 # bench_scratch PREFIX: makes $work under $TMPDIR, removed at exit unless --keep.
 bench_scratch() {

@@ -70,11 +70,12 @@
 # check failed, 2 setup or tool error.
 set -euo pipefail
 
-die() { printf 'restore_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'restore_bench: %s\n' "$*" >&2; }
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo_root=$(cd "$script_dir/.." && pwd -P)
+bench_name=restore_bench
+# shellcheck source=bench/lib.sh
+source "$script_dir/lib.sh"
 export LC_ALL=C  # '.' as the decimal point in $EPOCHREALTIME and awk
 
 n_arg='' runs=3 parts='mbsync,mailvault' keep=0
@@ -129,10 +130,7 @@ custodian=alice@example.test
 source "$repo_root/tests/recovery/servers.sh"
 
 # ---- scratch space, report helpers (bench/lib.sh) ---------------------------------------------
-bench_name=restore_bench
 label_width=58
-# shellcheck source=bench/lib.sh
-source "$script_dir/lib.sh"
 bench_scratch mailvault-restore-bench
 chmod 755 "$work"
 dv=$work/dv
@@ -142,9 +140,6 @@ trap 'stop_all; bench_cleanup' EXIT
 odd_log=$work/odd-log-lines
 : >"$odd_log"
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-maxof() { tr ' ' '\n' <<<"$1" | grep . | sort -g | tail -n 1; }
-since() { calc '%.3f' "$EPOCHREALTIME - $1"; }
 # goal LABEL VALUE OP LIMIT: a speed target row, PASS or MISS (a MISS does not fail the run)
 goal() {
   local verdict=MISS

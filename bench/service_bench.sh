@@ -21,12 +21,10 @@
 set -uo pipefail
 repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 bench_name=service_bench
-die() { printf 'service_bench: error: %s\n' "$*" >&2; exit 2; }
-log() { printf 'service_bench: %s\n' "$*" >&2; }
-# shellcheck source=../tests/recovery/servers.sh
-source "$repo_root/tests/recovery/servers.sh"
 # shellcheck source=lib.sh
 source "$repo_root/bench/lib.sh"
+# shellcheck source=../tests/recovery/servers.sh
+source "$repo_root/tests/recovery/servers.sh"
 
 n='' runs=3 rate=150 keep=0
 while (($#)); do
@@ -71,9 +69,6 @@ for line in sys.stdin:
 ((n <= ${#files[@]})) || die "the corpus has ${#files[@]} distinct messages, not $n"
 cp -- "${files[@]:0:n}" "$maildir/cur/"
 mapfile -t mfiles < <(find "$maildir/cur" -type f | sort)
-since() { calc '%.3f' "$EPOCHREALTIME - $1"; }
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
-maxof() { tr ' ' '\n' <<<"$1" | grep . | sort -g | tail -n 1; }
 
 DP=$(free_port) LP=$(free_port) SP=$(free_port) HP=$(free_port)
 dovecot_imap_start "$dv" "$DP" "$LP" >/dev/null || die "Dovecot did not start"
