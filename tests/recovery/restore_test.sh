@@ -434,10 +434,20 @@ for round in 1 2 3 4; do
   else
     bg_mailvault "$work/g-$round.out" job resume "$gjob" --auth-file "$ADMIN_DV" --json
   fi
-  # A resume first waits out the previous run's intents (--timeout 5 + 5 s grace: an APPEND
-  # cut off here may still be committing on the server); kill it after that, mid-append.
-  [[ -z $gjob ]] || sleep 10
-  random_sleep
+  # A resume may first wait out the previous run's intents (--timeout 5 + 5 s grace: an APPEND
+  # cut off there may still be committing on the server), or not (the kill fell between two
+  # batches): so it is killed once it has appended again, mid-job, not after a fixed time
+  # (which a resume with nothing to wait for could outrun: a flake under ASan).
+  if [[ -n $gjob ]]; then
+    base=$(dv_count ivan@example.test) deadline=$((SECONDS + 40))
+    while kill -0 "$BG_PID" 2>/dev/null && ((SECONDS < deadline)); do
+      n=$(dv_count ivan@example.test)
+      [[ $n =~ ^[0-9]+$ && $base =~ ^[0-9]+$ ]] && ((n >= base + 20)) && break
+      sleep 0.1
+    done
+  else
+    random_sleep
+  fi
   if kill -9 "$BG_PID" 2>/dev/null; then
     kills=$((kills + 1))
     wait "$BG_PID" 2>/dev/null
