@@ -111,7 +111,8 @@ Result<ParsedRestore> ParseRestore(const json& j) {
   static const char* const kKnown[] = {"target", "users", "from", "until", "by_date", "margin_before", "margin_after",
                                        "query", "folder", "into", "map", "flags", "dry_run", "sent_folder", "workers",
                                        "connections", "batch", "bandwidth", "adhoc_target"};
-  for (const auto& [k, v] : j.items()) {
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
     if (std::find_if(std::begin(kKnown), std::end(kKnown), [&](const char* n) { return k == n; }) == std::end(kKnown)) {
       return InvalidArgument("unknown field \"" + k + "\" in a restore request (docs/openapi.yaml, RestoreRequest)");
     }
