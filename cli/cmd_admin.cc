@@ -7,6 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/control_socket.h"
+#include "cli/shell_state.h"
+#include "control/jobs.h"
+#include "jobs/runner.h"
 
 namespace mailvault::cli {
 
@@ -41,6 +45,59 @@ void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
 }
 
+namespace {
+
+// The report as `verify` prints it, from the vault's or from a verify job's report.
+int PrintVerifyReport(const nlohmann::json& r, double secs, bool as_json) {
+  const bool ok = r.value("ok", false);
+  if (as_json) {
+    nlohmann::json j{{"ok", ok},
+                     {"messages_checked", r.value("messages_checked", uint64_t{0})},
+                     {"envelopes_checked", r.value("envelopes_checked", uint64_t{0})},
+                     {"packs_checked", r.value("packs_checked", uint64_t{0})},
+                     {"bytes_checked", r.value("bytes_checked", uint64_t{0})},
+                     {"seconds", secs},
+                     {"problems", r.value("problems", nlohmann::json::array())}};
+    Out() << j.dump(2) << "\n";
+  } else {
+    const nlohmann::json problems = r.value("problems", nlohmann::json::array());
+    for (const auto& p : problems) Out() << "BAD " << p.get<std::string>() << "\n";
+    Out() << (ok ? "ok: " : "FAILED: ") << r.value("messages_checked", uint64_t{0}) << " messages, "
+          << r.value("envelopes_checked", uint64_t{0}) << " further envelopes, " << r.value("packs_checked", uint64_t{0})
+          << " packs (" << FormatBytes(r.value("bytes_checked", uint64_t{0})) << ") checked in " << secs << " s; "
+          << problems.size() << " problems\n";
+  }
+  return ok ? 0 : 1;
+}
+
+// serve holds the vault: the verify is one of its jobs (on its workers, below capture's
+// priority, in GET /api/v1/jobs), followed here with the same progress and report.
+int VerifyInService(const ServiceResources& svc, double sample, bool as_json) {
+  Result<control::JobRecord> job = svc.runner->SubmitVerify(nlohmann::json{{"sample", sample}}, ShellActor());
+  if (!job.ok()) return Fail(job.error());
+  ReleaseCommandLock();  // from here on this only follows the job
+  const bool tty = StderrIsTerminal() && !as_json;
+  control::JobRecord rec = *job;
+  for (;;) {
+    const uint64_t seen = svc.runner->store().changes();
+    Result<std::optional<control::JobRecord>> now = svc.runner->store().Get(job->id);
+    if (!now.ok()) return Fail(now.error());
+    if (!*now) return Fail("verify job " + job->id + " is gone");
+    rec = **now;
+    if (control::IsFinal(rec.state)) break;
+    if (ClientGone()) return 1;
+    if (tty && rec.progress.contains("checked")) {
+      Err() << "\rverified " << rec.progress["checked"] << " / " << rec.progress.value("total", uint64_t{0}) << std::flush;
+    }
+    svc.runner->store().WaitForChange(seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+  }
+  if (tty) Err() << "\n";
+  if (!rec.report.is_object()) return Fail("verify job " + job->id + " " + control::JobStateName(rec.state) + ": " + rec.error);
+  return PrintVerifyReport(rec.report, rec.report.value("seconds", 0.0), as_json);
+}
+
+}  // namespace
+
 void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("verify", "recompute every fingerprint and authenticate every ciphertext");
   static double sample = 100.0;
@@ -52,6 +109,10 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   cmd->callback([&g, exit_code] {
     if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
       *exit_code = Fail(s.error());
+      return;
+    }
+    if (const ServiceResources* svc = Service(); svc && svc->runner) {
+      *exit_code = VerifyInService(*svc, sample, json);
       return;
     }
     Result<Handle<Vault>> v = OpenVault(g);
@@ -70,22 +131,13 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (json) {
-      nlohmann::json j{{"ok", r->ok()},
-                       {"messages_checked", r->messages_checked},
-                       {"envelopes_checked", r->envelopes_checked},
-                       {"packs_checked", r->packs_checked},
-                       {"bytes_checked", r->bytes_checked},
-                       {"seconds", secs},
-                       {"problems", r->problems}};
-      Out() << j.dump(2) << "\n";
-    } else {
-      for (const std::string& p : r->problems) Out() << "BAD " << p << "\n";
-      Out() << (r->ok() ? "ok: " : "FAILED: ") << r->messages_checked << " messages, " << r->envelopes_checked
-                << " further envelopes, " << r->packs_checked << " packs (" << FormatBytes(r->bytes_checked)
-                << ") checked in " << secs << " s; " << r->problems.size() << " problems\n";
-    }
-    *exit_code = r->ok() ? 0 : 1;
+    nlohmann::json report{{"ok", r->ok()},
+                          {"messages_checked", r->messages_checked},
+                          {"envelopes_checked", r->envelopes_checked},
+                          {"packs_checked", r->packs_checked},
+                          {"bytes_checked", r->bytes_checked},
+                          {"problems", r->problems}};
+    *exit_code = PrintVerifyReport(report, secs, json);
   });
 }
 

@@ -629,6 +629,7 @@ JobState JobRunner::RunRestore(JobRecord& job, std::atomic<bool>* stop) {
 
 JobState JobRunner::RunVerify(JobRecord& job, std::atomic<bool>* stop) {
   const double sample = job.params.value("sample", 100.0);
+  const auto started = Clock::now();
   std::atomic<uint64_t> done{0}, total{0};
   Result<VerifyReport> r = vault_->Verify(sample, [&](uint64_t d, uint64_t t) {
     done = d;
@@ -648,7 +649,8 @@ JobState JobRunner::RunVerify(JobRecord& job, std::atomic<bool>* stop) {
   job.progress = json{{"total", total.load()}, {"checked", done.load()}};
   job.report = json{{"messages_checked", r->messages_checked}, {"envelopes_checked", r->envelopes_checked},
                     {"bytes_checked", r->bytes_checked},       {"packs_checked", r->packs_checked},
-                    {"problems", r->problems},                 {"ok", r->ok()}};
+                    {"problems", r->problems},                 {"ok", r->ok()},
+                    {"seconds", std::chrono::duration<double>(Clock::now() - started).count()}};
   if (!r->ok()) {
     job.error = std::to_string(r->problems.size()) + " problem(s) found (see the report)";
     return JobState::kFailed;
