@@ -20,6 +20,7 @@ using control::Actor;
 using control::JobKind;
 using control::JobRecord;
 using control::JobState;
+using control::JobStore;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
@@ -339,31 +340,28 @@ Result<JobRecord> JobRunner::SubmitVerify(const json& request, const Actor& who)
   return job;
 }
 
-Result<JobRecord> JobRunner::Cancel(const std::string& id, const Actor& who) {
-  // Audited before the change (an unknown id is refused by the store first, unrecorded).
+// A person's request on a job: audited before the change (an unknown id is refused first,
+// unrecorded), then applied by the store, which refuses what the job's state does not allow.
+Result<JobRecord> JobRunner::Request(const std::string& id, const Actor& who, const char* verb,
+                                     Result<JobRecord> (JobStore::*apply)(const std::string&)) {
   MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
   if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
-  MV_RETURN_IF_ERROR(Audit(who, "job.cancel", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
-  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestCancel(id));
-  return r;
+  MV_RETURN_IF_ERROR(Audit(who, std::string("job.") + verb, id,
+                           json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
+  return (jobs_.*apply)(id);
+}
+
+Result<JobRecord> JobRunner::Cancel(const std::string& id, const Actor& who) {
+  return Request(id, who, "cancel", &JobStore::RequestCancel);
 }
 
 Result<JobRecord> JobRunner::Pause(const std::string& id, const Actor& who) {
-  // Audited before the change (an unknown id is refused by the store first, unrecorded).
-  MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
-  if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
-  MV_RETURN_IF_ERROR(Audit(who, "job.pause", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
-  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestPause(id));
-  return r;
+  return Request(id, who, "pause", &JobStore::RequestPause);
 }
 
 Result<JobRecord> JobRunner::Resume(const std::string& id, const Actor& who) {
-  // Audited before the change (an unknown id is refused by the store first, unrecorded).
-  MV_ASSIGN_OR_RETURN(std::optional<JobRecord> before, jobs_.Get(id));
-  if (!before) return NotFound("no job " + id + " (see `mailvault job list`)");
-  MV_RETURN_IF_ERROR(Audit(who, "job.resume", id, json{{"kind", control::JobKindName(before->kind)}, {"state", control::JobStateName(before->state)}}));
-  MV_ASSIGN_OR_RETURN(JobRecord r, jobs_.RequestResume(id));
-  Wake();
+  Result<JobRecord> r = Request(id, who, "resume", &JobStore::RequestResume);
+  if (r.ok()) Wake();
   return r;
 }
 
