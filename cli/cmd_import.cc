@@ -3,6 +3,7 @@
 // Pipeline: a reader thread splits files into messages; workers hash, compress and encrypt
 // them and hand them to the vault's committer without waiting; this thread collects the
 // outcomes in order as each group of messages becomes durable, reports and shows progress.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +18,9 @@
 #include "cli/commands.h"
 #include "cli/index_tags.h"
 #include "cli/shell_state.h"
+#include "control/jobs.h"
+#include "control/records.h"
+#include "jobs/runner.h"
 #include "indexer/index.h"
 
 namespace mailvault::cli {
@@ -144,6 +148,40 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     Vault& vault = **opened;
+    // Inside a service the import is one of its jobs: recorded (GET /api/v1/jobs, kind import)
+    // and run below capture's CPU priority (the reader and workers it starts inherit it; this
+    // thread is the client's own and ends with the command).
+    std::optional<control::JobRecord> job;
+    if (svc && svc->runner) {
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+      // The paths as given, the first 100 of them (a shell glob can name a hundred thousand).
+      const std::vector<std::string> shown(paths.begin(), paths.begin() + static_cast<long>(std::min<size_t>(paths.size(), 100)));
+      Result<control::JobRecord> created = svc->runner->store().Create(
+          control::JobKind::kImport, ShellActor(),
+          nlohmann::json{{"paths", shown}, {"path_count", paths.size()}, {"custodian", custodian}});
+      if (created.ok()) {
+        Result<control::JobRecord> running = svc->runner->store().Update(created->id, [](control::JobRecord& r) {
+          r.state = control::JobState::kRunning;
+          r.started = control::NowSeconds();
+          r.runs = 1;
+          return Status::Ok();
+        });
+        job = running.ok() ? *running : *created;
+      }
+    }
+    auto job_progress = [&](control::JobState state, const nlohmann::json& progress, const std::string& error) {
+      if (!job) return;
+      (void)svc->runner->store().Update(job->id, [&](control::JobRecord& r) {
+        r.progress = progress;
+        r.state = state;
+        r.error = error;
+        if (control::IsFinal(state)) {
+          r.finished = control::NowSeconds();
+          r.report = progress;
+        }
+        return Status::Ok();
+      }, control::IsFinal(state));
+    };
     uint64_t rejected = 0, imported = 0, duplicates = 0, warnings = 0, done_bytes = 0;
     auto report = [&](const std::string& label, const std::string& what, const Error& e) {
       if (StderrIsTerminal()) Err() << "\r\033[K";
@@ -227,7 +265,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     }
 
     auto start = std::chrono::steady_clock::now();
-    auto last_draw = start;
+    auto last_draw = start, last_job_update = start;
     bool tty = StderrIsTerminal() && !quiet;
     Outcome o;
     while (outcomes.Pop(&o)) {
@@ -251,6 +289,13 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
         }
       }
       auto now = std::chrono::steady_clock::now();
+      if (job && now - last_job_update > std::chrono::seconds(1)) {
+        last_job_update = now;
+        job_progress(control::JobState::kRunning,
+                     nlohmann::json{{"imported", imported}, {"duplicates", duplicates}, {"rejected", rejected},
+                                    {"bytes", done_bytes}, {"total_bytes", total_bytes}},
+                     "");
+      }
       if (tty && now - last_draw > std::chrono::milliseconds(200)) {
         last_draw = now;
         double secs = std::chrono::duration<double>(now - start).count();
@@ -276,6 +321,10 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
               << " rejected" << (warnings ? ", " + std::to_string(warnings) + " stored with warnings" : "") << " in "
               << secs << " s (" << static_cast<uint64_t>((imported + duplicates) / std::max(secs, 1e-6)) << " msg/s)\n";
     *exit_code = rejected ? kExitPartly : kExitOk;
+    job_progress(control::JobState::kDone,
+                 nlohmann::json{{"imported", imported}, {"duplicates", duplicates}, {"rejected", rejected}, {"warnings", warnings},
+                                {"bytes", done_bytes}, {"total_bytes", total_bytes}, {"seconds", secs}},
+                 rejected ? std::to_string(rejected) + " file(s) or message(s) rejected (each reported to the command line)" : "");
     if (index_result && !index_result->ok()) {
       Err() << "mailvault: the messages are stored, but indexing failed: " << index_result->error().message()
                 << "\n  fix the cause, then run `mailvault index run` (nothing stored is lost)\n";

@@ -196,6 +196,17 @@ Status JobRunner::Start() {
   // meanwhile, cancel or pause, is applied instead).
   MV_ASSIGN_OR_RETURN(std::vector<JobRecord> running, jobs_.List(std::nullopt, JobState::kRunning));
   for (const JobRecord& j : running) {
+    if (j.kind == JobKind::kImport) {
+      // An import runs in the command's connection and died with the service: it is over.
+      MV_RETURN_IF_ERROR(jobs_.Update(j.id, [](JobRecord& r) {
+                           r.state = JobState::kFailed;
+                           r.error = "interrupted when the service stopped; what was stored is kept, so run the import "
+                                     "again (it skips what is there)";
+                           r.finished = control::NowSeconds();
+                           return Status::Ok();
+                         }).status());
+      continue;
+    }
     if (j.kind != JobKind::kRestore && j.kind != JobKind::kVerify) continue;  // exports: api/export.h
     MV_RETURN_IF_ERROR(jobs_.Update(j.id, [](JobRecord& r) {
                          if (r.requested == "cancel") {

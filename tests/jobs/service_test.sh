@@ -743,6 +743,13 @@ done
 expect_eq "(t) the tag removed: count tag:svc-held is 0" "$n" 0
 api "$T_REV" PUT "/api/v1/messages/$tag_id/tags/svc-kept"
 expect_eq "(t) a second tag" "$API_STATUS" 204
+# (c), continued: an import run through the service is one of its jobs.
+printf 'From: z@example.test\nTo: zed@example.test\nSubject: imported through serve\nMessage-ID: <svc-import@example.test>\n\nbody\n' >"$work/svc-import.eml"
+out=$(mvault import -q --custodian zed@example.test "$work/svc-import.eml" 2>&1)
+expect_eq "(c) import through the service: exit 0, one new message" "$(grep -c '^imported 1 new messages' <<<"$out")" 1
+api "$T_ADMIN" GET "/api/v1/jobs?kind=import"
+expect_eq "(c) the import through the service is a job: GET /api/v1/jobs?kind=import lists it, done" \
+  "$(jpy "$API_BODY" "sorted({j['state'] for j in d['jobs']})")" '["done"]'
 echo "     (t) took $((SECONDS - part_t)) s"
 
 ########################################################################################
