@@ -379,6 +379,10 @@ expect_eq "(f) a reviewer's POST /api/v1/restores is refused" "$API_STATUS" 403
 api "$T_ADMIN" POST /api/v1/restores '{"target":"no-such-target","users":["alice@example.test"]}'
 expect_eq "(d) a restore for an unknown target: 400" "$API_STATUS" 400
 [[ $API_BODY == *no-such-target* ]] && pass "(d) the 400 names the target" || fail "(d) the 400 does not name the target: $API_BODY"
+# A request naming its own server and auth file (the local command line's adhoc_target) would
+# send a configured target's password wherever the caller chose: refused over REST.
+api "$T_ADMIN" POST /api/v1/restores "{\"target\":\"primary\",\"users\":[\"alice@example.test\"],\"dry_run\":true,\"adhoc_target\":{\"url\":\"imap://127.0.0.1:1\",\"auth_file\":\"$work/auth-primary\",\"no_tls\":true}}"
+expect_eq "(f) a REST restore naming its own server (adhoc_target) is refused: 400" "$API_STATUS" 400
 api "$T_ADMIN" GET "/api/v1/jobs?kind=restore"
 expect_eq "(d/f) no job was created by the refused requests" "$(jpy "$API_BODY" "len(d['jobs'])")" 0
 
@@ -404,6 +408,11 @@ smtp_pid=$!
 deadline=$((SECONDS + 20))
 while (($(acked) < 3)) && ((SECONDS < deadline)); do sleep 0.2; done
 (($(acked) >= 3)) && pass "(a) SMTP capture running ($(acked) acknowledged)" || fail "(a) the SMTP client got no 250s: $(cat "$work/smtp-load.out")"
+
+# A query restore while capture keeps the index a change or two behind: planned, not refused.
+api "$T_OPER" POST /api/v1/restores '{"target":"primary","users":["bob@example.test"],"query":"*","dry_run":true}'
+expect_eq "(a) a query dry run while capture runs: 200" "$API_STATUS" 200
+expect_eq "(a) ... planning all of bob's mail" "$(jpy "$API_BODY" "sum(m['selected'] for m in d['plan'])")" "${#B_SET[@]}"
 
 t_job=$SECONDS
 post_restore "$T_ADMIN" '{"target":"primary","users":["alice@example.test"],"bandwidth":120000,"batch":10}'
