@@ -288,13 +288,29 @@ Result<RestoreTargetConfig> JobRunner::TargetFor(const json& params) const {
   return t->second;
 }
 
-Result<json> JobRunner::PlanRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+// A restore request as the job keeps it: the command line's own target put in (adhoc), the
+// fields checked, and its target found and resolved.
+struct JobRunner::CheckedRestore {
+  json request;
+  ParsedRestore parsed;
+  recovery::RestoreTarget target;
+};
+
+Result<JobRunner::CheckedRestore> JobRunner::CheckRestore(const json& request, const RestoreTargetConfig* adhoc) const {
   MV_RETURN_IF_ERROR(RefuseOutsideAdhoc(request, adhoc));
-  json req = request;
-  if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
-  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
-  MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(req));
-  MV_ASSIGN_OR_RETURN(recovery::RestoreTarget target, config.Resolve());
+  CheckedRestore c{request, {}, {}};
+  if (adhoc) c.request["adhoc_target"] = AdhocJson(*adhoc), c.request["target"] = "command line";
+  MV_ASSIGN_OR_RETURN(c.parsed, ParseRestore(c.request));
+  MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(c.request));
+  MV_ASSIGN_OR_RETURN(c.target, config.Resolve());
+  return c;
+}
+
+Result<json> JobRunner::PlanRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
+  MV_ASSIGN_OR_RETURN(CheckedRestore c, CheckRestore(request, adhoc));
+  const json& req = c.request;
+  ParsedRestore& p = c.parsed;
+  const recovery::RestoreTarget& target = c.target;
   MV_ASSIGN_OR_RETURN(recovery::Credentials cred, recovery::ReadCredentials(target.auth_file));
   MV_RETURN_IF_ERROR(Audit(who, "restore.plan", p.target, json{{"request", StoredRequest(req)}}));
   std::unique_ptr<index::Searcher> searcher;
@@ -314,13 +330,8 @@ Result<json> JobRunner::PlanRestore(const json& request, const Actor& who, const
 }
 
 Result<JobRecord> JobRunner::SubmitRestore(const json& request, const Actor& who, const RestoreTargetConfig* adhoc) {
-  MV_RETURN_IF_ERROR(RefuseOutsideAdhoc(request, adhoc));
-  json req = request;
-  if (adhoc) req["adhoc_target"] = AdhocJson(*adhoc), req["target"] = "command line";
-  MV_ASSIGN_OR_RETURN(ParsedRestore p, ParseRestore(req));
-  MV_ASSIGN_OR_RETURN(RestoreTargetConfig config, TargetFor(req));
-  MV_RETURN_IF_ERROR(config.Resolve().status());
-  json params = StoredRequest(req);
+  MV_ASSIGN_OR_RETURN(CheckedRestore c, CheckRestore(request, adhoc));
+  json params = StoredRequest(c.request);
   // The job selects by the index as the vault was now: it waits until the index has caught up
   // with this change (live capture keeps the index a few changes behind).
   params["vault_change"] = vault_->last_change();

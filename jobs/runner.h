@@ -93,6 +93,8 @@ class JobRunner {
   control::JobState StoppedState(const std::string& id);
   Result<control::JobRecord> Request(const std::string& id, const control::Actor& who, const char* verb,
                                      Result<control::JobRecord> (control::JobStore::*apply)(const std::string&));
+  struct CheckedRestore;
+  Result<CheckedRestore> CheckRestore(const nlohmann::json& request, const RestoreTargetConfig* adhoc) const;
   // The target a job's parameters name: configured, or given on the command line.
   Result<RestoreTargetConfig> TargetFor(const nlohmann::json& params) const;
   // Records an entry for who; refused work is not done (audit before the change).
