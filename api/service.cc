@@ -179,6 +179,7 @@ const std::vector<ApiService::Route>& ApiService::Table() {
       {"DELETE", "/api/v1/tokens/{id}", kAnyRole, &ApiService::RevokeToken, false},
       {"GET", "/api/v1/status", kAdmin | kOperator, &ApiService::GetStatus, false},
       {"GET", "/api/v1/jobs", kAdmin | kOperator, &ApiService::ListJobs, false},
+      {"POST", "/api/v1/jobs", kAdmin, &ApiService::CreateJob, true},
       {"GET", "/api/v1/jobs/{id}", kAdmin | kOperator, &ApiService::GetJob, false},
       {"POST", "/api/v1/jobs/{id}/cancel", kAdmin | kOperator, &ApiService::CancelJob, false},
       {"POST", "/api/v1/jobs/{id}/pause", kAdmin | kOperator, &ApiService::PauseJob, false},
@@ -800,6 +801,37 @@ Response ApiService::CreateRestore(Context& c) {
   }
   Result<control::JobRecord> job = runner.SubmitRestore(c.body, ActorOf(c));
   if (!job.ok()) return refused(job.error());
+  Response r = Response::Json(202, job->PublicJson());
+  r.headers.emplace_back("Location", "/api/v1/jobs/" + job->id);
+  return r;
+}
+
+// The service's own maintenance, started by an admin: {"kind": "verify", "sample": P} or
+// {"kind": "reindex", "compact": B}. Restores have POST /api/v1/restores, exports
+// POST /api/v1/exports; imports come from the command line (they read the server's files).
+Response ApiService::CreateJob(Context& c) {
+  jobs::JobRunner& runner = Runner();
+  auto kind = c.body.find("kind");
+  if (kind == c.body.end() || !kind->is_string()) BadRequest("\"kind\" is verify or reindex");
+  json request = c.body;
+  request.erase("kind");
+  Result<control::JobRecord> job = InvalidArgument("");
+  if (*kind == "verify") {
+    for (const auto& [k, v] : request.items()) {
+      if (k != "sample") BadRequest("\"" + k + "\" is not a field of a verify job (sample)");
+    }
+    job = runner.SubmitVerify(request, ActorOf(c));
+  } else if (*kind == "reindex") {
+    job = runner.SubmitReindex(request, ActorOf(c));
+  } else if (*kind == "restore" || *kind == "export") {
+    BadRequest("a " + kind->get<std::string>() + " is started with POST /api/v1/" + kind->get<std::string>() + "s");
+  } else {
+    BadRequest("\"kind\" is verify or reindex");
+  }
+  if (!job.ok()) {
+    if (job.error().code() == ErrorCode::kInvalidArgument) BadRequest(job.error().message());
+    FailWith(job.error());
+  }
   Response r = Response::Json(202, job->PublicJson());
   r.headers.emplace_back("Location", "/api/v1/jobs/" + job->id);
   return r;

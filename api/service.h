@@ -85,6 +85,7 @@ class ApiService {
   Response RevokeToken(Context& c);
   Response GetStatus(Context& c);
   Response ListJobs(Context& c);
+  Response CreateJob(Context& c);
   Response GetJob(Context& c);
   Response CancelJob(Context& c);
   Response PauseJob(Context& c);

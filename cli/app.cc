@@ -1,30 +1,14 @@
 // The `mailvault-admin` command line: every subcommand, built fresh for each run. main.cc runs
 // it once per process; a running serve runs it for each client of its control socket.
 #include <CLI/CLI.hpp>
-#include <mutex>
 
 #include "cli/commands.h"
 
 namespace mailvault::cli {
-namespace {
 
-// One command line at a time is parsed and run inside a service (the flags are static). A
-// restore that only follows its job releases it (ReleaseCommandLock).
-std::mutex g_command_mu;
-thread_local std::unique_lock<std::mutex>* tl_command_lock = nullptr;
-
-}  // namespace
-
-void ReleaseCommandLock() {
-  if (tl_command_lock && tl_command_lock->owns_lock()) tl_command_lock->unlock();
-}
-
+// Command lines run side by side inside a service, each on its client's thread: the flags are
+// thread_local (commands.h), so nothing here is shared between two clients' parses.
 int RunCommandLine(const std::vector<std::string>& args, const GlobalOptions* base) {
-  std::unique_lock<std::mutex> lock(g_command_mu, std::defer_lock);
-  if (base) {
-    lock.lock();
-    tl_command_lock = &lock;
-  }
   CLI::App app{"mailvault: an archive that keeps every message once, compressed, encrypted and fingerprinted"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "mailvault " MAILVAULT_VERSION);
@@ -56,7 +40,6 @@ int RunCommandLine(const std::vector<std::string>& args, const GlobalOptions* ba
   } catch (const CLI::ParseError& e) {
     exit_code = app.exit(e, Out(), Err());
   }
-  tl_command_lock = nullptr;
   return exit_code;
 }
 

@@ -16,7 +16,7 @@ namespace mailvault::cli {
 
 void AddInitCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("init", "create a vault (and a key file, mode 0600, if none exists)");
-  static bool passphrase = false;
+  thread_local bool passphrase = false;
   passphrase = false;
   cmd->add_flag("--passphrase", passphrase, "protect the master key with a passphrase instead of a key file "
                                                    "(at least 12 characters; read from MAILVAULT_PASSPHRASE or, with --passphrase-stdin, stdin)");
@@ -75,22 +75,14 @@ int PrintVerifyReport(const nlohmann::json& r, double secs, bool as_json) {
 int VerifyInService(const ServiceResources& svc, double sample, bool as_json) {
   Result<control::JobRecord> job = svc.runner->SubmitVerify(nlohmann::json{{"sample", sample}}, ShellActor());
   if (!job.ok()) return Fail(job.error());
-  ReleaseCommandLock();  // from here on this only follows the job
   const bool tty = StderrIsTerminal() && !as_json;
-  control::JobRecord rec = *job;
-  for (;;) {
-    const uint64_t seen = svc.runner->store().changes();
-    Result<std::optional<control::JobRecord>> now = svc.runner->store().Get(job->id);
-    if (!now.ok()) return Fail(now.error());
-    if (!*now) return Fail("verify job " + job->id + " is gone");
-    rec = **now;
-    if (control::IsFinal(rec.state)) break;
-    if (ClientGone()) return 1;
+  Result<control::JobRecord> end = FollowToEnd(svc, job->id, [&](const control::JobRecord& rec) {
     if (tty && rec.progress.contains("checked")) {
       Err() << "\rverified " << rec.progress["checked"] << " / " << rec.progress.value("total", uint64_t{0}) << std::flush;
     }
-    svc.runner->store().WaitForChange(seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
-  }
+  });
+  if (!end.ok()) return Fail(end.error());
+  const control::JobRecord& rec = *end;
   if (tty) Err() << "\n";
   if (!rec.report.is_object()) return Fail("verify job " + job->id + " " + control::JobStateName(rec.state) + ": " + rec.error);
   return PrintVerifyReport(rec.report, rec.report.value("seconds", 0.0), as_json);
@@ -100,9 +92,9 @@ int VerifyInService(const ServiceResources& svc, double sample, bool as_json) {
 
 void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("verify", "recompute every fingerprint and authenticate every ciphertext");
-  static double sample = 100.0;
+  thread_local double sample = 100.0;
   sample = 100.0;
-  static bool json = false;
+  thread_local bool json = false;
   json = false;
   cmd->add_option("--sample", sample, "check a random PERCENT of the messages")->check(CLI::Range(0.0, 100.0));
   cmd->add_flag("--json", json, "print the report as JSON");
@@ -153,7 +145,7 @@ static uint64_t DirBytes(const std::string& dir) {
 
 void AddStatsCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("stats", "what the vault holds and how much space it takes");
-  static bool json = false;
+  thread_local bool json = false;
   json = false;
   cmd->add_flag("--json", json, "print as JSON");
   cmd->callback([&g, exit_code] {

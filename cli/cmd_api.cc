@@ -58,11 +58,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- user ----
   auto* user = app.add_subcommand("user", "REST API users: add, passwd, role, disable, enable, unlock, list");
   user->require_subcommand(1);
-  static std::string name, role_name, scope_query;
+  thread_local std::string name, role_name, scope_query;
   name = {}; role_name = {}; scope_query = {};
-  static std::vector<std::string> custodians;
+  thread_local std::vector<std::string> custodians;
   custodians = {};
-  static bool as_json = false;
+  thread_local bool as_json = false;
   as_json = false;
 
   auto* add = user->add_subcommand("add", "add a user (password: the first line of stdin)");
@@ -172,9 +172,9 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- token ----
   auto* token = app.add_subcommand("token", "REST API tokens for scripts: create, revoke, list");
   token->require_subcommand(1);
-  static std::string label, token_id;
+  thread_local std::string label, token_id;
   label = {}; token_id = {};
-  static int days = 90;
+  thread_local int days = 90;
   days = 90;
   auto* create = token->add_subcommand("create", "create an API token for a user; prints it once");
   create->add_option("name", name, "the user the token acts as")->required();
@@ -239,11 +239,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     });
   });
 
-  static uint64_t after_seq = 0;
+  thread_local uint64_t after_seq = 0;
   after_seq = 0;
-  static size_t list_limit = 1000;
+  thread_local size_t list_limit = 1000;
   list_limit = 1000;
-  static std::string list_action, list_user;
+  thread_local std::string list_action, list_user;
   list_action = {}; list_user = {};
   auto* alist = audit->add_subcommand("list", "print audit entries, oldest first (itself recorded as audit.read)");
   alist->add_option("--after-seq", after_seq, "only entries after this sequence number");
@@ -282,11 +282,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // The same queries the API is timed with, run by N threads straight on the index (one
   // Searcher each, as the API's workers have), for the same time: what a search costs here
   // without HTTP, JSON, authentication and the audit entry, at the same concurrency.
-  static std::string queries_file;
+  thread_local std::string queries_file;
   queries_file = {};
-  static int bench_threads = 1, bench_seconds = 10;
+  thread_local int bench_threads = 1, bench_seconds = 10;
   bench_threads = 1; bench_seconds = 10;
-  static size_t bench_limit = 50;
+  thread_local size_t bench_limit = 50;
   bench_limit = 50;
   // ---- api routes ----
   auto* apicmd = app.add_subcommand("api", "the REST API's route table");
@@ -311,6 +311,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     std::mutex mu;
     std::vector<double> latencies;
     std::vector<std::thread> threads;
+    const size_t limit = bench_limit;  // the flags are this thread's (thread_local)
     for (int t = 0; t < bench_threads; ++t) {
       threads.emplace_back([&, t] {
         Result<std::unique_ptr<index::Searcher>> s = index::Searcher::Open(g.vault_dir);
@@ -322,7 +323,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
         for (size_t i = static_cast<size_t>(t); !stop; ++i) {
           index::SearchRequest req;
           req.query = queries[i % queries.size()];
-          req.limit = bench_limit;
+          req.limit = limit;
           auto start = std::chrono::steady_clock::now();
           (*s)->Reopen();  // as the API's workers do before each search
           Result<index::SearchResult> r = (*s)->Search(req);

@@ -16,7 +16,7 @@
 
 #include "capture/mail_source.h"
 #include "cli/commands.h"
-#include "cli/index_tags.h"
+#include "jobs/indexer.h"
 #include "cli/shell_state.h"
 #include "control/jobs.h"
 #include "control/records.h"
@@ -110,11 +110,11 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
 
 void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("import", "import Maildir folders, mbox files, .eml files and directory trees of them");
-  static std::vector<std::string> paths;
+  thread_local std::vector<std::string> paths;
   paths = {};
-  static std::string custodian;
+  thread_local std::string custodian;
   custodian = {};
-  static bool quiet = false, no_index = false;
+  thread_local bool quiet = false, no_index = false;
   quiet = false; no_index = false;
   cmd->add_option("PATH", paths, "Maildir, mbox, .eml or directory")->required();
   cmd->add_flag("--no-index", no_index, "store only; `mailvault index run` indexes later");
@@ -207,7 +207,7 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
     // durable; it drains the log after the last message (BLUEPRINT decision 2).
     std::unique_ptr<index::IndexWriter> indexer;
     if (!no_index) {
-      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, WithTags({}, state->records.get()));
+      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, jobs::WithTags({}, state->records.get()));
       if (!w.ok()) {
         *exit_code = Fail(w.error().With("the full-text index (use --no-index to store without indexing)"));
         return;

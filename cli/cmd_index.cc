@@ -7,10 +7,12 @@
 
 #include "cli/commands.h"
 #include "cli/control_socket.h"
-#include "cli/index_tags.h"
 #include "cli/shell_state.h"
+#include "control/jobs.h"
 #include "indexer/index.h"
 #include "indexer/searcher.h"
+#include "jobs/indexer.h"
+#include "jobs/runner.h"
 
 namespace mailvault::cli {
 namespace {
@@ -35,6 +37,34 @@ Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& 
   return r;
 }
 
+// A reindex or compaction as a job of the running service (serve's indexer lends it the
+// index), followed here with the progress line and the summary a local run prints.
+int IndexJobInService(const ServiceResources& svc, bool compact, bool quiet) {
+  Result<control::JobRecord> job = svc.runner->SubmitReindex(json{{"compact", compact}}, ShellActor());
+  if (!job.ok()) return Fail(job.error());
+  const bool tty = StderrIsTerminal() && !quiet;
+  Result<control::JobRecord> end = FollowToEnd(svc, job->id, [&](const control::JobRecord& rec) {
+    if (tty && !compact && rec.progress.value("total", uint64_t{0})) {
+      ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(rec.progress.value("indexed", uint64_t{0})),
+                static_cast<unsigned long long>(rec.progress.value("total", uint64_t{0})));
+    }
+  });
+  if (tty && !compact) Err() << "\r\033[K";
+  if (!end.ok()) return Fail(end.error());
+  if (end->state != control::JobState::kDone) {
+    return Fail((compact ? "compaction job " : "reindex job ") + job->id + " " + control::JobStateName(end->state) +
+                (end->error.empty() ? "" : ": " + end->error) +
+                (end->state == control::JobState::kPaused ? "; `mailvault job resume " + job->id + "` goes on" : ""));
+  }
+  const json& r = end->report;
+  if (compact) {
+    Out() << "compacted " << r.value("documents", uint64_t{0}) << " documents in " << r.value("seconds", 0.0) << " s\n";
+  } else {
+    Out() << "reindexed " << r.value("documents", uint64_t{0}) << " messages in " << r.value("seconds", 0.0) << " s\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
@@ -42,7 +72,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* idx = app.add_subcommand("index", "the full-text index: status, run (bring it level with the vault), compact");
   idx->require_subcommand(1);
   auto* status = idx->add_subcommand("status", "how far the index lags behind the vault");
-  static bool status_json = false;
+  thread_local bool status_json = false;
   status_json = false;
   status->add_flag("--json", status_json, "print JSON");
   status->callback([&g, exit_code] {
@@ -79,7 +109,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (lag) Out() << "oldest unindexed: " << oldest_id << " captured " << oldest_time << "\n";
   });
   auto* run = idx->add_subcommand("run", "index what the vault holds and the index does not yet");
-  static bool run_quiet = false;
+  thread_local bool run_quiet = false;
   run_quiet = false;
   run->add_flag("--quiet,-q", run_quiet, "no progress line");
   run->callback([&g, exit_code] {
@@ -95,13 +125,13 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     // With the records: documents carry their messages' tags, and the tag changes made since
-    // the last run are applied (cli/index_tags.h).
+    // the last run are applied (jobs/indexer.h).
     Result<ShellState> s = OpenShellState(g, "while `mailvault serve` runs, its indexer follows the vault");
     if (!s.ok()) {
       *exit_code = Fail(s.error());
       return;
     }
-    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, WithTags({}, s->records.get()));
+    Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir, jobs::WithTags({}, s->records.get()));
     if (!w.ok()) {
       *exit_code = Fail(w.error());
       return;
@@ -109,7 +139,7 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     auto t0 = std::chrono::steady_clock::now();
     Result<index::CatchUpReport> r = CatchUpNow(*s->vault, **w, run_quiet);
     if (r.ok()) {
-      if (Status t = ApplyTagChanges(**w, *s->records); !t.ok()) r = t.error();
+      if (Status t = jobs::ApplyTagChanges(**w, *s->records); !t.ok()) r = t.error();
     }
     if (r.ok()) {
       if (Status t = (*w)->Flush(); !t.ok()) r = t.error();
@@ -130,8 +160,8 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   auto* compact = idx->add_subcommand("compact", "rewrite the index compacted (about half the size after many small imports)");
   compact->callback([&g, exit_code] {
-    if (Service()) return void(*exit_code = Fail("index compact needs the index to itself: stop `mailvault serve`, compact, start it again"));
     if (!ResolveOrFail(g, exit_code)) return;
+    if (const ServiceResources* svc = Service()) return void(*exit_code = IndexJobInService(*svc, /*compact=*/true, true));
     Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(g.vault_dir);
     if (!w.ok()) {
       *exit_code = Fail(w.error());
@@ -148,9 +178,9 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   // ---- reindex ----
   auto* reindex = app.add_subcommand("reindex", "rebuild the full-text index from the vault");
-  static bool reindex_quiet = false;
+  thread_local bool reindex_quiet = false;
   reindex_quiet = false;
-  static index::IndexOptions reindex_options;
+  thread_local index::IndexOptions reindex_options;
   reindex_options = {};
   reindex->add_flag("--quiet,-q", reindex_quiet, "no progress line");
   reindex->add_option("--commit-every", reindex_options.commit_every, "documents per index commit (tuning; docs/indexing.md)")
@@ -159,42 +189,34 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->capture_default_str();
   reindex->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    if (const ServiceResources* svc = Service()) {
+      // The service's indexer holds the index: the rebuild is a job of the service (with its
+      // own settings; --commit-every and --shards are for a stopped vault).
+      return void(*exit_code = IndexJobInService(*svc, /*compact=*/false, reindex_quiet));
+    }
     Result<ShellState> s = OpenShellState(g, "reindex needs the vault to itself: stop `mailvault serve` first");
     if (!s.ok()) {
       *exit_code = Fail(s.error());
       return;
     }
-    // Every document gets its tags as it is built; the log is then applied up to its end.
-    Result<uint64_t> tag_mark = s->records->LastTagChange();
-    if (!tag_mark.ok()) {
-      *exit_code = Fail(tag_mark.error());
-      return;
-    }
-    Result<std::unique_ptr<index::IndexWriter>> w =
-        index::IndexWriter::Recreate(g.vault_dir, WithTags(reindex_options, s->records.get()));
-    if (!w.ok()) {
-      *exit_code = Fail(w.error());
-      return;
-    }
-    (*w)->set_tags_applied(*tag_mark);
-    auto t0 = std::chrono::steady_clock::now();
-    Result<index::CatchUpReport> r = CatchUpNow(*s->vault, **w, reindex_quiet);
-    if (r.ok()) {
-      if (Status t = ApplyTagChanges(**w, *s->records); !t.ok()) r = t.error();
-    }
-    if (r.ok()) {
-      if (Status t = (*w)->Flush(); !t.ok()) r = t.error();
-    }
+    const bool tty = StderrIsTerminal() && !reindex_quiet;
+    auto last = std::chrono::steady_clock::now();
+    Result<jobs::RebuildReport> r =
+        jobs::RebuildIndex(*s->vault, g.vault_dir, s->records.get(), reindex_options, /*from_scratch=*/true,
+                           [&](uint64_t done, uint64_t total) {
+                             auto now = std::chrono::steady_clock::now();
+                             if (tty && now - last > std::chrono::milliseconds(200)) {
+                               last = now;
+                               ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
+                                         static_cast<unsigned long long>(total));
+                             }
+                           });
+    if (tty) Err() << "\r\033[K";
     if (!r.ok()) {
       *exit_code = Fail(r.error());
       return;
     }
-    if (Status c = (*w)->Compact(); !c.ok()) {
-      *exit_code = Fail(c.error());
-      return;
-    }
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    Out() << "reindexed " << r->documents << " messages in " << secs << " s\n";
+    Out() << "reindexed " << r->documents << " messages in " << r->seconds << " s\n";
   });
 
   // ---- check ----

@@ -103,7 +103,7 @@ bool AuditOrFail(ShellState& s, const std::string& action, const std::string& ta
 
 void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("list", "list stored messages in capture order");
-  static bool as_json = false;
+  thread_local bool as_json = false;
   as_json = false;
   cmd->add_flag("--json", as_json, "print a JSON array");
   cmd->callback([&g, exit_code] {
@@ -140,9 +140,9 @@ void AddListCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
 void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("show", "show a message's metadata, envelopes, fingerprints and where it is stored");
-  static std::string id_arg;
+  thread_local std::string id_arg;
   id_arg = {};
-  static bool as_json = false;
+  thread_local bool as_json = false;
   as_json = false;
   cmd->add_option("ID", id_arg, "message id (or a unique prefix of at least 6 hex digits)")->required();
   cmd->add_flag("--json", as_json, "print as JSON");
@@ -235,7 +235,7 @@ void AddShowCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
 void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("cat", "write a message's original bytes to stdout");
-  static std::string id_arg;
+  thread_local std::string id_arg;
   id_arg = {};
   cmd->add_option("ID", id_arg, "message id (or a unique prefix)")->required();
   cmd->callback([&g, exit_code] {
@@ -261,9 +261,9 @@ void AddCatCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
 void AddExportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* cmd = app.add_subcommand("export", "export messages (all, or the given ids) to an mbox file or a Maildir");
-  static std::string format, target;
+  thread_local std::string format, target;
   format = {}; target = {};
-  static std::vector<std::string> ids;
+  thread_local std::vector<std::string> ids;
   ids = {};
   cmd->add_option("--to", format, "mbox or maildir")->required()->check(CLI::IsMember({"mbox", "maildir"}));
   cmd->add_option("TARGET", target, "the mbox file or Maildir directory to create")->required();

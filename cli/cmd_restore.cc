@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -12,8 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "capture/config.h"
@@ -197,7 +201,6 @@ int RestoreInService(const ServiceResources& svc, const json& request, const job
 // report. Exit status 0 when it is done.
 int FollowJob(const ServiceResources& svc, const std::string& id, bool as_json) {
   jobs::JobRunner& runner = *svc.runner;
-  ReleaseCommandLock();  // from here on this only follows the job
   const bool tty = StderrIsTerminal();
   auto last_line = std::chrono::steady_clock::now();
   control::JobRecord rec;
@@ -237,20 +240,103 @@ Result<recovery::Credentials> CredentialsFor(const RestoreJob& job, const std::s
   return recovery::ReadCredentials(file);
 }
 
+// What one job has done so far, in words: a restore's totals, the others' counters.
+std::string JobSummary(const json& j) {
+  if (j.contains("totals")) {
+    const json& t = j["totals"];
+    return "selected " + t["selected"].dump() + ", present " + t["present"].dump() + ", appended " + t["appended"].dump() +
+           ", failed " + t["failed"].dump();
+  }
+  std::string out;
+  auto progress = j.find("progress");
+  if (progress != j.end() && progress->is_object()) {
+    for (auto it = progress->begin(); it != progress->end(); ++it) {
+      if (it->is_number()) out += (out.empty() ? "" : ", ") + it.key() + " " + it->dump();
+    }
+  }
+  if (j.contains("error")) out += (out.empty() ? "" : "; ") + j["error"].get<std::string>();
+  return out;
+}
+
+// A line of `job list`: a restore's as restores have always been listed (id, status, target,
+// totals); any other job's: id, state, kind, its counters.
+std::string JobLine(const json& j) {
+  if (j.contains("job")) {
+    return j["job"].get<std::string>() + "  " + j["status"].get<std::string>() + "  " + j["target"].get<std::string>() + "  " +
+           JobSummary(j);
+  }
+  return j["id"].get<std::string>() + "  " + j["state"].get<std::string>() + "  " + j["kind"].get<std::string>() + "  " +
+         JobSummary(j);
+}
+
+// Every job, newest first: the job store's records (every kind) and the restore journals
+// (restores run from the command line while no service ran have only those). A restore with a
+// journal is shown as its report (ReportJson: job, status, target, totals, mailboxes), with the
+// store's state as its status where the service runs it; the others as their record
+// (JobRecord::PublicJson).
+Result<std::vector<json>> ListJobs(control::StateStore* store, std::optional<control::JobKind> kind,
+                                   std::optional<control::JobState> state) {
+  MV_ASSIGN_OR_RETURN(std::vector<control::JobRecord> records, control::JobStore(store).List(kind, std::nullopt));
+  std::map<std::string, const control::JobRecord*> by_id;
+  for (const control::JobRecord& r : records) by_id[r.id] = &r;
+  std::vector<json> out;
+  std::set<std::string> shown;
+  if (!kind || *kind == control::JobKind::kRestore) {
+    MV_ASSIGN_OR_RETURN(std::vector<JobReport> journals, RestoreJob::List(store));
+    for (const JobReport& r : journals) {
+      json j = ReportJson(r);
+      auto rec = by_id.find(r.id);
+      std::optional<control::JobState> now = rec != by_id.end() ? std::optional(rec->second->state) : control::ParseJobState(r.status);
+      if (rec != by_id.end()) j["status"] = control::JobStateName(rec->second->state);
+      if (state && now != state) continue;
+      j["kind"] = "restore";
+      out.push_back(std::move(j));
+      shown.insert(r.id);
+    }
+  }
+  for (const control::JobRecord& r : records) {
+    if (shown.count(r.id) || (state && r.state != *state)) continue;
+    out.push_back(r.PublicJson());
+  }
+  // Ids begin with the kind's letter, then the creation time: newest first across kinds.
+  auto when = [](const json& j) { return j.value("job", j.value("id", std::string())).substr(1); };
+  std::stable_sort(out.begin(), out.end(), [&](const json& a, const json& b) { return when(a) > when(b); });
+  return out;
+}
+
+// `job show` of a job that has no restore journal (any kind but a restore that has selected).
+void PrintJobRecord(const control::JobRecord& r, bool as_json) {
+  const json j = r.PublicJson();
+  if (as_json) {
+    Out() << j.dump(2) << "\n";
+    return;
+  }
+  Out() << control::JobKindName(r.kind) << " job " << r.id << ": " << control::JobStateName(r.state) << " (started by "
+        << r.started_by.user << " via " << r.started_by.auth << ")\n";
+  Out() << "  created " << FormatDate(r.created);
+  if (r.started) Out() << ", started " << FormatDate(r.started);
+  if (r.finished) Out() << ", finished " << FormatDate(r.finished);
+  Out() << "; runs " << r.runs << "\n";
+  if (!r.phase.empty()) Out() << "  phase: " << r.phase << "\n";
+  if (std::string p = JobSummary(json{{"progress", r.progress}}); !p.empty()) Out() << "  progress: " << p << "\n";
+  if (!r.error.empty()) Out() << "  error: " << r.error << "\n";
+  if (!r.report.is_null()) Out() << "  report: " << r.report.dump() << "\n";
+}
+
 }  // namespace
 
 void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- restore ----
   auto* cmd = app.add_subcommand("restore", "put archived mail back into users' IMAP mailboxes, each message exactly once");
-  static std::string to, auth_file, users_arg, from, until, margin_before = "5m", margin_after = "10m", query, folder;
+  thread_local std::string to, auth_file, users_arg, from, until, margin_before = "5m", margin_after = "10m", query, folder;
   to = {}; auth_file = {}; users_arg = {}; from = {}; until = {}; margin_before = "5m"; margin_after = "10m"; query = {}; folder = {};
-  static std::string into, sent_folder = "Sent", bwlimit, ca_file;
+  thread_local std::string into, sent_folder = "Sent", bwlimit, ca_file;
   into = {}; sent_folder = "Sent"; bwlimit = {}; ca_file = {};
-  static std::vector<std::string> maps, flags;
+  thread_local std::vector<std::string> maps, flags;
   maps = {}; flags = {};
-  static int workers = 4, connections = 3, batch = 128, timeout = 60;
+  thread_local int workers = 4, connections = 3, batch = 128, timeout = 60;
   workers = 4; connections = 3; batch = 128; timeout = 60;
-  static bool by_date = false, dry_run = false, as_json = false, no_tls = false, insecure = false;
+  thread_local bool by_date = false, dry_run = false, as_json = false, no_tls = false, insecure = false;
   by_date = false; dry_run = false; as_json = false; no_tls = false; insecure = false;
   cmd->add_option("--to", to, "the IMAP server: imap://HOST[:PORT] (STARTTLS) or imaps://HOST[:PORT]")->required();
   cmd->add_option("--auth-file", auth_file, "lines \"ADDRESS LOGIN PASSWORD\", or one \"* LOGIN PASSWORD\" (an administrator); mode 600")
@@ -396,45 +482,59 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
 
   // ---- job ----
-  auto* jobs = app.add_subcommand("job", "restore jobs: list, show, resume, cancel, pause");
+  auto* jobs = app.add_subcommand("job", "jobs of every kind (restore, export, verify, import, reindex): list, show, resume, cancel, pause");
   jobs->require_subcommand(1);
-  static bool job_json = false;
+  thread_local bool job_json = false;
   job_json = false;
-  auto* list = jobs->add_subcommand("list", "every restore job with its status and totals");
+  thread_local std::string list_kind, list_state;
+  list_kind = {}; list_state = {};
+  auto* list = jobs->add_subcommand("list", "every job, newest first, with its state and totals");
   list->add_flag("--json", job_json, "as JSON");
+  list->add_option("--kind", list_kind, "only jobs of this kind (restore, export, verify, import, reindex)");
+  list->add_option("--state", list_state, "only jobs in this state (queued, running, paused, done, failed, cancelled)");
   list->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
+    std::optional<control::JobKind> kind;
+    std::optional<control::JobState> state;
+    if (!list_kind.empty() && !(kind = control::ParseJobKind(list_kind))) {
+      return void(*exit_code = Fail(InvalidArgument("--kind is restore, export, verify, import or reindex")));
+    }
+    if (!list_state.empty() && !(state = control::ParseJobState(list_state))) {
+      return void(*exit_code = Fail(InvalidArgument("--state is queued, running, paused, done, failed or cancelled")));
+    }
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) return void(*exit_code = Fail(s.error()));
-    Result<std::vector<JobReport>> all = RestoreJob::List(s->store.get());
+    Result<std::vector<json>> all = ListJobs(s->store.get(), kind, state);
     if (!all.ok()) return void(*exit_code = Fail(all.error()));
-    json out = json::array();
-    for (const JobReport& r : *all) out.push_back(ReportJson(r));
     if (job_json) {
-      Out() << out.dump(2) << "\n";
+      Out() << json(*all).dump(2) << "\n";
       return;
     }
-    if (all->empty()) Out() << "no restore jobs\n";
-    for (const json& j : out) {
-      Out() << j["job"].get<std::string>() << "  " << j["status"].get<std::string>() << "  " << j["target"].get<std::string>()
-                << "  selected " << j["totals"]["selected"] << ", present " << j["totals"]["present"] << ", appended "
-                << j["totals"]["appended"] << ", failed " << j["totals"]["failed"] << "\n";
-    }
+    if (all->empty()) Out() << (kind || state ? "no such jobs\n" : "no jobs\n");
+    for (const json& j : *all) Out() << JobLine(j) << "\n";
   });
-  static std::string job_id, job_auth_file;
+  thread_local std::string job_id, job_auth_file;
   job_id = {}; job_auth_file = {};
-  auto* show = jobs->add_subcommand("show", "one restore job's report: per mailbox, and every failure with its reason");
+  auto* show = jobs->add_subcommand("show", "one job: a restore's report per mailbox with every failure and its reason; any other job's record");
   show->add_option("ID", job_id, "the job (see job list)")->required();
   show->add_flag("--json", job_json, "as JSON");
   show->callback([&g, exit_code] {
     if (!ResolveOrFail(g, exit_code)) return;
     Result<ShellState> s = OpenShellState(g, kBusyHint);
     if (!s.ok()) return void(*exit_code = Fail(s.error()));
+    // A restore that has selected has its journal: its report is the one a restore prints.
     Result<std::unique_ptr<RestoreJob>> job = RestoreJob::Load(s->store.get(), job_id);
-    if (!job.ok()) return void(*exit_code = Fail(job.error()));
-    Result<JobReport> r = (*job)->Report();
-    if (!r.ok()) return void(*exit_code = Fail(r.error()));
-    PrintReport(*r, job_json);
+    if (job.ok()) {
+      Result<JobReport> r = (*job)->Report();
+      if (!r.ok()) return void(*exit_code = Fail(r.error()));
+      PrintReport(*r, job_json);
+      return;
+    }
+    if (!control::ValidJobId(job_id)) return void(*exit_code = Fail(job.error()));
+    Result<std::optional<control::JobRecord>> record = control::JobStore(s->store.get()).Get(job_id);
+    if (!record.ok()) return void(*exit_code = Fail(record.error()));
+    if (!*record) return void(*exit_code = Fail(NotFound("no job " + job_id + " (see `mailvault job list`)")));
+    PrintJobRecord(**record, job_json);
   });
   auto* resume = jobs->add_subcommand("resume", "finish a job that stopped (kill, server gone, quota raised since): appends nothing twice");
   resume->add_option("ID", job_id, "the job")->required();
@@ -452,7 +552,12 @@ void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       Result<control::JobRecord> r = svc->runner->Resume(job_id, ShellActor());
       if (!r.ok() && r.error().code() == ErrorCode::kNotFound) r = svc->runner->Adopt(job_id, ShellActor());
       if (!r.ok()) return void(*exit_code = Fail(r.error()));
-      *exit_code = FollowJob(*svc, job_id, job_json);
+      if (r->kind == control::JobKind::kRestore) return void(*exit_code = FollowJob(*svc, job_id, job_json));
+      // Any other kind: followed to its end, then shown as `job show` shows it.
+      Result<control::JobRecord> end = FollowToEnd(*svc, job_id, {});
+      if (!end.ok()) return void(*exit_code = Fail(end.error()));
+      PrintJobRecord(*end, job_json);
+      *exit_code = end->state == control::JobState::kDone ? 0 : 1;
       return;
     }
     signal(SIGPIPE, SIG_IGN);

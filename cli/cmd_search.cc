@@ -32,11 +32,11 @@ json HitJson(const index::SearchHit& h) {
 void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   // ---- search ----
   auto* search = app.add_subcommand("search", "search the full-text index (query language: docs/query-language.md)");
-  static std::string query, sort = "date";
+  thread_local std::string query, sort = "date";
   query = {}; sort = "date";
-  static size_t limit = 50, offset = 0;
+  thread_local size_t limit = 50, offset = 0;
   limit = 50; offset = 0;
-  static bool as_json = false;
+  thread_local bool as_json = false;
   as_json = false;
   search->add_option("QUERY", query, "the query, e.g. 'from:jm@jmason.org date:2002-08..'")->required();
   search->add_option("--limit", limit, "at most this many results (0: all)")->capture_default_str();
@@ -82,7 +82,7 @@ void AddSearchCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   // ---- count ----
   auto* count = app.add_subcommand("count", "print the exact number of messages matching a query");
-  static std::string count_query;
+  thread_local std::string count_query;
   count_query = {};
   count->add_option("QUERY", count_query, "the query")->required();
   count->callback([&g, exit_code] {

@@ -4,7 +4,6 @@
 // serve publishes its state once a second to <vault>/run/serve.json (written atomically), so
 // `status` needs no connection to it and works while serve holds the vault's lock.
 #include <signal.h>
-#include <sys/resource.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "api/http_beast.h"
 #include "api/http_cpprest.h"
 #include "api/service.h"
+#include "jobs/indexer.h"
 #include "jobs/runner.h"
 #include "jobs/targets.h"
 #include "control/state.h"
@@ -30,7 +30,6 @@
 #include "capture/server.h"
 #include "cli/commands.h"
 #include "cli/control_socket.h"
-#include "cli/index_tags.h"
 #include "core/file_util.h"
 #include "indexer/index.h"
 #include "vault/crypto.h"
@@ -40,8 +39,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-constexpr int kIndexerNice = 10;
 
 std::string StatusPath(const std::string& vault_dir) { return vault_dir + "/run/serve.json"; }
 
@@ -73,85 +70,6 @@ Result<capture::CaptureConfig> LoadCaptureConfig(const GlobalOptions& g, const s
   return c;
 }
 
-// The indexer thread: follows the vault's change log until stopped; retries after errors.
-class IndexFollower {
- public:
-  IndexFollower(const Vault* vault, std::string vault_dir) : vault_(vault), dir_(std::move(vault_dir)) {}
-  // The records whose tags the index follows (set before Start).
-  void SetRecords(const control::Records* records) { records_ = records; }
-  void Start() {
-    thread_ = std::thread([this] { Run(); });
-  }
-  // Stops once everything stored so far is indexed (the vault must take no more messages).
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  // The last change the index has committed (searchable).
-  uint64_t applied() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return writer_ ? writer_->applied_change() : applied_.load();
-  }
-  std::string last_error() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return error_;
-  }
-
- private:
-  void Run() {
-    // Acknowledging mail comes first: the indexer runs at a lower priority (threads it starts
-    // inherit it), so a burst of mail delays search by seconds instead of slowing every 250.
-    // It catches up as soon as the burst is over (docs/capture.md, "Index").
-    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kIndexerNice);
-    while (!stop_) {
-      // Commits (each a few fsyncs per shard, on the disk the vault fsyncs to) happen once a
-      // second while mail flows, not per thousand documents: at thousands of messages a
-      // second that keeps the indexer out of the way of acknowledgements.
-      index::IndexOptions options;
-      options.commit_every = SIZE_MAX;
-      options.max_commit_delay = std::chrono::milliseconds(1000);
-      if (records_) {
-        options = WithTags(options, records_);
-        const control::Records* records = records_;
-        options.when_idle = [records](index::IndexWriter& w) { return ApplyTagChanges(w, *records); };
-      }
-      Result<std::unique_ptr<index::IndexWriter>> w = index::IndexWriter::Open(dir_, options);
-      if (w.ok()) {
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          writer_ = w->get();
-        }
-        Result<index::CatchUpReport> r = (*w)->CatchUp(*vault_, &stop_);
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          applied_ = (*w)->applied_change();
-          writer_ = nullptr;
-        }
-        if (r.ok()) return;
-        SetError(r.error().ToString());
-      } else {
-        SetError(w.error().ToString());
-      }
-      Log("indexer: " + last_error() + "; retrying in 5 s");
-      for (int i = 0; i < 50 && !stop_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  void SetError(std::string e) {
-    std::lock_guard<std::mutex> l(mu_);
-    error_ = std::move(e);
-  }
-
-  const Vault* vault_;
-  const control::Records* records_ = nullptr;
-  std::string dir_;
-  std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> applied_{0};
-  mutable std::mutex mu_;
-  const index::IndexWriter* writer_ = nullptr;  // REQUIRES: mu_
-  std::string error_;
-  std::thread thread_;
-};
-
 // The status file is padded to a fixed size, so that when the disk is full (exactly when an
 // administrator runs `mailvault status`) it can still be rewritten in place, in blocks it
 // already owns, after the atomic replace has failed for want of a new block.
@@ -171,7 +89,7 @@ Status WriteStatusFile(const std::string& path, const json& j) {
   return wrote ? Status::Ok() : s;
 }
 
-json StatusJson(const Vault& vault, const capture::CaptureServer* server, const IndexFollower* indexer,
+json StatusJson(const Vault& vault, const capture::CaptureServer* server, const jobs::IndexFollower* indexer,
                 const std::vector<capture::ListenAddress>& bound, int64_t started, double rate) {
   capture::CaptureStats s = server ? server->stats() : capture::CaptureStats{};
   json listen = json::array();
@@ -267,15 +185,22 @@ struct ServiceParts {
   }
 };
 
-Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOptions& g, std::function<uint64_t()> indexed_change) {
+// The control plane, and the jobs once serve's indexer follows the tags of its records: the
+// indexer starts between the two (a queued reindex job must find it following).
+Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOptions& g, jobs::IndexFollower* index,
+                                                   const std::function<void()>& start_index) {
   auto p = std::make_unique<ServiceParts>();
-  const std::function<uint64_t()> indexed_change_copy = indexed_change;
+  std::function<uint64_t()> indexed_change;
+  if (index->following() || start_index) indexed_change = [index] { return index->applied(); };
   MV_ASSIGN_OR_RETURN(p->store, control::StateStore::Open(g.vault_dir, vault->DeriveSubkey(purpose::kState)));
   MV_ASSIGN_OR_RETURN(p->audit, control::AuditLog::Open(p->store.get(), vault->DeriveSubkey(purpose::kAudit)));
   p->records = std::make_unique<control::Records>(p->store.get());
   MV_ASSIGN_OR_RETURN(auto targets, jobs::LoadRestoreTargets(g.config_file));
   p->runner = std::make_unique<jobs::JobRunner>(vault, g.vault_dir, p->store.get(), p->audit.get(), std::move(targets),
-                                                std::move(indexed_change));
+                                                indexed_change);
+  p->runner->SetIndex(index);
+  index->SetRecords(p->records.get());
+  if (start_index) start_index();
   p->ServerEvent("server.start");
   MV_RETURN_IF_ERROR(p->runner->Start());
   p->lent.vault = vault;
@@ -283,7 +208,7 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
   p->lent.audit = p->audit.get();
   p->lent.records = p->records.get();
   p->lent.runner = p->runner.get();
-  p->lent.indexed_change = indexed_change_copy;
+  p->lent.indexed_change = indexed_change;
   p->lent.options = g;
   MV_ASSIGN_OR_RETURN(p->control, ControlServer::Start(&p->lent));
   return p;
@@ -360,25 +285,21 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
       return;
     }
   }
-  std::unique_ptr<IndexFollower> indexer;  // started once the control plane (its tags) is up
-  if (!no_index) indexer = std::make_unique<IndexFollower>(vault->get(), g.vault_dir);
+  // Without --no-index the indexer follows the vault, once the control plane (its tags) is up;
+  // either way it holds the index for reindex jobs.
+  auto indexer = std::make_unique<jobs::IndexFollower>(vault->get(), g.vault_dir);
   std::vector<capture::ListenAddress> bound;
   if (server) bound = server->bound();
   for (const auto& a : bound) Log("listening on " + a.ToString());
   auto stop_early = [&](const Error& e) {
     if (server) server->Stop(std::chrono::seconds(5));
-    if (indexer) indexer->Stop();
+    indexer->Stop();
     *exit_code = Fail(e);
   };
-  IndexFollower* follower = indexer.get();
-  std::function<uint64_t()> indexed;
-  if (follower) indexed = [follower] { return follower->applied(); };
-  Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexed);
+  std::function<void()> start_index;
+  if (!no_index) start_index = [&indexer] { indexer->Start(); };
+  Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexer.get(), start_index);
   if (!parts.ok()) return stop_early(parts.error());
-  if (indexer) {
-    indexer->SetRecords((*parts)->records.get());
-    indexer->Start();
-  }
   // The API reads the same status the status file gets, refreshed every second below.
   auto last_status = std::make_shared<std::pair<std::mutex, json>>();
   if (api_config.enabled) {
@@ -425,7 +346,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     while (samples.size() > 11) samples.pop_front();
     double secs = std::chrono::duration<double>(samples.back().first - samples.front().first).count();
     double rate = secs > 0 ? (samples.back().second - samples.front().second) / secs : 0;
-    json j = StatusJson(**vault, server.get(), indexer.get(), bound, started, rate);
+    json j = StatusJson(**vault, server.get(), no_index ? nullptr : indexer.get(), bound, started, rate);
     if (api_config.enabled) j["api"] = api_config.http.uri;
     {
       std::lock_guard<std::mutex> l(last_status->first);
@@ -441,10 +362,8 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     server->Stop(std::chrono::seconds(30));
     Log("capture stopped: " + std::to_string(server->stats().messages) + " messages stored this run");
   }
-  if (indexer) {
-    indexer->Stop();
-    Log("indexer stopped at change " + std::to_string(indexer->applied()));
-  }
+  indexer->Stop();
+  if (!no_index) Log("indexer stopped at change " + std::to_string(indexer->applied()));
   ::unlink(StatusPath(g.vault_dir).c_str());
   parts->reset();
   server.reset();
@@ -456,20 +375,20 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
 
 void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* serve = app.add_subcommand("serve", "run journal capture (SMTP/LMTP) and the indexer until SIGTERM");
-  static std::vector<std::string> smtp, lmtp;
+  thread_local std::vector<std::string> smtp, lmtp;
   smtp = {}; lmtp = {};
-  static bool no_index = false;
+  thread_local bool no_index = false;
   no_index = false;
   serve->add_option("--smtp", smtp, "listen for SMTP on ADDR:PORT (repeatable; replaces smtp-listen/lmtp-listen from the config)");
   serve->add_option("--lmtp", lmtp, "listen for LMTP on ADDR:PORT (repeatable)");
   serve->add_flag("--no-index", no_index, "do not run the indexer (`mailvault index run` catches up later)");
-  static std::string http;
+  thread_local std::string http;
   http = {};
   serve->add_option("--http", http, "serve the REST API over plain HTTP on ADDR:PORT (loopback only; [api] in the config for HTTPS)");
   serve->callback([&g, exit_code] { Serve(g, smtp, lmtp, no_index, http, exit_code); });
 
   auto* status = app.add_subcommand("status", "what a running `mailvault serve` is doing: sessions, rate, queues, index lag");
-  static bool as_json = false;
+  thread_local bool as_json = false;
   as_json = false;
   status->add_flag("--json", as_json, "print JSON");
   status->callback([&g, exit_code] {

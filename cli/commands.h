@@ -1,8 +1,9 @@
 // One Add*Command per subcommand; each registers its flags and, when chosen, sets *exit_code.
-// Flags are bound to static variables, and each Add*Command sets them back to their defaults:
-// a running serve builds and parses a command line for every client of its control socket
-// (control_socket.h), one at a time (CommandLock), and a flag given to one client's command
-// must not stay set for the next.
+// Flags are bound to thread_local variables, and each Add*Command sets them back to their
+// defaults: a running serve builds and parses a command line for every client of its control
+// socket (control_socket.h), each on the client's own thread and side by side, so one client's
+// flags are never another's, and a flag given to one command must not stay set for the next on
+// that thread. A flag read by a thread the command starts must be copied to a local first.
 #pragma once
 
 #include <CLI/CLI.hpp>

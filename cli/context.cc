@@ -5,6 +5,10 @@
 
 #include "cli/context.h"
 
+#include "cli/control_socket.h"
+#include "control/jobs.h"
+#include "jobs/runner.h"
+
 namespace mailvault::cli {
 
 KeySource KeySourceFrom(const GlobalOptions& g) {
@@ -41,6 +45,20 @@ Result<Handle<Vault>> OpenVault(const GlobalOptions& g, OpenReport* report) {
           << " bytes of an unacknowledged append\n";
   }
   return Owned(std::move(*v));
+}
+
+Result<control::JobRecord> FollowToEnd(const ServiceResources& svc, const std::string& id,
+                                       const std::function<void(const control::JobRecord&)>& tick) {
+  control::JobStore& store = svc.runner->store();
+  for (;;) {
+    const uint64_t seen = store.changes();
+    MV_ASSIGN_OR_RETURN(std::optional<control::JobRecord> now, store.Get(id));
+    if (!now) return NotFound("job " + id + " is gone");
+    if (control::IsFinal(now->state) || now->state == control::JobState::kPaused) return std::move(*now);
+    if (ClientGone()) return FailedPrecondition("the client went; job " + id + " goes on");
+    if (tick) tick(*now);
+    store.WaitForChange(seen, std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+  }
 }
 
 }  // namespace mailvault::cli

@@ -17,6 +17,9 @@ class StateStore;
 class AuditLog;
 class Records;
 }  // namespace control
+namespace control {
+struct JobRecord;
+}  // namespace control
 namespace jobs {
 class JobRunner;
 }  // namespace jobs
@@ -70,13 +73,15 @@ struct ServiceResources {
 const ServiceResources* Service();
 void SetService(const ServiceResources* service);
 
+// Follows a job of the service until it ends or is paused: tick(record) at each change of its record (at
+// most every 250 ms). The record as it ended; an error when it is gone, or when the client of
+// the control socket has gone (the job goes on: `mailvault job cancel` stops it).
+Result<control::JobRecord> FollowToEnd(const ServiceResources& svc, const std::string& id,
+                                       const std::function<void(const control::JobRecord&)>& tick);
+
 // Runs one command line (argv[0] is the program) as `mailvault-admin` does; returns the exit
 // code. base: the global options to start from (a service's own, for its clients).
 int RunCommandLine(const std::vector<std::string>& argv, const GlobalOptions* base = nullptr);
-
-// Held while a service parses and runs one client's command (the flags are static, see
-// commands.h). A command that then only waits (a restore following its job) lets it go.
-void ReleaseCommandLock();
 
 // Prints "mailvault: <error>" and a hint; returns the exit code for it.
 int Fail(const Error& e);

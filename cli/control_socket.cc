@@ -22,12 +22,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The commands a running service runs for the command line (the list). The others
-// either need no vault (search, count, status, hash-password), or need it to themselves (init,
-// rebuild, reindex, serve) and say so.
+// The commands a running service runs for the command line (the list, and reindex as
+// a job). The others either need no vault (search, count, status, hash-password), or need it
+// to themselves (init, rebuild, serve) and say so.
 const std::set<std::string>& ServedCommands() {
-  static const std::set<std::string> kCommands = {"import", "list",  "show", "cat",   "export", "verify", "stats",
-                                                  "user",   "token", "audit", "job",  "restore", "index", "check"};
+  static const std::set<std::string> kCommands = {"import", "list",  "show",  "cat", "export",  "verify", "stats", "user",
+                                                  "token",  "audit", "job",   "restore", "index", "check",  "reindex"};
   return kCommands;
 }
 

@@ -148,7 +148,7 @@ class Records {
                     const std::vector<std::string>& remove);
   Result<std::vector<std::string>> MessagesTagged(const std::string& tag) const;
   // The tag change log: each ChangeTags appends the ids it touched (T/<seq>), in order, so that
-  // the index can follow (cli/index_tags.h). 0 when nothing was ever tagged.
+  // the index can follow (jobs/indexer.h). 0 when nothing was ever tagged.
   Result<uint64_t> LastTagChange() const;
   // fn(seq, ids) for every entry after `after`, in order, until it returns false.
   Status ForEachTagChange(uint64_t after, const std::function<bool(uint64_t, const std::vector<std::string>&)>& fn) const;

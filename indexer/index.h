@@ -51,6 +51,11 @@ struct IndexOptions {
   // While following a live vault, called on the writer's thread whenever the change log is
   // idle: serve applies the tag changes made since (SetTags) there.
   std::function<Status(IndexWriter&)> when_idle;
+  // When it becomes true, CatchUp stops after the chunk it is writing, commits, and returns
+  // what it did (the index is consistent and level up to report.last_change): a reindex job
+  // that is cancelled or paused, or serve's indexer yielding the index to one. Unlike the stop
+  // flag of CatchUp, which drains the log first.
+  const std::atomic<bool>* abort = nullptr;
 };
 
 struct CatchUpReport {

@@ -284,7 +284,7 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
       const bool stopping = !stop || stop->load();
       MV_RETURN_IF_ERROR(prefetch());
       if (!pending.valid()) {
-        if (stopping) break;
+        if (stopping || (options_.abort && options_.abort->load())) break;
         if (options_.when_idle) MV_RETURN_IF_ERROR(options_.when_idle(*this));
         // Following a live vault: what is written becomes searchable within max_commit_delay,
         // not when the next thousand messages arrive.
@@ -316,7 +316,9 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
       last_commit = std::chrono::steady_clock::now();
     }
     if (progress) progress(applied, vault.last_change());
+    if (options_.abort && options_.abort->load()) break;
   }
+  if (pending.valid()) (void)pending.get();  // the chunk read ahead is dropped, not written
   if (applied != committed_) MV_RETURN_IF_ERROR(Commit(applied));
   report.last_change = applied;
   return report;

@@ -27,6 +27,10 @@ using Clock = std::chrono::steady_clock;
 // How often a running job writes its progress and reads what people asked of it.
 constexpr auto kTick = std::chrono::milliseconds(500);
 
+// The kinds this runner's workers run (and queue again after a crash). Exports have their own
+// runner (api/export.h); an import runs in the connection of the command that started it.
+bool RunsHere(JobKind k) { return k == JobKind::kRestore || k == JobKind::kVerify || k == JobKind::kReindex; }
+
 // The request's fields, checked one by one; every error names its field.
 struct ParsedRestore {
   std::string target;
@@ -207,7 +211,7 @@ Status JobRunner::Start() {
                          }).status());
       continue;
     }
-    if (j.kind != JobKind::kRestore && j.kind != JobKind::kVerify) continue;  // exports: api/export.h
+    if (!RunsHere(j.kind)) continue;
     MV_RETURN_IF_ERROR(jobs_.Update(j.id, [](JobRecord& r) {
                          if (r.requested == "cancel") {
                            r.state = JobState::kCancelled;
@@ -362,6 +366,24 @@ Result<JobRecord> JobRunner::SubmitVerify(const json& request, const Actor& who)
   return job;
 }
 
+Result<JobRecord> JobRunner::SubmitReindex(const json& request, const Actor& who) {
+  if (!request.is_object()) return InvalidArgument("a reindex request is a JSON object");
+  MV_ASSIGN_OR_RETURN(bool compact, Bool(request, "compact"));
+  for (const auto& [k, v] : request.items()) {
+    if (k != "compact" && k != "kind") return FieldError(k.c_str(), "is not a field of a reindex request (compact)");
+  }
+  if (!index_) return FailedPrecondition("this service keeps no index");
+  const json params{{"compact", compact}};
+  MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Create(JobKind::kReindex, who, params,
+                                                  compact ? json::object() : json{{"total", 0}, {"indexed", 0}}));
+  if (Status a = Audit(who, "reindex.create", job.id, json{{"job", job.id}, {"compact", compact}}); !a.ok()) {
+    (void)jobs_.RequestCancel(job.id);
+    return a.error().With("the audit trail refused the entry, so the job was not started");
+  }
+  Wake();
+  return job;
+}
+
 // A person's request on a job: audited before the change (an unknown id is refused first,
 // unrecorded), then applied by the store, which refuses what the job's state does not allow.
 Result<JobRecord> JobRunner::Request(const std::string& id, const Actor& who, const char* verb,
@@ -402,7 +424,7 @@ bool JobRunner::Claim(JobRecord* job) {
   if (!queued.ok()) return false;
   // List is newest first: the oldest waiting job goes first.
   for (auto it = queued->rbegin(); it != queued->rend(); ++it) {
-    if (it->kind != JobKind::kRestore && it->kind != JobKind::kVerify) continue;
+    if (!RunsHere(it->kind)) continue;
     {
       std::lock_guard<std::mutex> l(mu_);
       if (running_.count(it->id)) continue;
@@ -453,6 +475,7 @@ void JobRunner::Run(JobRecord job) {
   JobState end = JobState::kFailed;
   if (job.kind == JobKind::kRestore) end = RunRestore(job, &stop);
   else if (job.kind == JobKind::kVerify) end = RunVerify(job, &stop);
+  else if (job.kind == JobKind::kReindex) end = RunReindex(job, &stop);
   Result<JobRecord> saved = jobs_.Update(job.id, [&](JobRecord& r) {
     // A cancel accepted after the job decided how it stopped still wins.
     if (r.requested == "cancel" && end != JobState::kDone) end = JobState::kCancelled;
@@ -675,6 +698,59 @@ JobState JobRunner::RunVerify(JobRecord& job, std::atomic<bool>* stop) {
     job.error = std::to_string(r->problems.size()) + " problem(s) found (see the report)";
     return JobState::kFailed;
   }
+  return JobState::kDone;
+}
+
+JobState JobRunner::RunReindex(JobRecord& job, std::atomic<bool>* stop) {
+  if (!index_) {
+    job.error = "this service keeps no index";
+    return JobState::kFailed;
+  }
+  const bool compact = job.params.value("compact", false);
+  // A rebuild that ran before (paused, or interrupted by a stop or a crash) goes on from the
+  // documents it wrote: the first progress it saved marks the index as emptied already.
+  const bool resumed = job.progress.value("emptied", false);
+  IndexTask task = compact ? IndexTask::kCompact : resumed ? IndexTask::kResumeRebuild : IndexTask::kRebuild;
+  job.phase = compact ? "compacting" : "indexing";
+  // Cancel and pause are read every tick; the rebuild stops after the chunk it is writing.
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::thread watcher([&] {
+    std::unique_lock<std::mutex> l(mu);
+    while (!done_cv.wait_for(l, kTick, [&] { return done; })) {
+      Result<JobState> asked = jobs_.Requested(job.id);
+      if (stop_all_ || (asked.ok() && *asked != JobState::kRunning)) *stop = true;
+    }
+  });
+  auto last_saved = Clock::now() - kTick;
+  Result<json> r = index_->Maintain(task, stop, [&](uint64_t indexed, uint64_t total) {
+    job.progress = json{{"total", total}, {"indexed", indexed}, {"emptied", true}};
+    if (Clock::now() - last_saved < kTick) return;
+    last_saved = Clock::now();
+    (void)jobs_.Update(job.id, [&](JobRecord& rec) {
+      rec.progress = job.progress;
+      return Status::Ok();
+    }, /*durable=*/false);
+  });
+  {
+    std::lock_guard<std::mutex> l(mu);
+    done = true;
+  }
+  done_cv.notify_all();
+  watcher.join();
+  if (!r.ok()) {
+    job.error = r.error().message();
+    return stop_all_ ? JobState::kQueued : JobState::kFailed;
+  }
+  job.report = *r;
+  if (!compact && !r->value("finished", false)) {
+    // Stopped part-way: the index is consistent and behind; serve's indexer, following the
+    // vault again, fills in the rest on its own (a cancelled rebuild is finished that way too).
+    return StoppedState(job.id);
+  }
+  if (compact) job.progress = json{{"documents", r->value("documents", uint64_t{0})}};
+  else job.progress["indexed"] = job.progress["total"] = r->value("last_change", uint64_t{0});
   return JobState::kDone;
 }
 

@@ -1,6 +1,6 @@
 // The jobs a running `mailvault serve` does beside capture and indexing: restores into IMAP
-// mailboxes and verifies of the vault (exports keep their own runner in api/export.h and are
-// listed with these). Jobs are records in the job store (control/jobs.h); this runner picks
+// mailboxes, verifies of the vault, and rebuilds and compactions of the index (exports keep
+// their own runner in api/export.h and are listed with these). Jobs are records in the job store (control/jobs.h); this runner picks
 // queued ones, runs each on a worker thread at a lower CPU priority than capture, writes its
 // progress back and applies what people ask (cancel, pause, resume) at the job's next batch.
 //
@@ -25,6 +25,7 @@
 #include "control/audit.h"
 #include "control/jobs.h"
 #include "core/result.h"
+#include "jobs/indexer.h"
 #include "jobs/targets.h"
 
 namespace mailvault {
@@ -72,6 +73,11 @@ class JobRunner {
                                            const RestoreTargetConfig* adhoc = nullptr);
   // A verify of the vault: {"sample": PERCENT} (default 100).
   Result<control::JobRecord> SubmitVerify(const nlohmann::json& request, const control::Actor& who);
+  // The index rebuilt from the vault ({}), or only compacted ({"compact": true}), with the
+  // writer lent by serve's indexer (SetIndex). Searches meanwhile see the index refill.
+  Result<control::JobRecord> SubmitReindex(const nlohmann::json& request, const control::Actor& who);
+  // serve's index, which reindex jobs need; set before Start.
+  void SetIndex(IndexFollower* index) { index_ = index; }
 
   // A person's request, audited under their name.
   Result<control::JobRecord> Cancel(const std::string& id, const control::Actor& who);
@@ -89,6 +95,7 @@ class JobRunner {
   // Each returns the final state and fills the record's report and error.
   control::JobState RunRestore(control::JobRecord& job, std::atomic<bool>* stop);
   control::JobState RunVerify(control::JobRecord& job, std::atomic<bool>* stop);
+  control::JobState RunReindex(control::JobRecord& job, std::atomic<bool>* stop);
   // What a stop means: the person's request (cancel, pause), or queued again when serve stops.
   control::JobState StoppedState(const std::string& id);
   Result<control::JobRecord> Request(const std::string& id, const control::Actor& who, const char* verb,
@@ -108,6 +115,7 @@ class JobRunner {
   control::JobStore jobs_;
   std::map<std::string, RestoreTargetConfig> targets_;
   std::function<uint64_t()> indexed_change_;
+  IndexFollower* index_ = nullptr;
   RunnerOptions options_;
 
   std::mutex mu_;

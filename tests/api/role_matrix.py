@@ -59,6 +59,7 @@ POST   /api/v1/tokens                            any
 DELETE /api/v1/tokens/{id}                       any
 GET    /api/v1/status                            admin operator
 GET    /api/v1/jobs                              admin operator
+POST   /api/v1/jobs                              admin
 GET    /api/v1/jobs/{id}                         admin operator
 POST   /api/v1/jobs/{id}/cancel                  admin operator
 POST   /api/v1/jobs/{id}/pause                   admin operator
@@ -294,6 +295,7 @@ class Matrix:
             ("POST", "/api/v1/saved-searches"): {"name": "matrix", "query": "*"},
             ("POST", "/api/v1/saved-searches/{}/run"): {"limit": 1},
             ("POST", "/api/v1/exports"): {"query": "tag:matrix-none", "format": "zip"},
+            ("POST", "/api/v1/jobs"): {"kind": "verify", "sample": 1},
         }
         if key in bodies:
             return bodies[key]

@@ -399,6 +399,16 @@ def jobs_and_restores(s):
     s.x("unknown id", "operator", "POST", "/api/v1/jobs/r20990101-000000-000000/cancel", 404)
     s.x("unknown id", "operator", "GET", "/api/v1/jobs/r20990101-000000-000000/events", 404)
     s.x("", "reviewer", "GET", "/api/v1/jobs", 403)
+    # The service's own maintenance (admins): a verify and a compaction of the index, followed to their end.
+    s.x("operators do not start maintenance", "operator", "POST", "/api/v1/jobs", 403, body={"kind": "verify"})
+    s.x("a restore has its own route", "admin", "POST", "/api/v1/jobs", 400, bad_request="allowed values",
+        body={"kind": "restore"})
+    s.x("sample above 100", "admin", "POST", "/api/v1/jobs", 400, bad_request="<= 100", body={"kind": "verify", "sample": 101})
+    for body, want in (({"kind": "verify", "sample": 50}, "done"), ({"kind": "reindex", "compact": True}, "done")):
+        made = s.x(body["kind"], "admin", "POST", "/api/v1/jobs", 202, body=body)
+        if made.status == 202:
+            state = wait_job(s, made.json()["id"], secs=120)
+            s.r.check("  ... the %s job ends %s (state %s)" % (body["kind"], want, state), state == want, "state %s" % state)
 
 
 def auditor(s):

@@ -12,6 +12,12 @@
 #      status, check, export --to mbox: each exits 0 and prints what it printed on the stopped
 #      vault before serve started (cat: the raw corpus file's bytes; the mbox: every imported
 #      Message-ID, read back with Python's mailbox module).
+#   g  commands run side by side: `stats` answers while a dry run waits on a silent IMAP
+#      server. `reindex` and `index compact` while serve runs are jobs of the service: exit 0,
+#      the rebuilt index answers 4 queries with the counts the import's index gave before serve
+#      started; GET /api/v1/jobs?kind=reindex lists both, started by the shell's user; a REST
+#      reindex (POST /api/v1/jobs, admins only) paused and resumed ends done with every
+#      message; `job list --kind reindex` (the job store) lists the three.
 #   f  a reviewer gets 403 on POST /api/v1/restores; an unknown target is a 400.
 #   a  1,000 corpus messages of alice imported before serve; a REST dry run plans exactly 1,000
 #      to append; POST /api/v1/restores while tests/jobs/service_tool.py smtp-load sends a few
@@ -266,7 +272,7 @@ EOF
 # (c), before: what the commands print on the stopped vault.
 ID1=$(sha256sum "${A_SET[0]}" | cut -d' ' -f1) ID2=$(sha256sum "${D_SET[5]}" | cut -d' ' -f1)
 CLI_CMDS=("list:list --json" "show1:show $ID1 --json" "show2:show $ID2 --json" "cat1:cat $ID1" "cat2:cat $ID2"
-  "stats:stats --json" "verify:verify" "userlist:user list" "audit:audit verify" "joblist:job list"
+  "stats:stats --json" "verify:verify" "userlist:user list" "audit:audit verify" "joblist:job list --kind restore"
   "index:index status" "check:check" "export:export --to mbox export.mbox")
 run_cli_set() {   # run_cli_set DIR: each command's stdout, stderr, status and time in DIR
   local dir=$1 entry name t0
@@ -285,6 +291,11 @@ run_cli_set "$work/pre"
 for n in list stats cat1; do
   [[ $(cat "$work/pre/$n.rc") == 0 ]] || fail "(c) before serve: $n exited $(cat "$work/pre/$n.rc"): $(head -c 300 "$work/pre/$n.err")"
 done
+# (g)'s oracle: what the index the import built answers, before serve starts.
+G_QUERIES=("subject:re" "money OR free" "from:(com OR org)" "subject:(mortgage OR viagra OR click)")
+g_counts() { local q; for q in "${G_QUERIES[@]}"; do "$MV" --vault "$V" --key-file "$K" count "$q" 2>&1; done | tr '\n' ' '; }
+PRE_COUNTS=$(g_counts)
+[[ $PRE_COUNTS =~ [1-9] ]] || fail "(g) before serve: the queries find nothing ('$PRE_COUNTS'); the oracle would prove nothing"
 echo "     setup done in $((SECONDS - t_start)) s"
 part_t=$SECONDS
 
@@ -364,9 +375,84 @@ PY
 )
 [[ $mb == ok ]] && pass "(c) the exported mbox holds each of the $N_ALL imported Message-IDs once (Python's mailbox module)" ||
   fail "(c) exported mbox: $mb"
+# The verify of the set ran as a job of the service: the job store lists it (job list reads
+# every kind; the byte-for-byte comparison above took restores only, which the stopped vault
+# had as well).
+out=$(mvault job list --kind verify)
+[[ $out =~ ^v[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\ \ done\ \ verify\ \ checked\ $N_ALL ]] &&
+  pass "(c) the verify ran as a job of the service: \`job list --kind verify\` shows it done, $N_ALL checked" ||
+  fail "(c) job list --kind verify after a verify through the service: '$out'"
 slow=$(for n in list show1 cat1 stats; do printf '%s %s/%s ms  ' "$n" "$(cat "$work/pre/$n.ms")" "$(cat "$work/live/$n.ms")"; done)
 echo "     (c) stopped/through the service: $slow"
 part_done c
+
+########################################################################################
+# (g) commands side by side; reindex and compaction as jobs of the service
+########################################################################################
+
+# A dry run against a server that accepts and then says nothing holds its command for the
+# whole --timeout; `stats` run meanwhile must not wait for it (commands run side by side).
+hang_port=$(free_port)
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4)
+c, _ = s.accept(); time.sleep(30)' "$hang_port" &
+hang_pid=$!
+wait_port "$hang_port" 10 || fail "(g) the silent IMAP listener did not start"
+write_auth "$work/auth-hang" "* admin secret"
+mvault restore --dry-run --to "imap://127.0.0.1:$hang_port" --no-tls --auth-file "$work/auth-hang" \
+  --users alice@example.test --timeout 15 >"$work/hang.out" 2>&1 &
+hang_cli=$!
+sleep 1
+mvault stats --json >"$work/g-stats.out" 2>&1
+g_rc=$?
+if [[ $g_rc == 0 ]] && kill -0 "$hang_cli" 2>/dev/null; then
+  pass "(g) \`stats\` answered while a dry run waited on a silent server (commands run side by side)"
+else
+  fail "(g) \`stats\` beside a waiting dry run: exit $g_rc, the dry run $(kill -0 "$hang_cli" 2>/dev/null && echo 'still waiting' || echo 'had ended'): $(head -c 200 "$work/g-stats.out")"
+fi
+wait "$hang_cli"
+grep -q "sent nothing" "$work/hang.out" && pass "(g) the dry run then reported the silent server" ||
+  fail "(g) the dry run against a silent server printed: $(head -c 300 "$work/hang.out" | tr '\n' ' ')"
+kill "$hang_pid" 2>/dev/null
+wait "$hang_pid" 2>/dev/null
+
+# reindex through the service: a job on its workers; the rebuilt index answers as the one the
+# import built before serve started (counted then, by the index alone).
+out=$(mvault reindex 2>"$work/reindex.err")
+rc=$?
+if [[ $rc == 0 && $out =~ ^reindexed\ $N_ALL\ messages ]]; then
+  pass "(g) \`mailvault reindex\` while serve runs: a job of the service, '$out'"
+else
+  fail "(g) reindex while serve runs: exit $rc, '$out' $(head -c 300 "$work/reindex.err")"
+fi
+expect_eq "(g) after the reindex, counts of ${#G_QUERIES[@]} queries as before serve started" "$(g_counts)" "$PRE_COUNTS"
+out=$(mvault index compact 2>&1)
+[[ $? == 0 && $out =~ ^compacted\ $N_ALL\ documents ]] && pass "(g) \`index compact\` while serve runs: '$out'" ||
+  fail "(g) index compact while serve runs: '$out'"
+api "$T_ADMIN" GET "/api/v1/jobs?kind=reindex&state=done"
+expect_eq "(g) GET /api/v1/jobs?kind=reindex&state=done: both jobs, started by the shell's user" \
+  "$(jpy "$API_BODY" "sorted((j['params']['compact'], j['started_by']) for j in d['jobs'])")" \
+  "$(jpy '{}' "sorted([(False, '$(id -un)'), (True, '$(id -un)')])")"
+# REST: a reindex started by an admin (operators may not), paused part-way, resumed: done.
+api "$T_OPER" POST /api/v1/jobs '{"kind":"reindex"}'
+expect_eq "(g) an operator starting a reindex" "$API_STATUS" 403
+api "$T_ADMIN" POST /api/v1/jobs '{"kind":"reindex"}'
+RJ=$(jpy "$API_BODY" "d['id']")
+expect_eq "(g) POST /api/v1/jobs {kind: reindex} by an admin" "$API_STATUS $(jpy "$API_BODY" "d['kind']")" "202 reindex"
+api "$T_ADMIN" POST "/api/v1/jobs/$RJ/pause"
+wait_job "$RJ" "paused|done" 120
+g_paused=$JOB_STATE
+api "$T_ADMIN" POST "/api/v1/jobs/$RJ/resume"
+wait_job "$RJ" "done|failed|cancelled" 300
+expect_eq "(g) the REST reindex ($g_paused after the pause, then resumed) ends done, the index whole" \
+  "$JOB_STATE $(jpy "$JOB" "d['report']['documents']")" "done $N_ALL"
+expect_eq "(g) counts after the REST reindex as before serve started" "$(g_counts)" "$PRE_COUNTS"
+out=$(mvault job list --kind reindex)
+[[ $(grep -c "  done  reindex  " <<<"$out") == 3 ]] && pass "(g) \`job list --kind reindex\` (the job store) lists the 3 reindex jobs done" ||
+  fail "(g) job list --kind reindex: $out"
+part_done g
 
 ########################################################################################
 # (f) roles, (d) unknown target
