@@ -3,15 +3,14 @@
 # the vault issue, and the exit codes scripts rely on. Oracle: the corpus files themselves.
 #   cli_test.sh PATH_TO_MAILVAULT    (needs MAILVAULT_CORPUS, the corpus Maildir)
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MV=$1
 # The caller's umask must not decide who can read the vault (issue 13 item 9): run with a
 # permissive one and check every file and directory the commands create below.
 umask 022
 : "${MAILVAULT_CORPUS:?set MAILVAULT_CORPUS to the corpus Maildir (scripts/test.sh does)}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-mv() { "$MV" --vault "$T/v" --key-file "$T/k" "$@"; }
+cli_setup  # $T, removed at exit; mv ARGS... on the vault $T/v; fail (lib.sh) stops the test
 
 # A sample: 300 corpus messages, a subtree with an mbox, an .eml and bad files.
 mkdir -p "$T/in/Maildir/cur" "$T/in/Maildir/new" "$T/in/Maildir/tmp" "$T/in/other"

@@ -5,12 +5,11 @@
 # `check` clean and every answer equal to a fresh reindex's.
 #   index_cli_test.sh PATH_TO_MAILVAULT    (needs MAILVAULT_CORPUS, the corpus Maildir)
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MV=$1
 : "${MAILVAULT_CORPUS:?set MAILVAULT_CORPUS to the corpus Maildir (scripts/test.sh does)}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-mv() { "$MV" --vault "$T/v" --key-file "$T/k" "$@"; }
+cli_setup  # $T, removed at exit; mv ARGS... on the vault $T/v; fail (lib.sh) stops the test
 total=$(ls "$MAILVAULT_CORPUS/cur" | wc -l)
 
 for c in search count index reindex check; do "$MV" "$c" --help >/dev/null || fail "$c --help"; done

@@ -31,10 +31,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=../capture/servers.sh
 source "$root/tests/capture/servers.sh"
+# shellcheck source=../lib.sh
+source "$root/tests/lib.sh"
 
 (($# == 1)) || { echo "usage: $0 path/to/mailvault" >&2; exit 2; }
 mv_bin=$(realpath "$1")
-corpus=${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}
+corpus=$(test_corpus)
 sample_size=${MAILVAULT_API_SAMPLE:-200}
 for tool in openssl python3 curl; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is not installed (scripts/install-deps.sh installs it)"; exit 1; }
@@ -45,21 +47,14 @@ python3 -c 'import yaml' 2>/dev/null || { echo "FAIL: python3-yaml is not instal
 [[ -f $root/docs/openapi.yaml ]] || { echo "FAIL: docs/openapi.yaml is missing (the role matrix reads x-roles there)"; exit 1; }
 
 work=$(mktemp -d /tmp/mv-api.XXXXXX)
-failures=0
 serve_pid="" prism_pid=""
 cleanup() {
   [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
   [[ -n $prism_pid ]] && kill "$prism_pid" 2>/dev/null
-  if ((failures)); then echo "kept $work for inspection"; else rm -rf "$work"; fi
+  keep_or_remove_work "kept $work for inspection"
 }
 trap cleanup EXIT
 
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { # check NAME COMMAND...: passes when COMMAND succeeds
-  local name=$1; shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
 # to_log LOG COMMAND...: COMMAND with its output in LOG (so that check's own "ok" line is not)
 to_log() { local log=$1; shift; "$@" >"$log" 2>&1; }
 # Runs a python checker, shows its ok/FAIL lines indented, counts it as one check.
@@ -78,7 +73,6 @@ run_py() { # run_py NAME LOG COMMAND...
 }
 
 vault=$work/vault key=$work/master.key
-mvault() { "$mv_bin" --vault "$vault" --key-file "$key" "$@"; }
 mvault init >/dev/null || { echo "FAIL: init"; exit 1; }
 
 # ---- 1. the sample: every k-th corpus file, alternately alice's and bob's ----

@@ -20,6 +20,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=servers.sh
 source "$here/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 mv_bin=$(realpath "$1")
 kill_cycles=${2:-10}
@@ -30,26 +32,17 @@ done
 
 work=$(mktemp -d /tmp/mv-capture.XXXXXX)
 chmod 755 "$work"
-failures=0
 serve_pid=""
 pf_dirs=()
 cleanup() {
   [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
   mountpoint -q "$work/low" 2>/dev/null && { kill -9 "${low_pid:-0}" 2>/dev/null; sleep 0.2; umount "$work/low"; }
   for d in "${pf_dirs[@]}"; do postfix_stop "$d" >/dev/null 2>&1; done
-  if ((failures)); then echo "kept $work for inspection"; else rm -rf "$work"; fi
+  keep_or_remove_work "kept $work for inspection"
 }
 trap cleanup EXIT
 
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { # check NAME COMMAND...: passes when COMMAND succeeds
-  local name=$1; shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-
 vault=$work/vault key=$work/master.key
-mvault() { "$mv_bin" --vault "$vault" --key-file "$key" "$@"; }
 mvault init >/dev/null || { echo "FAIL: init"; exit 1; }
 
 smtp_port=$(free_port) lmtp_port=$(free_port)
@@ -178,7 +171,7 @@ check "and after the next SIGHUP it is allowed again" grep -q "<-  250" <<<"$out
 if [[ -f $here/hostile_smtp.py ]]; then
   # AddressSanitizer's quarantine holds freed memory a while: allow it more RSS growth.
   slack=1024
-  ldd "$(dirname "$mv_bin")/mailvault-admin" | grep -q libasan && slack=16384
+  links_asan "$(mailvault_admin "$mv_bin")" && slack=16384
   python3 "$here/hostile_smtp.py" --port "$smtp_port" --lmtp-port "$lmtp_port" --pid "$serve_pid" \
     --vault "$vault" --key-file "$key" --state "$work/hostile.state" --mailvault "$mv_bin" \
     --rss-slack-kb "$slack" >"$work/hostile.log" 2>&1

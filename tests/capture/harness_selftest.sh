@@ -18,6 +18,9 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=servers.sh
 source "$here/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+ok_sep="- "  # "ok   - ..." / "FAIL - ..." lines
 
 if ((EUID != 0)); then
   echo "SKIP: harness_selftest.sh needs root (Postfix's and Dovecot's masters start as root)"
@@ -31,7 +34,6 @@ for tool in postfix postqueue smtp-sink smtp-source swaks dovecot doveconf; do
 done
 
 work=$(mktemp -d /tmp/mv-capture-selftest.XXXXXX) || exit 1
-failures=0
 pf_dirs=()
 sink_dirs=()
 dovecot_dirs=()
@@ -41,20 +43,11 @@ cleanup() {
   for d in "${pf_dirs[@]}"; do postfix_stop "$d"; done
   for d in "${dovecot_dirs[@]}"; do dovecot_stop "$d"; done
   for d in "${sink_dirs[@]}"; do smtp_sink_stop "$d"; done
-  if ((failures == 0)) && [[ ${KEEP:-0} != 1 ]]; then
-    rm -rf "$work"
-  else
-    echo "work directory kept: $work"
-  fi
+  keep_or_remove_work "work directory kept: $work" KEEP
 }
 trap cleanup EXIT
 trap 'echo "interrupted"; failures=$((failures + 1)); exit 130' INT TERM
 
-pass() { echo "ok   - $*"; }
-fail() {
-  echo "FAIL - $*"
-  failures=$((failures + 1))
-}
 die() {
   fail "$*"
   exit 1

@@ -26,6 +26,8 @@ cycles=$2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=servers.sh
 source "$here/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 py=${PYTHON:-python3}
 sessions=${SESSIONS:-4}
 [[ -x $bin ]] || { echo "kill_loop: $bin is not executable" >&2; exit 2; }
@@ -52,6 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# kill_loop's own fail, not lib.sh's: "kill_loop: FAIL: ..." lines, and the exit status in failed
 fail() {
   echo "kill_loop: FAIL: $*"
   failed=1
@@ -106,8 +109,7 @@ start_serve || exit 1
 client_pid=$!
 
 for ((i = 1; i <= cycles; i++)); do
-  ms=$((300 + RANDOM % 1201))
-  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+  random_sleep 300 1500
   if ! kill -0 "$serve_pid" 2>/dev/null; then
     wait "$serve_pid"
     fail "cycle $i: serve died on its own (exit $?); log tail:"

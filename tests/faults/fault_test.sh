@@ -14,11 +14,13 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../capture/servers.sh
 source "$here/../capture/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 mv_bin=$(realpath "$1")
 shim=$(realpath "${2:-$(dirname "$mv_bin")/../tests/faults/libmv_fault_shim.so}")
-admin=$(dirname "$mv_bin")/mailvault-admin
-if ldd "$admin" 2>/dev/null | grep -q libasan || ldd "$mv_bin" 2>/dev/null | grep -q libasan; then
+admin=$(mailvault_admin "$mv_bin")
+if links_asan "$admin" "$mv_bin" 2>/dev/null; then
   echo "SKIP: an AddressSanitizer build (its runtime must be first; LD_PRELOAD clashes)"
   exit 77
 fi
@@ -28,24 +30,18 @@ done
 [[ -f $shim ]] || { echo "FAIL: no fault shim at $shim"; exit 1; }
 
 work=$(mktemp -d /tmp/mv-faults.XXXXXX)
-failures=0
 serve_pid="" client_pid=""
 cleanup() {
   [[ -n $client_pid ]] && kill -9 "$client_pid" 2>/dev/null
   [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
-  if ((failures)); then echo "kept $work for inspection"; else rm -rf "$work"; fi
+  keep_or_remove_work "kept $work for inspection"
 }
 trap cleanup EXIT
-
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
 
 vault=$work/vault key=$work/master.key
 control=$work/control flog=$work/faults.log
 acks=$work/acks refusals=$work/refusals
 : >"$control"; : >"$acks"; : >"$refusals"; : >"$flog"
-mvault() { "$mv_bin" --vault "$vault" --key-file "$key" "$@"; }
 mvault init >/dev/null || { echo "FAIL: init"; exit 1; }
 # 1 MiB packs (the smallest seal size): random-looking mail rolls a pack every second or two.
 cat >"$work/mailvault.conf" <<EOF

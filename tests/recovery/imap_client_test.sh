@@ -12,17 +12,16 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=servers.sh
 source "$here/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 tool=$(realpath "$1")
-corpus=${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}
+corpus=$(test_corpus)
 work=$(mktemp -d /tmp/mv-imap-client.XXXXXX)
 chmod 755 "$work"
-failures=0
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 cleanup() {
   cyrus_stop "$work/cy" >/dev/null 2>&1
   dovecot_stop "$work/dv" >/dev/null 2>&1
-  if ((failures)); then echo "kept $work"; else rm -rf "$work"; fi
+  keep_or_remove_work "kept $work"
 }
 trap cleanup EXIT
 mapfile -t files < <(find "$corpus/cur" -type f | sort | head -n 45)

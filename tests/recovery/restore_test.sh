@@ -36,25 +36,25 @@ set -uo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=servers.sh
 source "$here/servers.sh"
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 (($# == 1)) || { echo "usage: $0 PATH_TO_mailvault" >&2; exit 2; }
 MV=$(realpath "$1")
 [[ -x $MV ]] || { echo "FAIL $1 is not an executable" >&2; exit 2; }
-corpus=${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}
+corpus=$(test_corpus)
 [[ -d $corpus/cur ]] || { echo "FAIL no corpus at $corpus/cur (scripts/fetch-corpus.sh)" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/mv-restore.XXXXXX)
 chmod 755 "$work"
 DV=$work/dv CY=$work/cy V=$work/vault K=$work/key
-failures=0 bgpids=()
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+bgpids=()
 cleanup() {
   local p
   for p in "${bgpids[@]}"; do kill -9 "$p" 2>/dev/null; done
   dovecot_stop "$DV" >/dev/null 2>&1
   cyrus_stop "$CY" >/dev/null 2>&1
-  if ((failures)) || [[ ${MV_KEEP:-0} == 1 ]]; then echo "kept $work"; else rm -rf "$work"; fi
+  keep_or_remove_work "kept $work" MV_KEEP
 }
 trap cleanup EXIT
 t_start=$SECONDS
@@ -63,31 +63,10 @@ t_start=$SECONDS
 # Helpers
 ########################################################################################
 
-# mvault ARGS...: mailvault on the test vault, killed if it hangs.
+# mvault ARGS...: mailvault on the test vault, killed if it hangs (this script's own, not lib.sh's).
 mvault() { timeout -s KILL "${MV_RESTORE_TIMEOUT:-120}" "$MV" --vault "$V" --key-file "$K" "$@"; }
 
-# write_auth FILE LINE...: an auth file ("ADDRESS LOGIN PASSWORD" or "* LOGIN PASSWORD"), 0600.
-write_auth() {
-  local f=$1
-  shift
-  printf '%s\n' "$@" >"$f"
-  chmod 600 "$f"
-}
-
-# jpy JSON EXPR: prints the Python expression EXPR evaluated with d = the parsed JSON (the
-# last non-empty line of JSON, so progress lines before it do not matter); "" on error.
-jpy() {
-  python3 - "$1" "$2" <<'PY' 2>/dev/null
-import json, sys
-lines = [l for l in sys.argv[1].splitlines() if l.strip()]
-try:
-    d = json.loads(sys.argv[1])
-except ValueError:
-    d = json.loads(lines[-1])
-v = eval(sys.argv[2], {"d": d, "re": __import__("re")})
-print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
-PY
-}
+# Auth files ("ADDRESS LOGIN PASSWORD" or "* LOGIN PASSWORD"): write_auth (lib.sh). JSON: jpy.
 
 # Report fields (the restore/job report of the spec): entry of USER's FOLDER, or totals.
 mbox_field() { jpy "$1" "[m for m in d['mailboxes'] if m['folder']=='$3' and '$2' in (m['user'], m['mailbox'])][0]['$4']"; }
@@ -143,9 +122,6 @@ cy_count() {
     count --folder "${2:-INBOX}" 2>/dev/null) || { echo none; return; }
   jpy "$r" "d['messages']"
 }
-# expect_eq LABEL GOT WANT
-expect_eq() { if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi; }
-
 # restore ARGS...: `mailvault restore --to imap://127.0.0.1:$DP --no-tls ARGS... --json`;
 # stdout in $OUT, stderr in $ERR_FILE, exit status in $RC.
 restore_dv() {
@@ -183,12 +159,6 @@ wait_gone() {
   wait "$1" 2>/dev/null
   BG_RC=$?
   return 0
-}
-
-# random_sleep: 0.2 to 1.5 s.
-random_sleep() {
-  local ms=$((200 + RANDOM % 1301))
-  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
 }
 
 ########################################################################################
@@ -446,7 +416,7 @@ for round in 1 2 3 4; do
       sleep 0.1
     done
   else
-    random_sleep
+    random_sleep 200 1500
   fi
   if kill -9 "$BG_PID" 2>/dev/null; then
     kills=$((kills + 1))
