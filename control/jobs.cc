@@ -89,6 +89,19 @@ Actor Actor::FromJson(const json& j) {
   return a;
 }
 
+AuditEvent Actor::Event(std::string action, std::string target, json details) const {
+  AuditEvent e;
+  e.user = user;
+  e.role = role;
+  e.auth = auth;
+  e.source = source;
+  e.action = std::move(action);
+  e.target = std::move(target);
+  if (!issued_by.empty()) details["issued_by"] = issued_by;
+  e.details = std::move(details);
+  return e;
+}
+
 json JobRecord::ToJson() const {
   return json{{"id", id},           {"kind", JobKindName(kind)}, {"state", JobStateName(state)},
               {"started_by", started_by.ToJson()}, {"params", params}, {"progress", progress},

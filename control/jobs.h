@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "control/audit.h"
 #include "control/state.h"
 #include "core/result.h"
 
@@ -52,6 +53,8 @@ struct Actor {
   std::string issued_by;  // the admin who made the API token used, when it was not its user
   nlohmann::json ToJson() const;
   static Actor FromJson(const nlohmann::json& j);
+  // An audit entry of this person's action (details gain "issued_by" when there is one).
+  AuditEvent Event(std::string action, std::string target, nlohmann::json details = nlohmann::json::object()) const;
 };
 
 struct JobRecord {

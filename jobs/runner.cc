@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "control/records.h"
 #include "core/text.h"
@@ -245,16 +246,7 @@ void JobRunner::Stop() {
 void JobRunner::Wake() { wake_.notify_all(); }
 
 Status JobRunner::Audit(const Actor& who, const std::string& action, const std::string& target, json details) {
-  control::AuditEvent e;
-  e.user = who.user;
-  e.role = who.role;
-  e.auth = who.auth;
-  e.source = who.source;
-  e.action = action;
-  e.target = target;
-  if (!who.issued_by.empty()) details["issued_by"] = who.issued_by;
-  e.details = std::move(details);
-  return audit_->Record(std::move(e));
+  return audit_->Record(who.Event(action, target, std::move(details)));
 }
 
 namespace {
@@ -365,6 +357,36 @@ Result<JobRecord> JobRunner::SubmitVerify(const json& request, const Actor& who)
   Wake();
   return job;
 }
+
+// While it lives, reads every tick what people asked of a running job (cancel, pause) and
+// whether serve is stopping, and then sets *stop: the job ends at its next check of the flag.
+class JobRunner::RequestWatcher {
+ public:
+  RequestWatcher(JobRunner* runner, std::string id, std::atomic<bool>* stop)
+      : thread_([this, runner, id = std::move(id), stop] {
+          std::unique_lock<std::mutex> l(mu_);
+          while (!cv_.wait_for(l, kTick, [&] { return done_; })) {
+            Result<JobState> asked = runner->jobs_.Requested(id);
+            if (runner->stop_all_ || (asked.ok() && *asked != JobState::kRunning)) *stop = true;
+          }
+        }) {}
+  ~RequestWatcher() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  RequestWatcher(const RequestWatcher&) = delete;
+  RequestWatcher& operator=(const RequestWatcher&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;  // REQUIRES: mu_
+  std::thread thread_;  // last: it starts once the members it uses exist
+};
 
 Result<JobRecord> JobRunner::SubmitReindex(const json& request, const Actor& who) {
   if (!request.is_object()) return InvalidArgument("a reindex request is a JSON object");
@@ -674,22 +696,26 @@ JobState JobRunner::RunVerify(JobRecord& job, std::atomic<bool>* stop) {
   const double sample = job.params.value("sample", 100.0);
   const auto started = Clock::now();
   std::atomic<uint64_t> done{0}, total{0};
-  Result<VerifyReport> r = vault_->Verify(sample, [&](uint64_t d, uint64_t t) {
-    done = d;
-    total = t;
-    if (d % 1000 == 0) {
-      (void)jobs_.Update(job.id, [&](JobRecord& rec) {
-        rec.progress = json{{"total", t}, {"checked", d}};
-        return Status::Ok();
-      }, false);
-    }
-  });
-  (void)stop;  // a verify is short and read-only: it runs to its end
+  Result<VerifyReport> r = [&] {
+    // Cancel and pause end it before the next pack; a verify that runs again starts over.
+    RequestWatcher watch(this, job.id, stop);
+    return vault_->Verify(sample, [&](uint64_t d, uint64_t t) {
+      done = d;
+      total = t;
+      if (d % 1000 == 0) {
+        (void)jobs_.Update(job.id, [&](JobRecord& rec) {
+          rec.progress = json{{"total", t}, {"checked", d}};
+          return Status::Ok();
+        }, false);
+      }
+    }, stop);
+  }();
   if (!r.ok()) {
     job.error = r.error().message();
     return JobState::kFailed;
   }
   job.progress = json{{"total", total.load()}, {"checked", done.load()}};
+  if (r->stopped) return StoppedState(job.id);
   job.report = json{{"messages_checked", r->messages_checked}, {"envelopes_checked", r->envelopes_checked},
                     {"bytes_checked", r->bytes_checked},       {"packs_checked", r->packs_checked},
                     {"problems", r->problems},                 {"ok", r->ok()},
@@ -713,16 +739,7 @@ JobState JobRunner::RunReindex(JobRecord& job, std::atomic<bool>* stop) {
   IndexTask task = compact ? IndexTask::kCompact : resumed ? IndexTask::kResumeRebuild : IndexTask::kRebuild;
   job.phase = compact ? "compacting" : "indexing";
   // Cancel and pause are read every tick; the rebuild stops after the chunk it is writing.
-  std::mutex mu;
-  std::condition_variable done_cv;
-  bool done = false;
-  std::thread watcher([&] {
-    std::unique_lock<std::mutex> l(mu);
-    while (!done_cv.wait_for(l, kTick, [&] { return done; })) {
-      Result<JobState> asked = jobs_.Requested(job.id);
-      if (stop_all_ || (asked.ok() && *asked != JobState::kRunning)) *stop = true;
-    }
-  });
+  std::optional<RequestWatcher> watch(std::in_place, this, job.id, stop);
   auto last_saved = Clock::now() - kTick;
   Result<json> r = index_->Maintain(task, stop, [&](uint64_t indexed, uint64_t total) {
     job.progress = json{{"total", total}, {"indexed", indexed}, {"emptied", true}};
@@ -733,12 +750,7 @@ JobState JobRunner::RunReindex(JobRecord& job, std::atomic<bool>* stop) {
       return Status::Ok();
     }, /*durable=*/false);
   });
-  {
-    std::lock_guard<std::mutex> l(mu);
-    done = true;
-  }
-  done_cv.notify_all();
-  watcher.join();
+  watch.reset();
   if (!r.ok()) {
     job.error = r.error().message();
     return stop_all_ ? JobState::kQueued : JobState::kFailed;

@@ -101,6 +101,7 @@ class JobRunner {
   Result<control::JobRecord> Request(const std::string& id, const control::Actor& who, const char* verb,
                                      Result<control::JobRecord> (control::JobStore::*apply)(const std::string&));
   struct CheckedRestore;
+  class RequestWatcher;
   Result<CheckedRestore> CheckRestore(const nlohmann::json& request, const RestoreTargetConfig* adhoc) const;
   // The target a job's parameters name: configured, or given on the command line.
   Result<RestoreTargetConfig> TargetFor(const nlohmann::json& params) const;

@@ -73,6 +73,7 @@ struct VerifyReport {
   uint64_t bytes_checked = 0;
   uint64_t packs_checked = 0;
   std::vector<std::string> problems;  // one line each, naming the message or pack
+  bool stopped = false;               // the stop flag ended it between two packs: not all was checked
   bool ok() const { return problems.empty(); }
 };
 
@@ -154,8 +155,10 @@ class Vault {
   uint64_t WaitForChange(uint64_t after, std::chrono::milliseconds timeout) const;
 
   // Recomputes fingerprints and authenticates ciphertexts: all of them, or a random sample.
+  // *stop, when it becomes true, ends the check before the next pack (report.stopped).
   Result<VerifyReport> Verify(double sample_percent = 100.0,
-                              const std::function<void(uint64_t done, uint64_t total)>& progress = {});
+                              const std::function<void(uint64_t done, uint64_t total)>& progress = {},
+                              const std::atomic<bool>* stop = nullptr);
 
   VaultHealth health() const;
 

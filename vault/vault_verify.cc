@@ -11,7 +11,8 @@
 
 namespace mailvault {
 
-Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<void(uint64_t, uint64_t)>& progress) {
+Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<void(uint64_t, uint64_t)>& progress,
+                                   const std::atomic<bool>* stop) {
   VerifyReport report;
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> coin(0.0, 100.0);
@@ -47,6 +48,10 @@ Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<vo
   };
   for (const auto& [n, info] : infos) expected[n];  // every pack, even one with no message left
   for (auto& entry : expected) {
+    if (stop && stop->load()) {
+      report.stopped = true;
+      break;
+    }
     // Named, not a structured binding: the lambdas below capture them (clang 14 cannot).
     const uint64_t pack = entry.first;
     std::map<uint64_t, Expected>& want = entry.second;

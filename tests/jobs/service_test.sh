@@ -48,6 +48,8 @@
 #        MV_KEEP=1 keeps it always).
 set -uo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 # shellcheck source=../recovery/servers.sh
 source "$here/../recovery/servers.sh"
 
@@ -55,16 +57,14 @@ source "$here/../recovery/servers.sh"
 MV=$(realpath "$1")
 [[ -x $MV ]] || { echo "FAIL $1 is not an executable" >&2; exit 2; }
 ((EUID == 0)) || { echo "FAIL run as root (Dovecot, and the other-uid checks of the control socket)" >&2; exit 2; }
-corpus=${MAILVAULT_CORPUS:-$HOME/.cache/mailvault/corpus/maildir}
+corpus=$(test_corpus)
 [[ -d $corpus/cur ]] || { echo "FAIL no corpus at $corpus/cur (scripts/fetch-corpus.sh)" >&2; exit 2; }
 command -v curl >/dev/null || { echo "FAIL curl is not installed" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/mv-service.XXXXXX)
 chmod 755 "$work"
 DV=$work/dv V=$work/vault K=$work/key CONF=$work/mailvault.conf
-failures=0 bgpids=() serve_pid="" smtp_pid=""
-pass() { echo "ok   $*"; }
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+bgpids=() serve_pid="" smtp_pid=""
 cleanup() {
   local p
   [[ -n $smtp_pid ]] && kill -9 "$smtp_pid" 2>/dev/null
@@ -87,27 +87,6 @@ TOOL=$here/service_tool.py
 tool() { python3 "$TOOL" "$@"; }
 # mvault ARGS...: mailvault on the test vault (through the service while serve runs).
 mvault() { timeout -s KILL "${MV_CLI_TIMEOUT:-120}" "$MV" --vault "$V" --key-file "$K" "$@"; }
-write_auth() {
-  local f=$1
-  shift
-  printf '%s\n' "$@" >"$f"
-  chmod 600 "$f"
-}
-# jpy JSON EXPR: the Python expression EXPR with d = the parsed JSON (its last non-empty line
-# when the whole does not parse); "" on error.
-jpy() {
-  python3 - "$1" "$2" <<'PY' 2>/dev/null
-import json, sys
-lines = [l for l in sys.argv[1].splitlines() if l.strip()]
-try:
-    d = json.loads(sys.argv[1])
-except ValueError:
-    d = json.loads(lines[-1])
-v = eval(sys.argv[2], {"d": d, "re": __import__("re"), "json": json})
-print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
-PY
-}
-expect_eq() { if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi; }
 
 # The oracle: imap_tool verify --match delivered on Dovecot (USER FOLDER FILE...).
 dv_verify() {
