@@ -33,6 +33,7 @@ int RunCommandLine(const std::vector<std::string>& args, const GlobalOptions* ba
   AddServeCommands(app, g, &exit_code);
   AddApiCommands(app, g, &exit_code);
   AddRestoreCommands(app, g, &exit_code);
+  AddPolicyCommands(app, g, &exit_code);
   std::vector<const char*> argv;
   for (const std::string& a : args) argv.push_back(a.c_str());
   try {

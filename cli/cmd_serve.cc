@@ -25,6 +25,7 @@
 #include "jobs/indexer.h"
 #include "jobs/runner.h"
 #include "jobs/targets.h"
+#include "policy/store.h"
 #include "control/state.h"
 #include "capture/config.h"
 #include "capture/server.h"
@@ -150,6 +151,7 @@ struct ServiceParts {
   std::unique_ptr<control::AuditLog> audit;
   std::unique_ptr<control::Records> records;
   std::unique_ptr<jobs::JobRunner> runner;
+  std::unique_ptr<policy::PolicyStore> policies;
   ServiceResources lent;                   // what the control socket's commands use
   std::unique_ptr<ControlServer> control;  // the command line's way in (control_socket.h)
   std::unique_ptr<api::Authenticator> auth;
@@ -199,6 +201,7 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
   p->runner = std::make_unique<jobs::JobRunner>(vault, g.vault_dir, p->store.get(), p->audit.get(), std::move(targets),
                                                 indexed_change);
   p->runner->SetIndex(index);
+  p->policies = std::make_unique<policy::PolicyStore>(p->store.get(), p->audit.get());
   index->SetRecords(p->records.get());
   if (start_index) start_index();
   p->ServerEvent("server.start");
@@ -208,6 +211,7 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
   p->lent.audit = p->audit.get();
   p->lent.records = p->records.get();
   p->lent.runner = p->runner.get();
+  p->lent.policies = p->policies.get();
   p->lent.indexed_change = indexed_change;
   p->lent.options = g;
   MV_ASSIGN_OR_RETURN(p->control, ControlServer::Start(&p->lent));

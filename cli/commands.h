@@ -26,5 +26,6 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // ind
 void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // serve, status, hash-password
 void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code);     // user, token, audit, api
 void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code); // restore, job
+void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // policy, hold
 
 }  // namespace mailvault::cli

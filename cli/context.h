@@ -23,6 +23,9 @@ struct JobRecord;
 namespace jobs {
 class JobRunner;
 }  // namespace jobs
+namespace policy {
+class PolicyStore;
+}  // namespace policy
 }  // namespace mailvault
 
 namespace mailvault::cli {
@@ -66,6 +69,7 @@ struct ServiceResources {
   control::AuditLog* audit = nullptr;
   control::Records* records = nullptr;
   jobs::JobRunner* runner = nullptr;
+  policy::PolicyStore* policies = nullptr;   // the one writer of the policy set
   std::function<uint64_t()> indexed_change;  // null when serve runs no indexer
   GlobalOptions options;                     // serve's own: the vault, key and config
 };

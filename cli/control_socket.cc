@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
 // to themselves (init, rebuild, serve) and say so.
 const std::set<std::string>& ServedCommands() {
   static const std::set<std::string> kCommands = {"import", "list",  "show",  "cat", "export",  "verify", "stats", "user",
-                                                  "token",  "audit", "job",   "restore", "index", "check",  "reindex"};
+                                                  "token",  "audit", "job",   "restore", "index", "check",  "reindex",
+                                                  "policy", "hold"};
   return kCommands;
 }
 

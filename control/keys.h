@@ -20,6 +20,10 @@ inline constexpr const char* kAuditPrefix = "a/";        // a/<seq>             
 inline constexpr const char* kAuditHeadKey = "ah";       // the chain's head
 // jobs.h
 inline constexpr const char* kJobPrefix = "J/";          // J/<job id>          JobRecord, every kind
+// policy/store.h: the policy set in force, its versions, the preservation lock
+inline constexpr const char* kPolicySetKey = "P/set";        // the set in force (PolicySet JSON)
+inline constexpr const char* kPolicyVersionPrefix = "P/v/";  // P/v/<version, 16 hex>  every set ever saved
+inline constexpr const char* kPolicyLockKey = "P/lock";      // the preservation lock, once set: never removed
 // recovery/restore.h: a restore job's plan and journal
 inline constexpr const char* kRestoreHeaderPrefix = "rj/";   // rj/<job>           definition and status
 inline constexpr const char* kRestoreTargetPrefix = "rt/";   // rt/<job>/<n>       one mailbox's planned messages

@@ -135,6 +135,12 @@ BuiltDocument BuildDocument(const ObjectId& id, const StoredMessage& m, const Do
   }
   doc.add_value(kSlotDate, Xapian::sortable_serialise(static_cast<double>(sum.date)));
   doc.add_value(kSlotSize, Xapian::sortable_serialise(static_cast<double>(sum.size)));
+  if (!m.envelopes.empty()) {
+    // Retention counted from capture, and policies that are not retroactive, need it (policy/).
+    int64_t first = m.envelopes.front().capture_time_us;
+    for (const Envelope& e : m.envelopes) first = std::min(first, e.capture_time_us);
+    doc.add_value(kSlotCaptured, Xapian::sortable_serialise(static_cast<double>(first / 1000000)));
+  }
   b.Exact(FieldOf("msgid").prefix, Lower(ms.message_id));
 
   WordStreams streams;

@@ -36,6 +36,7 @@ struct Field {
 constexpr unsigned kSlotDate = 0;  // Xapian::sortable_serialise(seconds since the epoch, UTC)
 constexpr unsigned kSlotSize = 1;  // Xapian::sortable_serialise(bytes)
 constexpr unsigned kSlotWords = 2; // id + word streams of the phrase fields (document.h)
+constexpr unsigned kSlotCaptured = 3;  // Xapian::sortable_serialise(first capture, seconds); absent in indexes built before it
 
 // The has:/is: flags, each stored as the term kFlagPrefix + flag.
 constexpr std::string_view kFlagPrefix = "XH";

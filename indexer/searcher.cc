@@ -260,6 +260,48 @@ Result<std::vector<std::string>> Searcher::AllIds() {
   return out;
 }
 
+namespace {
+
+Result<Searcher::Facts> FactsOf(const Xapian::Document& doc, const std::string& custodian_prefix) {
+  Searcher::Facts f;
+  MV_ASSIGN_OR_RETURN(f.summary, DecodeSummary(doc.get_data()));
+  if (std::string v = doc.get_value(kSlotCaptured); !v.empty()) f.first_capture = static_cast<int64_t>(Xapian::sortable_unserialise(v));
+  Xapian::TermIterator t = doc.termlist_begin();
+  for (t.skip_to(custodian_prefix); t != doc.termlist_end(); ++t) {
+    const std::string term = *t;
+    if (term.compare(0, custodian_prefix.size(), custodian_prefix) != 0) break;
+    f.custodians.push_back(term.substr(custodian_prefix.size()));
+  }
+  return f;
+}
+
+}  // namespace
+
+Status Searcher::ForEachFacts(const std::function<bool(const Facts&)>& fn) {
+  const std::string prefix(FieldOf("custodian").exact_prefix);
+  try {
+    for (auto it = db_.postlist_begin(""); it != db_.postlist_end(""); ++it) {
+      MV_ASSIGN_OR_RETURN(Facts f, FactsOf(db_.get_document(*it), prefix));
+      if (!fn(f)) break;
+    }
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "scan");
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<Searcher::Facts>> Searcher::GetFacts(const std::string& hex_id) {
+  try {
+    std::string term = "Q" + hex_id;
+    Xapian::PostingIterator p = db_.postlist_begin(term);
+    if (p == db_.postlist_end(term)) return std::optional<Facts>();
+    MV_ASSIGN_OR_RETURN(Facts f, FactsOf(db_.get_document(*p), std::string(FieldOf("custodian").exact_prefix)));
+    return std::optional<Facts>(std::move(f));
+  } catch (const Xapian::Error& e) {
+    return FromXapian(e, "read");
+  }
+}
+
 Result<std::optional<Summary>> Searcher::Get(const std::string& hex_id) {
   try {
     std::string term = "Q" + hex_id;

@@ -70,6 +70,18 @@ class Searcher {
   // The summary of one message, when indexed.
   Result<std::optional<Summary>> Get(const std::string& hex_id);
 
+  // What the policy engine needs of every indexed message, in index order: its summary (id,
+  // date, size), its custodians, and its first capture (0 in documents indexed before the
+  // index kept it: schema.h kSlotCaptured). fn returns false to stop.
+  struct Facts {
+    Summary summary;
+    std::vector<std::string> custodians;
+    int64_t first_capture = 0;
+  };
+  Status ForEachFacts(const std::function<bool(const Facts&)>& fn);
+  // The same for one message; nullopt when it is not indexed.
+  Result<std::optional<Facts>> GetFacts(const std::string& hex_id);
+
  private:
   Searcher() = default;
   Result<Xapian::Query> ResolvePhrase(const Phrase& phrase);
