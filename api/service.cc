@@ -14,6 +14,8 @@
 #include "core/text.h"
 #include "indexer/searcher.h"
 #include "jobs/runner.h"
+#include "policy/evaluate.h"
+#include "policy/store.h"
 #include "vault/crypto.h"
 
 namespace mailvault::api {
@@ -22,10 +24,11 @@ using nlohmann::json;
 
 namespace {
 
-constexpr unsigned kAnonymous = 1u << 4;
+constexpr unsigned kAnonymous = 1u << 8;  // above every role's bit
 constexpr unsigned Bit(Role r) { return 1u << static_cast<unsigned>(r); }
 constexpr unsigned kAdmin = Bit(Role::kAdmin), kOperator = Bit(Role::kOperator), kReviewer = Bit(Role::kReviewer),
-                   kAuditor = Bit(Role::kAuditor), kAnyRole = kAdmin | kOperator | kReviewer | kAuditor;
+                   kAuditor = Bit(Role::kAuditor), kCompliance = Bit(Role::kCompliance),
+                   kAnyRole = kAdmin | kOperator | kReviewer | kAuditor | kCompliance;
 
 // A handler's way out with an error response: caught in Dispatch.
 struct HttpError {
@@ -204,6 +207,15 @@ const std::vector<ApiService::Route>& ApiService::Table() {
       {"GET", "/api/v1/exports/{id}/manifest", kReviewer, &ApiService::ExportManifest, false},
       {"DELETE", "/api/v1/exports/{id}", kReviewer, &ApiService::DeleteExport, false},
       {"GET", "/api/v1/audit", kAuditor, &ApiService::ReadAudit, false},
+      {"GET", "/api/v1/policies", kCompliance | kAdmin | kAuditor, &ApiService::GetPolicies, false},
+      {"PUT", "/api/v1/policies", kCompliance, &ApiService::PutPolicies, true},
+      {"POST", "/api/v1/policies/what-if", kCompliance, &ApiService::PolicyWhatIf, true},
+      {"POST", "/api/v1/policies/lock", kCompliance, &ApiService::LockPolicies, true},
+      {"GET", "/api/v1/policies/{name}", kCompliance | kAdmin | kAuditor, &ApiService::GetPolicy, false},
+      {"GET", "/api/v1/messages/{id}/policy", kCompliance, &ApiService::ExplainMessage, false},
+      {"GET", "/api/v1/holds", kCompliance | kAdmin | kAuditor, &ApiService::ListHolds, false},
+      {"POST", "/api/v1/holds", kCompliance, &ApiService::PlaceHold, true},
+      {"DELETE", "/api/v1/holds/{name}", kCompliance, &ApiService::ReleaseHold, false},
       {"GET", "/api/v1/audit/head", kAuditor, &ApiService::AuditHeadOf, false},
   };
   return table;
@@ -214,7 +226,7 @@ std::vector<RouteInfo> ApiService::Routes() {
   for (const Route& r : Table()) {
     RouteInfo info{r.method, r.path, {}};
     if (r.roles & kAnonymous) info.roles.push_back("anonymous");
-    for (Role role : {Role::kAdmin, Role::kOperator, Role::kReviewer, Role::kAuditor}) {
+    for (Role role : control::kAllRoles) {
       if (r.roles & Bit(role)) info.roles.push_back(RoleName(role));
     }
     out.push_back(std::move(info));
@@ -465,7 +477,7 @@ Response ApiService::CreateUser(Context& c) {
   std::string name = StringField(c.body, "name", true, 64);
   if (!ValidUserName(name)) BadRequest("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
   std::optional<Role> role = ParseRole(StringField(c.body, "role", true, 16));
-  if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor");
+  if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor, compliance");
   std::string password = StringField(c.body, "password", true, 1024);
   if (password.size() < settings_.min_password_length) {
     BadRequest("passwords are at least " + std::to_string(settings_.min_password_length) + " characters");
@@ -501,7 +513,7 @@ Response ApiService::UpdateUser(Context& c) {
   std::optional<Role> role;
   if (c.body.contains("role")) {
     role = ParseRole(StringField(c.body, "role", true, 16));
-    if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor");
+    if (!role) BadRequest("\"role\" is one of admin, operator, reviewer, auditor, compliance");
   }
   std::optional<std::string> password_hash;
   if (c.body.contains("password")) {
@@ -841,6 +853,140 @@ Response ApiService::ListRestoreTargets(Context&) {
   json list = json::array();
   for (const auto& [name, t] : Runner().targets()) list.push_back(t.PublicJson());
   return Response::Json(200, json{{"targets", list}});
+}
+
+// ---- policies and holds (policy/) -------------------------------------------------------------
+
+namespace {
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A policy-store refusal as an answer: a bad set is 400 (the message has the position), the
+// preservation lock or a name in use 409, a missing hold 404.
+[[noreturn]] void PolicyFail(const Error& e) {
+  if (e.code() == ErrorCode::kInvalidArgument) BadRequest(e.message());
+  if (e.code() == ErrorCode::kNotFound) Fail(404, "not-found", e.message());
+  FailWith(e);
+}
+
+json SetJson(const policy::PolicySet& s, const policy::LockState& lock) {
+  json j = s.ToJson();
+  j["locked"] = lock.locked;
+  if (lock.locked) j["lock"] = json{{"since", Rfc3339(lock.since)}, {"by", lock.by}};
+  return j;
+}
+
+}  // namespace
+
+policy::PolicyStore& ApiService::Policies() {
+  if (!policies_) Fail(503, "policies-unavailable", "this server keeps no policy store (mailvault serve starts it with the API)");
+  return *policies_;
+}
+
+std::vector<policy::Policy> ApiService::PolicyBody(Context& c) {
+  auto it = c.body.find("policies");
+  if (it == c.body.end()) BadRequest("\"policies\" is required: the whole set, a JSON array of policies");
+  Result<std::vector<policy::Policy>> set = policy::ParsePolicyArray(*it, policy::QueryLanguageCheck());
+  if (!set.ok()) BadRequest(set.error().message());
+  return std::move(*set);
+}
+
+Response ApiService::GetPolicies(Context&) {
+  policy::PolicySet s = Must(Policies().Current());
+  return Response::Json(200, SetJson(s, Must(Policies().Lock())));
+}
+
+Response ApiService::PutPolicies(Context& c) {
+  std::vector<policy::Policy> next = PolicyBody(c);
+  policy::PolicyStore& store = Policies();
+  policy::PolicySet before = Must(store.Current());
+  Result<policy::PolicySet> saved = store.Replace(std::move(next), ActorOf(c), NowSeconds());
+  if (!saved.ok()) PolicyFail(saved.error());
+  json j = SetJson(*saved, Must(store.Lock()));
+  j["diff"] = policy::Diff(before.policies, saved->policies).ToJson();
+  return Response::Json(200, j);
+}
+
+Response ApiService::GetPolicy(Context& c) {
+  policy::PolicySet s = Must(Policies().Current());
+  const policy::Policy* p = s.Find(c.params[0]);
+  if (!p) NotFound();
+  return Response::Json(200, p->ToJsonWithEffective());
+}
+
+Response ApiService::PolicyWhatIf(Context& c) {
+  std::vector<policy::Policy> draft = PolicyBody(c);
+  policy::PolicySet current = Must(Policies().Current());
+  const int64_t now = NowSeconds();
+  for (policy::Policy& p : draft) {
+    const policy::Policy* old = current.Find(p.name);
+    p.effective = old && old->SameDefinition(p) ? old->effective : now;
+  }
+  index::Searcher& searcher = SearcherFor(vault_dir_);
+  searcher.Reopen();
+  json j = Must(policy::WhatIf(searcher, draft, current.policies, now));
+  const uint64_t behind = vault_->last_change() > searcher.Info().applied_change ? vault_->last_change() - searcher.Info().applied_change : 0;
+  j["index_behind"] = behind;
+  if (Status a = Audit(c, "policy.what-if", "policies", 200, json{{"purgeable", j["purgeable"]}, {"held", j["held"]}, {"policies", draft.size()}});
+      !a.ok()) {
+    FailWith(a.error());
+  }
+  return Response::Json(200, j);
+}
+
+Response ApiService::LockPolicies(Context& c) {
+  auto confirm = c.body.find("confirm");
+  if (confirm == c.body.end() || !confirm->is_boolean() || !confirm->get<bool>()) {
+    BadRequest("the preservation lock cannot be lifted by anyone: send {\"confirm\": true} to set it");
+  }
+  Result<policy::LockState> l = Policies().SetLock(ActorOf(c), NowSeconds());
+  if (!l.ok()) PolicyFail(l.error());
+  return Response::Json(200, json{{"locked", true}, {"since", Rfc3339(l->since)}, {"by", l->by}});
+}
+
+Response ApiService::ExplainMessage(Context& c) {
+  ObjectId id = MessageInScope(c);
+  policy::PolicySet s = Must(Policies().Current());
+  index::Searcher& searcher = SearcherFor(vault_dir_);
+  searcher.Reopen();
+  Result<policy::Decision> d = policy::Explain(searcher, s.policies, id.Hex(), NowSeconds());
+  if (!d.ok()) PolicyFail(d.error());
+  if (Status a = Audit(c, "policy.explain", id.Hex(), 200, json{{"outcome", policy::VerdictName(d->verdict)}}); !a.ok()) FailWith(a.error());
+  json j = d->ToJson();
+  j["id"] = id.Hex();
+  j["version"] = s.version;
+  return Response::Json(200, j);
+}
+
+Response ApiService::ListHolds(Context&) {
+  policy::PolicySet s = Must(Policies().Current());
+  json list = json::array();
+  for (const policy::Policy& p : s.policies) {
+    if (p.kind == policy::Kind::kHold) list.push_back(p.ToJsonWithEffective());
+  }
+  return Response::Json(200, json{{"holds", list}, {"version", s.version}});
+}
+
+Response ApiService::PlaceHold(Context& c) {
+  json j = c.body;
+  if (j.contains("kind") && j["kind"] != "hold") BadRequest("\"kind\" of a hold is hold (other policies: PUT /api/v1/policies)");
+  j["kind"] = "hold";
+  Result<policy::Policy> h = policy::ParsePolicy(j, 0, policy::QueryLanguageCheck());
+  if (!h.ok()) BadRequest(h.error().message());
+  Result<policy::PolicySet> saved = Policies().Add(*h, ActorOf(c), NowSeconds(), "hold.place");
+  if (!saved.ok()) PolicyFail(saved.error());
+  const policy::Policy* placed = saved->Find(h->name);
+  Response r = Response::Json(201, placed ? placed->ToJsonWithEffective() : h->ToJson());
+  r.headers.emplace_back("Location", "/api/v1/policies/" + h->name);
+  return r;
+}
+
+Response ApiService::ReleaseHold(Context& c) {
+  Result<policy::PolicySet> saved = Policies().Remove(c.params[0], policy::Kind::kHold, ActorOf(c), NowSeconds(), "hold.release");
+  if (!saved.ok()) PolicyFail(saved.error());
+  return Response::Json(200, json{{"released", c.params[0]}, {"version", saved->version}});
 }
 
 // ---- search and messages ----------------------------------------------------------------------

@@ -18,12 +18,16 @@
 #include "api/auth.h"
 #include "api/http.h"
 #include "api/metrics.h"
+#include "policy/policy.h"
 #include "vault/vault.h"
 
 namespace mailvault::api {
 
 class ExportRunner;
 }  // namespace mailvault::api
+namespace mailvault::policy {
+class PolicyStore;
+}
 namespace mailvault::jobs {
 class JobRunner;
 }  // namespace mailvault::jobs
@@ -55,6 +59,8 @@ class ApiService {
   Response Handle(const Request& request);
   // Restores and the job routes need the job runner; without one they answer 503.
   void SetJobRunner(jobs::JobRunner* runner) { jobs_ = runner; }
+  // The policy routes need the service's policy store; without one they answer 503.
+  void SetPolicyStore(policy::PolicyStore* policies) { policies_ = policies; }
   // Event streams end within a second (serve is stopping).
   void Stop() { stopping_ = true; }
   static std::vector<RouteInfo> Routes();
@@ -110,6 +116,18 @@ class ApiService {
   Response ExportManifest(Context& c);
   Response DeleteExport(Context& c);
   Response ReadAudit(Context& c);
+  Response GetPolicies(Context& c);
+  Response PutPolicies(Context& c);
+  Response GetPolicy(Context& c);
+  Response PolicyWhatIf(Context& c);
+  Response LockPolicies(Context& c);
+  Response ExplainMessage(Context& c);
+  Response ListHolds(Context& c);
+  Response PlaceHold(Context& c);
+  Response ReleaseHold(Context& c);
+  policy::PolicyStore& Policies();
+  // The "policies" array of a request body, validated as a set (400 naming the first error).
+  std::vector<policy::Policy> PolicyBody(Context& c);
   Response AuditHeadOf(Context& c);
 
   Response RunSearch(Context& c, const std::string& query, const nlohmann::json& body, const std::string& action,
@@ -130,6 +148,7 @@ class ApiService {
   AuditLog* audit_;
   ExportRunner* exports_;
   jobs::JobRunner* jobs_ = nullptr;
+  policy::PolicyStore* policies_ = nullptr;
   std::atomic<bool> stopping_{false};
   // Each open event stream holds one of the transport's workers: at most this many at once, so
   // that browsers watching jobs never take the API from everyone else.

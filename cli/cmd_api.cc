@@ -67,14 +67,14 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
 
   auto* add = user->add_subcommand("add", "add a user (password: the first line of stdin)");
   add->add_option("name", name, "user name (a-z 0-9 . _ @ -)")->required();
-  add->add_option("--role", role_name, "admin, operator, reviewer or auditor")->required();
+  add->add_option("--role", role_name, "admin, operator, reviewer, auditor or compliance")->required();
   add->add_option("--custodian", custodians, "scope a reviewer to this custodian's mail (repeatable)");
   add->add_option("--scope-query", scope_query, "scope a reviewer to messages matching this query");
   add->callback([&g, exit_code] {
     WithState(g, exit_code, [](ShellState& s) -> Status {
       if (!control::ValidUserName(name)) return InvalidArgument("user names are 1 to 64 characters of a-z, 0-9 and . _ @ -");
       std::optional<control::Role> role = control::ParseRole(role_name);
-      if (!role) return InvalidArgument("--role is admin, operator, reviewer or auditor");
+      if (!role) return InvalidArgument("--role is admin, operator, reviewer, auditor or compliance");
       MV_ASSIGN_OR_RETURN(std::optional<control::User> existing, s.records->GetUser(name));
       if (existing) return Error(ErrorCode::kAlreadyExists, "a user named " + name + " exists (`mailvault user passwd` changes a password)");
       control::User u;
@@ -122,11 +122,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   });
   auto* role = user->add_subcommand("role", "change a user's role");
   role->add_option("name", name)->required();
-  role->add_option("role", role_name, "admin, operator, reviewer or auditor")->required();
+  role->add_option("role", role_name, "admin, operator, reviewer, auditor or compliance")->required();
   role->callback([change] {
     change("user.update", [](control::User& u, json& d) -> Status {
       std::optional<control::Role> r = control::ParseRole(role_name);
-      if (!r) return InvalidArgument("the role is admin, operator, reviewer or auditor");
+      if (!r) return InvalidArgument("the role is admin, operator, reviewer, auditor or compliance");
       u.role = *r;
       d["role"] = role_name;
       return Status::Ok();

@@ -228,6 +228,7 @@ Status StartApi(ServiceParts* p, Vault* vault, const GlobalOptions& g, const api
   p->service = std::make_unique<api::ApiService>(vault, g.vault_dir, p->records.get(), p->auth.get(), p->audit.get(),
                                                  p->exports.get(), std::move(status), config.ToJson(), config.settings);
   p->service->SetJobRunner(p->runner.get());
+  p->service->SetPolicyStore(p->policies.get());
   if (config.http.transport == "cpprest") {
     MV_ASSIGN_OR_RETURN(p->http, api::HttpServer::Start(p->service.get(), config.http));
   } else {

@@ -22,14 +22,15 @@ const char* RoleName(Role r) {
     case Role::kOperator: return "operator";
     case Role::kReviewer: return "reviewer";
     case Role::kAuditor: return "auditor";
+    case Role::kCompliance: return "compliance";
   }
   return "reviewer";
 }
 
-bool ReadsContent(Role r) { return r == Role::kReviewer || r == Role::kAuditor; }
+bool ReadsContent(Role r) { return r == Role::kReviewer || r == Role::kAuditor || r == Role::kCompliance; }
 
 std::optional<Role> ParseRole(std::string_view s) {
-  for (Role r : {Role::kAdmin, Role::kOperator, Role::kReviewer, Role::kAuditor}) {
+  for (Role r : kAllRoles) {
     if (s == RoleName(r)) return r;
   }
   return std::nullopt;

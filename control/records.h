@@ -24,10 +24,13 @@
 
 namespace mailvault::control {
 
-enum class Role { kAdmin, kOperator, kReviewer, kAuditor };
+// compliance: policies, holds and purges (policy/); reads no mail.
+enum class Role { kAdmin, kOperator, kReviewer, kAuditor, kCompliance };
+inline constexpr Role kAllRoles[] = {Role::kAdmin, Role::kOperator, Role::kReviewer, Role::kAuditor, Role::kCompliance};
 const char* RoleName(Role r);
-// Reviewers read mail, auditors the audit trail (queries, who looked at what): the roles
-// nobody may act as but their holder.
+// Reviewers read mail, auditors the audit trail (queries, who looked at what), compliance
+// officers decide what is destroyed (a purge needs two of them): the roles nobody may act as
+// but their holder, so an admin cannot mint a token for them.
 bool ReadsContent(Role r);
 std::optional<Role> ParseRole(std::string_view s);
 
