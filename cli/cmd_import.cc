@@ -16,7 +16,10 @@
 
 #include "capture/mail_source.h"
 #include "cli/commands.h"
+#include "indexer/searcher.h"
 #include "jobs/indexer.h"
+#include "policy/store.h"
+#include "policy/tagger.h"
 #include "cli/shell_state.h"
 #include "control/jobs.h"
 #include "control/records.h"
@@ -104,6 +107,23 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
   std::vector<std::string_view> views(samples.begin(), samples.end());
   Status s = vault.TrainDictionary(views);
   if (!s.ok()) Err() << "mailvault: note: no compression dictionary trained (" << s.error().message() << ")\n";
+}
+
+// Applies the tag policies in force to what the index holds, and puts the new tags into the
+// index at once (this command holds its writer). The number of messages tagged.
+Result<uint64_t> ApplyTagPoliciesNow(const GlobalOptions& g, ShellState& s, index::IndexWriter& writer) {
+  policy::PolicyStore store(s.store.get(), s.audit.get());
+  MV_ASSIGN_OR_RETURN(policy::PolicySet set, store.Current());
+  bool any = false;
+  for (const policy::Policy& p : set.policies) any |= p.kind == policy::Kind::kTag;
+  if (!any) return uint64_t{0};
+  // The catch-up committed every document it wrote: the searcher below sees them.
+  MV_ASSIGN_OR_RETURN(std::unique_ptr<index::Searcher> searcher, index::Searcher::Open(g.vault_dir));
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  MV_ASSIGN_OR_RETURN(policy::TagReport r, policy::ApplyTagPolicies(*searcher, *s.records, set.policies, now));
+  MV_RETURN_IF_ERROR(jobs::ApplyTagChanges(writer, *s.records));
+  MV_RETURN_IF_ERROR(writer.Flush());
+  return r.tagged;
 }
 
 }  // namespace
@@ -331,6 +351,14 @@ void AddImportCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       *exit_code = 1;
     } else if (index_result) {
       Out() << "indexed " << (*index_result)->documents << " messages; the index is level with the vault\n";
+      // Tag policies (policy/tagger.h): what serve does behind its indexer, done once here.
+      Result<uint64_t> tagged = ApplyTagPoliciesNow(g, *state, *indexer);
+      if (!tagged.ok()) {
+        Err() << "mailvault: the messages are stored and indexed, but the tag policies failed: " << tagged.error().message() << "\n";
+        *exit_code = 1;
+      } else if (*tagged) {
+        Out() << "tag policies tagged " << *tagged << " messages\n";
+      }
     } else if (svc && svc->indexed_change) {
       // The service's indexer takes what was imported; wait for it (a minute at most) so that
       // a search right after the import finds it, as after an import without a service.

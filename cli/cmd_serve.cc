@@ -23,6 +23,7 @@
 #include "api/http_cpprest.h"
 #include "api/service.h"
 #include "jobs/indexer.h"
+#include "jobs/policy_tagger.h"
 #include "jobs/runner.h"
 #include "jobs/targets.h"
 #include "policy/store.h"
@@ -152,6 +153,7 @@ struct ServiceParts {
   std::unique_ptr<control::Records> records;
   std::unique_ptr<jobs::JobRunner> runner;
   std::unique_ptr<policy::PolicyStore> policies;
+  std::unique_ptr<jobs::PolicyTagger> tagger;  // tag policies, behind the indexer
   ServiceResources lent;                   // what the control socket's commands use
   std::unique_ptr<ControlServer> control;  // the command line's way in (control_socket.h)
   std::unique_ptr<api::Authenticator> auth;
@@ -174,6 +176,7 @@ struct ServiceParts {
     if (http) http->Stop();
     if (exports) exports->Stop();
     if (runner) runner->Stop();    // running jobs stop at their next batch and resume at the next start
+    if (tagger) tagger->Stop();
     if (audit) ServerEvent("server.stop");
     beast.reset();
     http.reset();
@@ -182,6 +185,7 @@ struct ServiceParts {
     auth.reset();
     control.reset();
     runner.reset();
+    tagger.reset();
     // The store, audit trail and records stay until the parts are destroyed: the indexer
     // follows the records' tags until it has stopped.
   }
@@ -202,10 +206,14 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
                                                 indexed_change);
   p->runner->SetIndex(index);
   p->policies = std::make_unique<policy::PolicyStore>(p->store.get(), p->audit.get());
+  if (indexed_change) {
+    p->tagger = std::make_unique<jobs::PolicyTagger>(g.vault_dir, p->policies.get(), p->records.get(), indexed_change);
+  }
   index->SetRecords(p->records.get());
   if (start_index) start_index();
   p->ServerEvent("server.start");
   MV_RETURN_IF_ERROR(p->runner->Start());
+  if (p->tagger) p->tagger->Start();
   p->lent.vault = vault;
   p->lent.store = p->store.get();
   p->lent.audit = p->audit.get();

@@ -4,6 +4,7 @@
 #include <climits>
 #include <set>
 
+#include "control/records.h"
 #include "core/text.h"
 
 namespace mailvault::policy {
@@ -237,9 +238,7 @@ Result<Policy> ParsePolicy(const json& j, size_t index, const QueryCheck& check_
   }
   if (p.kind == Kind::kTag) {
     if (p.tag.empty()) p.tag = p.name;
-    for (char c : p.tag) {
-      if (static_cast<unsigned char>(c) <= ' ' || c == '"' || c == '(' || c == ')') return err("tag", "must have no spaces, quotes or parentheses");
-    }
+    if (!control::ValidTag(p.tag)) return err("tag", "\"" + p.tag.substr(0, 80) + "\" is not a tag: 1 to 64 of a-z, 0-9, '.', '_', ':', '-'");
   }
   return p;
 }

@@ -68,7 +68,7 @@ struct Policy {
   int weight = 0;                       // its vote's weight (policy/engine.h)
   bool retroactive = true;              // false: only mail captured at or after `effective`
   std::string case_id;                  // holds: the legal matter ("case")
-  std::string tag;                      // tags: the tag given (default: the policy's name)
+  std::string tag;                      // tags: the tag given (default: the policy's name; control::ValidTag)
   // Set by the store, not by the author: when this policy, as it is written, came into force
   // (seconds, UTC). A changed policy is a new one.
   int64_t effective = 0;
