@@ -15,6 +15,7 @@
 #include "core/envelope.h"
 #include "core/fingerprint.h"
 #include "core/message.h"
+#include "policy/store.h"
 #include "tests/test_util.h"
 #include "vault/crypto.h"
 #include "vault/vault.h"
@@ -174,6 +175,33 @@ TEST(FormatFixtureTest, KeyFileVaultFileAndPackReadByteForByte) {
   ASSERT_TRUE(envs.ok());
   ASSERT_EQ(envs->size(), 2u);
   EXPECT_EQ((*envs)[1].envelope, SecondEnvelope());
+}
+
+// The stored policy set (docs/formats.md, "Policy set": the value of P/set and P/v/<version>),
+// pinned by a checked-in file: every field read as documented, and written back the same.
+TEST(FormatFixtureTest, StoredPolicySetReadsAsDocumentedAndWritesBackTheSame) {
+  nlohmann::json j = nlohmann::json::parse(testing::ReadFile(std::string(MAILVAULT_FIXTURES) + "/policy/set-v1.json"));
+  Result<policy::PolicySet> s = policy::PolicySet::FromJson(j);
+  ASSERT_TRUE(s.ok()) << s.error().ToString();
+  EXPECT_EQ(s->version, 2u);
+  EXPECT_EQ(s->saved, 1765065600);
+  EXPECT_EQ(s->saved_by, "carol");
+  ASSERT_EQ(s->policies.size(), 4u);
+  const policy::Policy& finance = s->policies[1];
+  EXPECT_EQ(finance.name, "finance");
+  EXPECT_EQ(finance.kind, policy::Kind::kRetention);
+  EXPECT_EQ(finance.keep.unit, policy::Period::kMonths);
+  EXPECT_EQ(finance.keep.count, 18u);
+  EXPECT_EQ(finance.from, policy::From::kCapture);
+  EXPECT_EQ(finance.action, policy::Action::kReview);
+  EXPECT_EQ(finance.weight, 5);
+  EXPECT_FALSE(finance.retroactive);
+  EXPECT_EQ(finance.effective, 1765065600);
+  EXPECT_EQ(finance.custodians, std::vector<std::string>{"cfo@corp.example"});
+  EXPECT_EQ(s->policies[2].case_id, "4711");
+  EXPECT_EQ(s->policies[2].query, "date:2025-01-01..2026-06-30");
+  EXPECT_EQ(s->policies[3].tag, "spam");
+  EXPECT_EQ(s->ToJson(), j);
 }
 
 }  // namespace

@@ -39,6 +39,10 @@
 #      socket it can reach (a hard link, mode opened up for the check), run a command (exit
 #      77, ten tries); idle, garbage and 10 MiB clients do not hold up `mailvault stats` run
 #      at the same time, nor do 20 idle clients at once; serve stays up.
+#   p  policies through the running service: `policy set`; a tag policy tags a message captured
+#      over SMTP within seconds (`count tag:` reads the index alone); what-if's held count equals
+#      the index's count of the held custodian and its outcomes add up to the vault's messages;
+#      explain of a held message; hold place/release (GET /api/v1/holds); the audit entries.
 #   z  SIGTERM: serve exits 0; every Message-ID the SMTP client got a 250 for is in the vault.
 #
 # usage: tests/jobs/service_test.sh PATH_TO_mailvault   (as root; ctest passes
@@ -825,6 +829,62 @@ api "$T_ADMIN" GET "/api/v1/jobs?kind=import"
 expect_eq "(c) the import through the service is a job: GET /api/v1/jobs?kind=import lists it, done" \
   "$(jpy "$API_BODY" "sorted({j['state'] for j in d['jobs']})")" '["done"]'
 echo "     (t) took $((SECONDS - part_t)) s"
+
+########################################################################################
+# (p) policies through the running service: a set put in force from the command line; a tag
+#     policy tags mail captured over SMTP within seconds (found by the command line's search,
+#     which reads the index alone); what-if's numbers against counts of the index; explain of
+#     a held message; a hold placed and released; the audit trail names the shell user
+########################################################################################
+
+part_t=$SECONDS
+cat >"$work/policies.json" <<'JSON'
+[
+  {"name": "everything-1y", "kind": "retention", "keep": "365d"},
+  {"name": "alice-case", "kind": "hold", "case": "svc-1", "custodians": ["alice@example.test"]},
+  {"name": "probe-tag", "kind": "tag", "tag": "svc-probe", "query": "subject:\"policy capture probe\""}
+]
+JSON
+out=$(mvault policy set "$work/policies.json" 2>&1)
+[[ $out =~ ^policy\ set\ version\ 1\ in\ force:\ 3\ policies ]] && pass "(p) \`policy set\` through the service: '$out'" ||
+  fail "(p) policy set through the service: '$out'"
+python3 - "$SP" <<'PY' || fail "(p) the SMTP probe was not accepted"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.sendmail("probe@example.test", ["bob@example.test"],
+           b"From: probe@example.test\r\nTo: bob@example.test\r\nSubject: policy capture probe\r\n"
+           b"Message-ID: <svc-policy-probe@example.test>\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\nprobe\r\n")
+s.quit()
+PY
+n=''
+for ((k = 0; k < 100; k++)); do
+  n=$("$MV" --vault "$V" --key-file "$K" count 'tag:svc-probe' 2>/dev/null)
+  [[ $n == 1 ]] && break
+  sleep 0.3
+done
+expect_eq "(p) a message captured over SMTP is tagged by the tag policy: \`count tag:svc-probe\` (the index alone)" "$n" 1
+total=$(jpy "$(mvault stats --json)" "d['messages']")
+alice=$("$MV" --vault "$V" --key-file "$K" count 'custodian:alice@example.test' 2>/dev/null)
+wi=$(mvault policy what-if "$work/policies.json" --json 2>/dev/null)
+expect_eq "(p) what-if: held = alice's messages as the index counts them; every message has one outcome" \
+  "$(jpy "$wi" "[d['held'], d['by_policy']['alice-case']['held'], d['purgeable'] + d['held'] + d['kept'] + d['review'] == d['messages'], d['messages']]")" \
+  "[$alice, $alice, true, $total]"
+expect_eq "(p) what-if against the same set in force changes nothing" \
+  "$(jpy "$wi" "sorted(set(d['changes'].values()))")" "[0]"
+aid=$(sha256sum "${A_SET[0]}" | cut -d' ' -f1)
+expect_eq "(p) \`policy explain\` of one of alice's messages: held by alice-case" \
+  "$(jpy "$(mvault policy explain "$aid" --json)" "[d['outcome'], d['holds']]")" '["held", ["alice-case"]]'
+out=$(mvault hold place svc-bob --case svc-2 --custodian bob@example.test 2>&1)
+api "$T_ADMIN" GET /api/v1/holds
+expect_eq "(p) \`hold place\` through the service; GET /api/v1/holds (admin) lists both holds" \
+  "$(jpy "$API_BODY" "sorted(h['name'] for h in d['holds'])")" '["alice-case", "svc-bob"]'
+mvault hold release svc-bob >/dev/null 2>&1
+expect_eq "(p) \`hold release\`: one hold left" "$(jpy "$(mvault hold list --json)" "[h['name'] for h in d]")" '["alice-case"]'
+expect_eq "(p) the audit trail: policy.set, hold.place, hold.release by the shell user" \
+  "$(for a in policy.set hold.place hold.release; do mvault audit list --action "$a" --json 2>/dev/null; done |
+    python3 -c 'import json, sys; print(sorted({(e["action"], e["user"]) for e in map(json.loads, filter(str.strip, sys.stdin))}))')" \
+  "$(python3 -c "print(sorted([('hold.place', '$(id -un)'), ('hold.release', '$(id -un)'), ('policy.set', '$(id -un)')]))")"
+echo "     (p) took $((SECONDS - part_t)) s"
 
 ########################################################################################
 # (z) stop; every acknowledged message is in the vault
