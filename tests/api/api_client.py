@@ -10,12 +10,14 @@ smaller set, plus the audit trail across the restart). Each check prints "ok   N
 
 ENV.json:
   {"base": "https://127.0.0.1:PORT", "cafile": "cert.pem", "smtp_port": N,
-   "users": {"admin"|"operator"|"reviewer"|"auditor"|"scoped"|"spare": {"name", "password", "role"}},
+   "users": {"admin"|"operator"|"reviewer"|"auditor"|"compliance"|"scoped"|"spare"|"spare_compliance":
+             {"name", "password", "role"}},
    "sample": "Maildir holding every imported file (cur/)",
    "custodians": {"alice@corp.test": "its Maildir", "bob@corp.test": "its Maildir"} or null
                  (null: `import --custodian` was refused, so nothing can be scoped)}
 "scoped" is a reviewer whose scope is {"custodians": [alice]}; "spare" is an auditor used for the
-login backoff checks (its name gets locked for a few seconds).
+login backoff checks (its name gets locked for a few seconds); "spare_compliance" is a second
+compliance officer (spec_proxy.py: one places a hold, the other releases it).
 
 Oracles, all independent of mailvault:
   - search totals and hit sets: tests/oracle/oracle.py evaluating the query over the raw files;
@@ -47,7 +49,7 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ROLES = ("admin", "operator", "reviewer", "auditor")
+ROLES = ("admin", "operator", "reviewer", "auditor", "compliance")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 PROBLEM_BASE = "https://mailvault.example/problems/"
 MANIFEST_COLUMNS = ["id", "message_id", "date", "from", "to", "size", "sha256", "custodian"]
@@ -322,7 +324,7 @@ def check_health(c):
 
 
 def check_login(c):
-    for who in ("admin", "operator", "reviewer", "auditor", "scoped"):
+    for who in ("admin", "operator", "reviewer", "auditor", "compliance", "scoped"):
         u = c.users[who]
         resp = c.api.login(u["name"], u["password"])
         if not c.r.status("login as %s (%s)" % (u["name"], u["role"]), resp, 200):
@@ -342,7 +344,7 @@ def check_login(c):
         c.r.check("  ... token mvs_..., expires_at RFC 3339 in the future, user {name, role}", why is None, why)
         c.tokens[who] = d["token"]
 
-    for who in ("admin", "operator", "reviewer", "auditor", "scoped"):
+    for who in ("admin", "operator", "reviewer", "auditor", "compliance", "scoped"):
         u = c.users[who]
         resp = c.call(who, "GET", "/api/v1/me")
         if not c.r.status("GET /me as %s" % u["name"], resp, 200):
@@ -470,8 +472,9 @@ def check_tokens(c):
     c.r.status("DELETE own token: 204", resp, 204)
     resp = c.api.call("GET", "/api/v1/me", token=t["token"])
     c.r.problem("the revoked API token: 401", resp, 401, "unauthenticated")
-    # Issue 13 item 6: an admin cannot hold a credential that reads mail or the audit trail.
-    for role in ("reviewer", "auditor"):
+    # Issue 13 item 6: an admin cannot hold a credential that reads mail or the audit trail, nor
+    # one that decides what the archive destroys (compliance).
+    for role in ("reviewer", "auditor", "compliance"):
         resp = c.call("admin", "POST", "/api/v1/tokens", body={"user": c.users[role]["name"], "label": "impersonation"})
         c.r.problem("POST /tokens as admin for a %s: 403" % role, resp, 403, "forbidden")
     resp = c.call("admin", "POST", "/api/v1/tokens", body={"user": c.users["operator"]["name"], "label": "monitoring"})

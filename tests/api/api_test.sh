@@ -2,7 +2,8 @@
 # End-to-end test of the REST API (issue 5) over real HTTP on 127.0.0.1:
 #   1. a vault with ~200 SpamAssassin corpus messages, half imported for custodian
 #      alice@corp.test, half for bob@corp.test; `index run`;
-#   2. users made with the CLI: one per role, a reviewer scoped to alice, a spare auditor;
+#   2. users made with the CLI: one per role (compliance included), a reviewer scoped to alice, a
+#      spare auditor, a second compliance officer;
 #   3. `serve` with an [api] section (HTTPS, a self-signed certificate) and --smtp:
 #      api_client.py --phase tls (login, backoff, tokens, search against tests/oracle/oracle.py,
 #      raw bytes against the corpus files, scope, tags, saved searches, zip/mbox exports, metrics,
@@ -16,8 +17,9 @@
 #      non-loopback address must be refused; SIGTERM; `audit verify` again.
 #   8. the spec as a proxy: `serve --http` with two restore targets behind Stoplight Prism
 #      (`prism proxy docs/openapi.yaml`; tests/api/install-prism.sh installs it): spec_proxy.py
-#      replays a reviewer, auditor and admin/operator session through it (every operation of the
-#      document, the job and restore routes included, and the 4xx problems); every request and
+#      replays a reviewer, auditor, admin/operator and compliance session through it (every
+#      operation of the document, the job, restore, policy and hold routes included, and the 4xx
+#      problems; the preservation lock is set last of all, in that vault only); every request and
 #      every answer must conform to docs/openapi.yaml. Under a minute.
 # Tampering with the audit log is tested by the C++ unit tests (tests/fixtures/format/audit-*).
 # A missing tool is a failure, not a skip (scripts/install-deps.sh installs them).
@@ -102,11 +104,13 @@ check "index run" to_log "$work/index.log" mvault index run -q
 
 # ---- 2. users ----
 declare -A user_name=([admin]=ada-admin [operator]=otto-operator [reviewer]=rita-reviewer
-  [auditor]=audrey-auditor [scoped]=alice-reviewer [spare]=sam-spare)
+  [auditor]=audrey-auditor [compliance]=cleo-compliance [scoped]=alice-reviewer [spare]=sam-spare
+  [spare_compliance]=spare-compliance)
 declare -A user_role=([admin]=admin [operator]=operator [reviewer]=reviewer [auditor]=auditor
-  [scoped]=reviewer [spare]=auditor)
+  [compliance]=compliance [scoped]=reviewer [spare]=auditor [spare_compliance]=compliance)
 declare -A user_pass
-for k in admin operator reviewer auditor scoped spare; do
+user_keys=(admin operator reviewer auditor compliance scoped spare spare_compliance)
+for k in "${user_keys[@]}"; do
   user_pass[$k]=$(openssl rand -hex 16)
   extra=()
   [[ $k == scoped ]] && extra=(--custodian alice@corp.test)
@@ -115,15 +119,17 @@ for k in admin operator reviewer auditor scoped spare; do
   check "user add ${user_name[$k]} --role ${user_role[$k]}${extra[*]:+ ${extra[*]}}" test $? -eq 0
 done
 mvault user list --json >"$work/users.json" 2>"$work/users.err"
-python3 - "$work/users.json" "${user_name[scoped]}" <<'EOF'
+python3 - "$work/users.json" "${user_name[scoped]}" "${user_name[compliance]}" "${user_name[spare_compliance]}" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 users = d["users"] if isinstance(d, dict) else d
 scoped = [u for u in users if u["name"] == sys.argv[2]]
-assert len(users) == 6, users
+assert len(users) == 8, users
 assert scoped and scoped[0]["role"] == "reviewer" and scoped[0]["scope"]["custodians"] == ["alice@corp.test"], scoped
+assert sorted(u["name"] for u in users if u["role"] == "compliance") == sorted(sys.argv[3:5]), users
 EOF
-check "user list --json: the 6 users, the scoped reviewer with custodians [alice@corp.test]" test $? -eq 0
+check "user list --json: the 8 users, the scoped reviewer with custodians [alice@corp.test], the 2 compliance officers" \
+  test $? -eq 0
 
 # ---- 3. HTTPS serve ----
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
@@ -138,15 +144,15 @@ tls-key = $work/tls.key
 EOF
 
 write_env() { # write_env BASE SMTP_PORT > ENV.json
-  python3 - "$1" "$2" "$work" "$custodians" \
-    "${user_name[admin]}" "${user_pass[admin]}" "${user_name[operator]}" "${user_pass[operator]}" \
-    "${user_name[reviewer]}" "${user_pass[reviewer]}" "${user_name[auditor]}" "${user_pass[auditor]}" \
-    "${user_name[scoped]}" "${user_pass[scoped]}" "${user_name[spare]}" "${user_pass[spare]}" <<'EOF'
+  local k creds=()
+  for k in "${user_keys[@]}"; do creds+=("${user_name[$k]}" "${user_pass[$k]}"); done
+  python3 - "$1" "$2" "$work" "$custodians" "${creds[@]}" <<'EOF'
 import json, sys
 base, smtp, work, custodians = sys.argv[1:5]
 creds = sys.argv[5:]
-keys = ["admin", "operator", "reviewer", "auditor", "scoped", "spare"]
-roles = {"scoped": "reviewer", "spare": "auditor"}
+# the order of user_keys above
+keys = ["admin", "operator", "reviewer", "auditor", "compliance", "scoped", "spare", "spare_compliance"]
+roles = {"scoped": "reviewer", "spare": "auditor", "spare_compliance": "compliance"}
 users = {k: {"name": creds[2 * i], "password": creds[2 * i + 1], "role": roles.get(k, k)} for i, k in enumerate(keys)}
 json.dump({"base": base, "cafile": work + "/tls.crt", "tls_key": work + "/tls.key", "smtp_port": int(smtp),
            "users": users, "sample": work + "/sample/all",
@@ -300,9 +306,10 @@ spec_proxy_phase() {
   if wait_port "$pport" 30 && mv__pid_alive "$prism_pid"; then
     pass "prism $version proxy docs/openapi.yaml http://127.0.0.1:$port, on 127.0.0.1:$pport"
     write_env "http://127.0.0.1:$port" "$smtp" >"$work/env-spec-proxy.json"
-    run_py "spec_proxy.py: a reviewer/auditor/admin session through Prism conforms to docs/openapi.yaml" \
+    run_py "spec_proxy.py: a reviewer/auditor/admin/compliance session through Prism conforms to docs/openapi.yaml" \
       "$work/spec-proxy.log" python3 "$here/spec_proxy.py" --env "$work/env-spec-proxy.json" \
       --proxy "http://127.0.0.1:$pport" --openapi "$root/docs/openapi.yaml"
+    grep -E "^spec_proxy: " "$work/spec-proxy.log" | sed 's/^/     /'
   else
     fail "prism proxy did not start (see $work/prism.log)"; tail -n 20 "$work/prism.log"
   fi

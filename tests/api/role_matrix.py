@@ -5,25 +5,29 @@
 
 ENV.json is api_test.sh's (see api_client.py). Steps:
   1. Read every operation of docs/openapi.yaml with its `x-roles` (a list of admin, operator,
-     reviewer, auditor; ["anonymous"] for open routes; "any" = the four roles). The operations must
-     be exactly the routes of the API contract (SPEC_ROUTES below, the table of SPEC.md), with the
-     same roles, so the matrix follows documentation that follows the contract.
+     reviewer, auditor, compliance; ["anonymous"] for open routes; "any" = the five roles). The
+     operations must be exactly the routes of the API contract (SPEC_ROUTES below, the table of
+     SPEC.md), with the same roles, so the matrix follows documentation that follows the contract.
   2. With --mailvault: `mailvault api routes --json` (the server's own route table) must list
      the same operations with the same roles, both ways.
   3. Call every operation as: anonymous; forged session and API tokens (right prefix, random
      bytes); a logged-out session; a revoked API token; a disabled user's session; and each role
-     (admin, operator, reviewer, auditor, a scoped reviewer), once with a session and once with an
-     API token. Expected, exactly:
+     (admin, operator, reviewer, auditor, compliance, a scoped reviewer), once with a session and
+     once with an API token. Expected, exactly:
        - no valid credential, non-anonymous route: 401, problem slug "unauthenticated",
          WWW-Authenticate: Bearer;
        - a role the table refuses: 403, slug "forbidden";
        - a role the table allows, and anyone on an anonymous route: neither 401 nor 403 (nor
          405 or 5xx: the route must exist and not break). A dummy path value (an unknown user
-         name or token id) may then answer 404: that counts as allowed.
+         name, token id, policy or hold name) may then answer 404, and a body the handler
+         refuses on purpose (`{"confirm": false}` to the preservation lock, which must never be
+         set here) 400: those count as allowed.
      Bad credentials are not tried on anonymous routes (the contract does not say whether a
      server must ignore or refuse a stray bad token there).
 Prints "ok   ..." per operation and "FAIL ..." per wrong answer; exit status 1 on any failure.
-Side effects on the vault are small: one user, tokens, one saved search, one (empty) export.
+Side effects on the vault are small: one user, tokens, one saved search, one (empty) export, a
+policy set holding one tag policy (the set in force is replaced by it), and holds on an address
+nobody uses, each with a fresh name (no lock is ever set).
 """
 
 import argparse
@@ -40,7 +44,7 @@ from api_client import Client, Report  # noqa: E402
 
 import yaml  # python3-yaml  # noqa: E402
 
-ROLES = ("admin", "operator", "reviewer", "auditor")
+ROLES = ("admin", "operator", "reviewer", "auditor", "compliance")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 # SPEC.md's table: method, path, roles ("any" = every role; "anonymous" = no credential needed).
@@ -85,6 +89,15 @@ GET    /api/v1/exports/{id}/manifest             reviewer
 DELETE /api/v1/exports/{id}                      reviewer
 GET    /api/v1/audit                             auditor
 GET    /api/v1/audit/head                        auditor
+GET    /api/v1/policies                          compliance admin auditor
+PUT    /api/v1/policies                          compliance
+GET    /api/v1/policies/{name}                   compliance admin auditor
+POST   /api/v1/policies/what-if                  compliance
+POST   /api/v1/policies/lock                     compliance
+GET    /api/v1/messages/{id}/policy              compliance
+GET    /api/v1/holds                             compliance admin auditor
+POST   /api/v1/holds                             compliance
+DELETE /api/v1/holds/{name}                      compliance
 """
 
 
@@ -253,7 +266,7 @@ class Matrix:
         bad.append(Caller("disabled user's session", token=login.json()["token"]))
 
         good = []
-        for who in ("admin", "operator", "reviewer", "auditor", "scoped"):
+        for who in ("admin", "operator", "reviewer", "auditor", "compliance", "scoped"):
             role = self.users[who]["role"]
             label = self.users[who]["name"] + (" (scoped reviewer)" if who == "scoped" else " (%s)" % role)
             good.append(Caller(label + " session", role=role, token=self.session(who), user=who))
@@ -279,7 +292,8 @@ class Matrix:
         token = str(self.api_token("reviewer", "matrix-victim")["id"])
         # keyed by the path segment before the parameter
         return {"messages": message, "saved-searches": saved, "exports": export, "tokens": token,
-                "users": "matrix-no-such-user", "tags": "matrix-tag"}
+                "users": "matrix-no-such-user", "tags": "matrix-tag", "policies": "matrix-no-such-policy",
+                "holds": "matrix-no-such-hold"}
 
     def body_for(self, method, path):
         key = template_key(method, path)
@@ -296,6 +310,16 @@ class Matrix:
             ("POST", "/api/v1/saved-searches/{}/run"): {"limit": 1},
             ("POST", "/api/v1/exports"): {"query": "tag:matrix-none", "format": "zip"},
             ("POST", "/api/v1/jobs"): {"kind": "verify", "sample": 1},
+            # Safe to send again and again: the set becomes one tag policy (no retention or hold
+            # to lock in), a what-if saves nothing, the lock is never confirmed (400 for the
+            # allowed role) and every hold has a fresh name (on an address nobody uses).
+            ("PUT", "/api/v1/policies"): {"policies": [{"name": "matrix-tag", "kind": "tag", "query": "subject:razor"}]},
+            ("POST", "/api/v1/policies/what-if"): {"policies": [
+                {"name": "matrix-30d", "kind": "retention", "keep": "30d", "action": "review"},
+                {"name": "matrix-hold", "kind": "hold", "custodians": ["matrix@corp.test"]}]},
+            ("POST", "/api/v1/policies/lock"): {"confirm": False},
+            ("POST", "/api/v1/holds"): {"name": "matrix-hold-%s" % secrets.token_hex(4), "case": "matrix",
+                                        "custodians": ["matrix@corp.test"]},
         }
         if key in bodies:
             return bodies[key]

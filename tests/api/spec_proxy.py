@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A reviewer, auditor and admin/operator session through a validating proxy of docs/openapi.yaml.
+"""A reviewer, auditor, admin/operator and compliance session through a validating proxy of
+docs/openapi.yaml.
 
     spec_proxy.py --env ENV.json --proxy http://127.0.0.1:PORT --openapi docs/openapi.yaml
 
@@ -32,6 +33,9 @@ Per exchange, "ok   METHOD PATH (who, what): STATUS" or "FAIL ...: why", where F
     than the one expected.
 At the end every operation of the document must have been exercised through the proxy, so a
 route added to docs/openapi.yaml without a line here fails too. Exit status 1 on any FAIL.
+
+The session sets the preservation lock on the vault's policy set (it cannot be lifted), as the
+very last thing it does (preservation_lock); nothing after it may change policies.
 """
 
 import argparse
@@ -424,6 +428,188 @@ def auditor(s):
     s.x("", "admin", "GET", "/api/v1/audit/head", 403)
 
 
+# The set the compliance part saves: a catch-all retention (the SpamAssassin sample is from 2002, so
+# it has run out: purgeable), a hold on alice's mail, a tag. The preservation lock part, last of all,
+# locks it in.
+POLICIES = [
+    {"name": "keep-10y", "kind": "retention", "keep": "10y"},
+    {"name": "alice-hold", "kind": "hold", "case": "4711", "custodians": ["alice@corp.test"]},
+    {"name": "razor", "kind": "tag", "query": "subject:razor"},
+]
+
+
+def as_written(policies):
+    """Policies as answered (with `effective`) -> as an author writes them (a set to send back)."""
+    return [{k: v for k, v in p.items() if k != "effective"} for p in policies]
+
+
+def explain_one(s, label, query):
+    """A message id found by the reviewer (compliance reads no mail, and cannot search), explained."""
+    found = s.x(label, "reviewer", "POST", "/api/v1/search", 200, body={"query": query, "limit": 1})
+    hits = found.json().get("hits", []) if found.status == 200 else []
+    if not hits:
+        s.r.fail("a message for %s (%s)" % (label, query), "the reviewer's search found nothing")
+        return None
+    resp = s.x(label, "compliance", "GET", "/api/v1/messages/%s/policy" % hits[0]["id"], 200)
+    return resp.json() if resp.status == 200 else None
+
+
+def compliance(s):
+    """Policies and holds: a set saved, refused and read; what-if; a message's decision; holds placed,
+    refused and released (by the other officer); the lock refused without confirmation. The lock
+    itself is set by preservation_lock, the last part."""
+    s.login("compliance")
+    s.login("spare_compliance")
+    s.x("", "compliance", "GET", "/api/v1/me", 200)
+    names = [p["name"] for p in POLICIES]
+    me = s.users["compliance"]["name"]
+
+    # -- the set (replacing the role matrix's, or whatever is in force)
+    before = s.x("before", "compliance", "GET", "/api/v1/policies", 200)
+    before = [p["name"] for p in before.json().get("policies", [])] if before.status == 200 else []
+    saved = s.x("retention, hold, tag", "compliance", "PUT", "/api/v1/policies", 200, body={"policies": POLICIES})
+    version = None
+    if saved.status == 200:
+        d = saved.json()
+        version = d.get("version")
+        s.r.check("  ... the set as sent, in order, saved by %s, not locked" % me,
+                  [p.get("name") for p in d.get("policies", [])] == names and d.get("saved_by") == me
+                  and d.get("locked") is False and "lock" not in d, str(d)[:400])
+        diff = d.get("diff", {})
+        s.r.check("  ... the diff against the set before (%s)" % ", ".join(before),
+                  diff.get("added") == [n for n in names if n not in before]
+                  and diff.get("removed") == [n for n in before if n not in names]
+                  and set(diff.get("changed", [])) <= set(names) & set(before), str(diff))
+        again = s.x("the same set again", "compliance", "PUT", "/api/v1/policies", 200, body={"policies": POLICIES})
+        if again.status == 200:
+            a = again.json()
+            version = a.get("version")
+            s.r.check("  ... an empty diff, a new version, every policy keeps its effective time",
+                      a.get("diff") == {"added": [], "removed": [], "changed": []} and a.get("version") == d["version"] + 1
+                      and [p.get("effective") for p in a["policies"]] == [p.get("effective") for p in d["policies"]],
+                      str(a)[:400])
+    bad = s.x("an unknown kind", "compliance", "PUT", "/api/v1/policies", 400, bad_request="allowed values",
+              body={"policies": POLICIES + [{"name": "archive-all", "kind": "archive"}]})
+    detail = (bad.problem() or {}).get("detail", "")
+    s.r.check("  ... the detail names the 4th policy and its kind", detail.startswith('policy 4 ("archive-all"): "kind"'), detail)
+    s.x("an unknown field", "compliance", "PUT", "/api/v1/policies", 400, bad_request="additional properties",
+        body={"policies": [{"name": "spam", "kind": "tag", "colour": "red"}]})
+    s.x("a bad period", "compliance", "PUT", "/api/v1/policies", 400, bad_request="must match pattern",
+        body={"policies": [{"name": "short", "kind": "retention", "keep": "3 days"}]})
+    bad = s.x("a retention without keep (valid JSON schema, refused by the server)", "compliance", "PUT",
+              "/api/v1/policies", 400, body={"policies": [POLICIES[2], {"name": "no-period", "kind": "retention"}]})
+    detail = (bad.problem() or {}).get("detail", "")
+    s.r.check("  ... the detail names the 2nd policy and keep", detail.startswith('policy 2 ("no-period"): "keep"'), detail)
+    s.x("a query that does not parse", "compliance", "PUT", "/api/v1/policies", 400,
+        body={"policies": [{"name": "broken", "kind": "tag", "query": "subject:(razor"}]})
+    s.x("no policies", "compliance", "PUT", "/api/v1/policies", 400, bad_request="required", body={})
+    s.x("", "reviewer", "PUT", "/api/v1/policies", 403, body={"policies": POLICIES})
+    s.x("", "admin", "PUT", "/api/v1/policies", 403, body={"policies": POLICIES})
+    got = s.x("", "compliance", "GET", "/api/v1/policies", 200)
+    if got.status == 200:
+        s.r.check("  ... the refused sets changed nothing (version %s)" % version,
+                  got.json().get("version") == version and [p.get("name") for p in got.json().get("policies", [])] == names,
+                  str(got.json())[:300])
+    s.x("read-only", "admin", "GET", "/api/v1/policies", 200)
+    s.x("read-only", "auditor", "GET", "/api/v1/policies", 200)
+    s.x("", "operator", "GET", "/api/v1/policies", 403)
+    one = s.x("", "compliance", "GET", "/api/v1/policies/keep-10y", 200)
+    if one.status == 200:
+        p = one.json()
+        s.r.check("  ... keep 10y from the date, delete, weight 0, retroactive, with effective",
+                  (p.get("keep"), p.get("from"), p.get("action"), p.get("weight"), p.get("retroactive")) == ("10y", "date", "delete", 0, True)
+                  and isinstance(p.get("effective"), int), str(p))
+    s.x("read-only", "auditor", "GET", "/api/v1/policies/alice-hold", 200)
+    s.x("unknown name", "compliance", "GET", "/api/v1/policies/no-such-policy", 404)
+    s.x("upper-case name", "compliance", "GET", "/api/v1/policies/Keep-10y", 404, bad_request="must match pattern")
+    s.x("", "reviewer", "GET", "/api/v1/policies/keep-10y", 403)
+
+    # -- what-if: nothing saved
+    draft = [POLICIES[0], {"name": "bob-review-30d", "kind": "retention", "custodians": ["bob@corp.test"], "keep": "30d",
+                           "action": "review", "weight": 5}]
+    wi = s.x("a draft", "compliance", "POST", "/api/v1/policies/what-if", 200, body={"policies": draft})
+    if wi.status == 200:
+        w = wi.json()
+        s.r.check("  ... purgeable, by_policy for every draft policy, changes, the set in force as current",
+                  isinstance(w.get("purgeable"), int) and set(w.get("by_policy", {})) == {p["name"] for p in draft}
+                  and "changes" in w and set(w.get("current", {}).get("by_policy", {})) == set(names), str(w)[:400])
+        s.r.check("  ... every message counted once (messages = purgeable + held + review + kept)",
+                  w.get("messages") == sum(w.get(k, -1) for k in ("purgeable", "held", "review", "kept")) and w.get("messages", 0) > 0,
+                  str(w)[:300])
+    s.x("an empty draft", "compliance", "POST", "/api/v1/policies/what-if", 200, body={"policies": []})
+    s.x("an unknown kind", "compliance", "POST", "/api/v1/policies/what-if", 400, bad_request="allowed values",
+        body={"policies": [{"name": "x", "kind": "purge"}]})
+    s.x("", "auditor", "POST", "/api/v1/policies/what-if", 403, body={"policies": draft})
+    got = s.x("after a what-if", "compliance", "GET", "/api/v1/policies", 200)
+    if got.status == 200:
+        s.r.check("  ... the what-if saved nothing", got.json().get("version") == version, str(got.json())[:200])
+
+    # -- a message's decision
+    if s.env.get("custodians"):
+        d = explain_one(s, "alice's", "custodian:alice@corp.test")
+        if d is not None:
+            s.r.check("  ... held by alice-hold, every policy's vote", d.get("outcome") == "held" and d.get("holds") == ["alice-hold"]
+                      and {v.get("policy") for v in d.get("votes", [])} == set(names) and d.get("version") == version, str(d)[:400])
+        d = explain_one(s, "bob's only", "custodian:bob@corp.test NOT custodian:alice@corp.test")
+        if d is not None:
+            s.r.check("  ... not held, keep-10y among the votes", d.get("outcome") in ("purgeable", "keep") and "holds" not in d
+                      and any(v.get("policy") == "keep-10y" and v.get("vote") in ("delete", "keep") for v in d.get("votes", [])),
+                      str(d)[:400])
+    else:
+        explain_one(s, "any", "*")
+    s.x("missing id", "compliance", "GET", "/api/v1/messages/%s/policy" % secrets.token_hex(32), 404)
+    s.x("upper-case id", "compliance", "GET", "/api/v1/messages/%s/policy" % secrets.token_hex(32).upper(), 404,
+        bad_request="must match pattern")
+    s.x("compliance reads no mail", "compliance", "GET", "/api/v1/messages/%s" % secrets.token_hex(32), 403)
+    s.x("", "reviewer", "GET", "/api/v1/messages/%s/policy" % secrets.token_hex(32), 403)
+
+    # -- holds
+    listed = s.x("", "compliance", "GET", "/api/v1/holds", 200)
+    if listed.status == 200:
+        s.r.check("  ... alice-hold, and the set's version", [h.get("name") for h in listed.json().get("holds", [])] == ["alice-hold"]
+                  and listed.json().get("version") == version, str(listed.json())[:300])
+    s.x("read-only", "admin", "GET", "/api/v1/holds", 200)
+    s.x("read-only", "auditor", "GET", "/api/v1/holds", 200)
+    s.x("", "reviewer", "GET", "/api/v1/holds", 403)
+    name = "case-%s" % secrets.token_hex(3)
+    hold = {"name": name, "case": "4712", "custodians": ["bob@corp.test"], "query": "subject:razor"}
+    placed = s.x("", "compliance", "POST", "/api/v1/holds", 201, body=hold)
+    if placed.status == 201:
+        h = placed.json()
+        loc = placed.header("location") or ""
+        s.r.check("  ... kind hold, effective, Location /api/v1/policies/%s" % name,
+                  h.get("kind") == "hold" and h.get("case") == "4712" and isinstance(h.get("effective"), int)
+                  and loc.endswith("/api/v1/policies/" + name), "%s, Location %r" % (h, loc))
+        s.x("the hold placed", "auditor", "GET", "/api/v1/policies/" + name, 200)
+    s.x("the same name again", "compliance", "POST", "/api/v1/holds", 409, body=hold)
+    s.x("a retention's name", "compliance", "POST", "/api/v1/holds", 409, body=dict(hold, name="keep-10y"))
+    s.x("with kind hold", "compliance", "POST", "/api/v1/holds", 409, body=dict(hold, kind="hold"))
+    s.x("a period on a hold", "compliance", "POST", "/api/v1/holds", 400, bad_request="additional properties",
+        body=dict(hold, name=name + "-x", keep="1y"))
+    s.x("a case alone", "compliance", "POST", "/api/v1/holds", 400, bad_request="anyOf",
+        body={"name": name + "-x", "case": "4712"})
+    s.x("kind tag", "compliance", "POST", "/api/v1/holds", 400, bad_request="allowed values",
+        body=dict(hold, name=name + "-x", kind="tag"))
+    s.x("not an address", "compliance", "POST", "/api/v1/holds", 400, body=dict(hold, name=name + "-x", custodians=["bob"]))
+    s.x("", "admin", "POST", "/api/v1/holds", 403, body=dict(hold, name=name + "-x"))
+    released = s.x("by the other officer", "spare_compliance", "DELETE", "/api/v1/holds/" + name, 200)
+    if released.status == 200:
+        s.r.check("  ... released %s, the set's version %s" % (name, (version or 0) + 2),
+                  released.json() == {"released": name, "version": (version or 0) + 2}, str(released.json()))
+    s.x("released already", "compliance", "DELETE", "/api/v1/holds/" + name, 404)
+    s.x("a retention is not a hold", "compliance", "DELETE", "/api/v1/holds/keep-10y", 404)
+    s.x("", "admin", "DELETE", "/api/v1/holds/alice-hold", 403)
+
+    # -- the lock, refused without confirmation (preservation_lock sets it, last of all)
+    s.x("confirm false", "compliance", "POST", "/api/v1/policies/lock", 400, bad_request="allowed values", body={"confirm": False})
+    s.x("no confirm", "compliance", "POST", "/api/v1/policies/lock", 400, bad_request="required", body={})
+    got = s.x("after the holds", "compliance", "GET", "/api/v1/policies", 200)
+    if got.status == 200:
+        s.r.check("  ... not locked, the set as saved, the hold placed and released: 2 versions more",
+                  got.json().get("locked") is False and [p.get("name") for p in got.json()["policies"]] == names
+                  and got.json().get("version") == (version or 0) + 2, str(got.json())[:300])
+
+
 def problems(s):
     s.x("no such route", "reviewer", "GET", "/api/v1/no-such-route", 404, bad_request=ROUTE_NOT_FOUND)
     s.x("wrong method", "reviewer", "DELETE", "/api/v1/me", 405, bad_request=ROUTE_NOT_FOUND)
@@ -436,7 +622,53 @@ def problems(s):
             s.x("", who, "POST", "/api/v1/auth/logout", 204)
 
 
-PARTS = [health_and_auth, operator_and_admin, tokens, reviewer, exports, jobs_and_restores, auditor, problems]
+def preservation_lock(s):
+    """Last of all, because it cannot be undone in this vault: the preservation lock, and what it
+    refuses and allows afterwards."""
+    if "compliance" not in s.tokens:
+        raise RuntimeError("no compliance session (the compliance part failed to log in)")
+    s.login("admin")  # problems() logged the admin out
+    s.x("an admin, confirmed", "admin", "POST", "/api/v1/policies/lock", 403, body={"confirm": True})
+    before = s.x("before the lock", "compliance", "GET", "/api/v1/policies", 200)
+    if before.status != 200 or before.json().get("locked") is not False:
+        raise RuntimeError("the set before the lock: %s" % before.brief())
+    current = as_written(before.json()["policies"])
+    me = s.users["compliance"]["name"]
+    lock = s.x("confirmed", "compliance", "POST", "/api/v1/policies/lock", 200, body={"confirm": True})
+    if lock.status == 200:
+        s.r.check("  ... locked by %s" % me, lock.json().get("locked") is True and lock.json().get("by") == me, str(lock.json()))
+    again = s.x("set again, by the other officer", "spare_compliance", "POST", "/api/v1/policies/lock", 200, body={"confirm": True})
+    if lock.status == 200 and again.status == 200:
+        s.r.check("  ... the lock as it was set (by %s)" % me, again.json() == lock.json(), "%s vs %s" % (again.json(), lock.json()))
+    got = s.x("locked", "admin", "GET", "/api/v1/policies", 200)
+    if got.status == 200:
+        s.r.check("  ... locked, lock.by %s" % me, got.json().get("locked") is True and (got.json().get("lock") or {}).get("by") == me,
+                  str(got.json())[:300])
+    without = [p for p in current if p["name"] != "keep-10y"]
+    refused = s.x("the retention removed", "compliance", "PUT", "/api/v1/policies", 409, body={"policies": without})
+    detail = (refused.problem() or {}).get("detail", "")
+    s.r.check("  ... the detail names keep-10y", 'retention "keep-10y" would be removed' in detail, detail)
+    shorter = [dict(p, keep="5y") if p["name"] == "keep-10y" else p for p in current]
+    s.x("the retention shortened", "compliance", "PUT", "/api/v1/policies", 409, body={"policies": shorter})
+    s.x("the hold released", "compliance", "DELETE", "/api/v1/holds/alice-hold", 409)
+    longer = [dict(p, keep="12y") if p["name"] == "keep-10y" else p for p in current if p["kind"] != "tag"]
+    longer.append({"name": "razor-2", "kind": "tag", "query": "subject:razor", "tag": "razor"})
+    ok = s.x("the retention extended, a tag replaced", "compliance", "PUT", "/api/v1/policies", 200, body={"policies": longer})
+    if ok.status == 200:
+        d = ok.json()
+        s.r.check("  ... diff: keep-10y changed, razor removed, razor-2 added; still locked",
+                  d.get("diff") == {"added": ["razor-2"], "removed": ["razor"], "changed": ["keep-10y"]} and d.get("locked") is True,
+                  str(d.get("diff")))
+    s.x("a hold added under the lock", "compliance", "POST", "/api/v1/holds", 201,
+        body={"name": "case-after-lock", "case": "4713", "custodians": ["bob@corp.test"]})
+    s.x("under the lock", "compliance", "GET", "/api/v1/holds", 200)
+    for who in ("compliance", "spare_compliance", "admin"):
+        s.x("", who, "POST", "/api/v1/auth/logout", 204)
+
+
+# compliance before auditor (whose reads then include the policy entries); preservation_lock last.
+PARTS = [health_and_auth, operator_and_admin, tokens, reviewer, exports, jobs_and_restores, compliance, auditor, problems,
+         preservation_lock]
 
 
 def main():
