@@ -603,8 +603,8 @@ Response ApiService::CreateToken(Context& c) {
       // needs one gets it from `mailvault token create` on the host (also audited).
       if (ReadsContent(holder->role)) {
         (void)Audit(c, "token.create", user, 403, json{{"label", label}, {"role", RoleName(holder->role)}});
-        Fail(403, "forbidden", std::string("an admin may not create a token for a ") + RoleName(holder->role) +
-                                   ": they read what an admin may not; " + user + " logs in and creates their own");
+        Fail(403, "forbidden", std::string("an admin may not create a token for ") + user + " (role " + RoleName(holder->role) +
+                                   "): that role's acts must be its holder's own; " + user + " logs in and creates their own");
       }
       issued_by = c.who->name;
     }
@@ -901,11 +901,11 @@ Response ApiService::GetPolicies(Context&) {
 Response ApiService::PutPolicies(Context& c) {
   std::vector<policy::Policy> next = PolicyBody(c);
   policy::PolicyStore& store = Policies();
-  policy::PolicySet before = Must(store.Current());
-  Result<policy::PolicySet> saved = store.Replace(std::move(next), ActorOf(c), NowSeconds());
+  policy::SetDiff diff;
+  Result<policy::PolicySet> saved = store.Replace(std::move(next), ActorOf(c), NowSeconds(), &diff);
   if (!saved.ok()) PolicyFail(saved.error());
   json j = SetJson(*saved, Must(store.Lock()));
-  j["diff"] = policy::Diff(before.policies, saved->policies).ToJson();
+  j["diff"] = diff.ToJson();
   return Response::Json(200, j);
 }
 
@@ -971,7 +971,7 @@ Response ApiService::ListHolds(Context&) {
 
 Response ApiService::PlaceHold(Context& c) {
   json j = c.body;
-  if (j.contains("kind") && j["kind"] != "hold") BadRequest("\"kind\" of a hold is hold (other policies: PUT /api/v1/policies)");
+  if (j.contains("kind") && !j["kind"].is_null() && j["kind"] != "hold") BadRequest("\"kind\" of a hold is hold (other policies: PUT /api/v1/policies)");
   j["kind"] = "hold";
   Result<policy::Policy> h = policy::ParsePolicy(j, 0, policy::QueryLanguageCheck());
   if (!h.ok()) BadRequest(h.error().message());

@@ -136,11 +136,10 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!next.ok()) return fail(next.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
-    Result<PolicySet> before = p->store->Current();
-    if (!before.ok()) return fail(before.error());
-    Result<PolicySet> saved = p->store->Replace(std::move(*next), ShellActor(), Now());
+    policy::SetDiff diff;
+    Result<PolicySet> saved = p->store->Replace(std::move(*next), ShellActor(), Now(), &diff);
     if (!saved.ok()) return fail(saved.error());
-    PrintSaved(*saved, policy::Diff(before->policies, saved->policies));
+    PrintSaved(*saved, diff);
   });
 
   auto* list = pol->add_subcommand("list", "the policies in force");

@@ -58,7 +58,7 @@ Decision Decide(const std::vector<Policy>& policies, const std::vector<bool>& ma
   std::vector<bool> applies(policies.size());
   std::vector<std::string> why_not(policies.size());
   std::vector<size_t> retentions, explicit_ones;
-  int64_t until = 0;
+  int64_t until = INT64_MIN;  // mail dated before 1970 has retentions that end before 0
   for (size_t i = 0; i < policies.size(); ++i) {
     const Policy& p = policies[i];
     applies[i] = Applies(p, i < matched.size() ? matched[i] : false, m, &why_not[i]);

@@ -103,15 +103,16 @@ Result<Period> ParsePeriod(std::string_view text) {
   while (i < t.size() && t[i] >= '0' && t[i] <= '9' && n < 1000000) n = n * 10 + static_cast<uint64_t>(t[i++] - '0');
   const std::string unit = t.substr(i);
   if (i == 0) return InvalidArgument("period \"" + t + "\" must be a number and a unit (30d, 6w, 18mo, 7y) or \"forever\"");
+  // 200 years in each unit: 73,050 days (with the leap days), 10,435 weeks, 2,400 months.
   Period p;
-  uint64_t days = 0;
-  if (unit == "d") p.unit = Period::kDays, days = n;
-  else if (unit == "w") p.unit = Period::kWeeks, days = n * 7;
-  else if (unit == "mo") p.unit = Period::kMonths, days = n * 31;
-  else if (unit == "y") p.unit = Period::kYears, days = n * 366;
+  uint64_t max = 0;
+  if (unit == "d") p.unit = Period::kDays, max = 73050;
+  else if (unit == "w") p.unit = Period::kWeeks, max = 73050 / 7;
+  else if (unit == "mo") p.unit = Period::kMonths, max = 200 * 12;
+  else if (unit == "y") p.unit = Period::kYears, max = 200;
   else return InvalidArgument("period \"" + t + "\": the unit is d, w, mo or y (30d, 6w, 18mo, 7y), or write \"forever\"");
   if (n == 0) return InvalidArgument("period \"" + t + "\" is zero; a retention keeps for at least a day");
-  if (days > 200 * 366) return InvalidArgument("period \"" + t + "\" is longer than 200 years; write \"forever\"");
+  if (n > max) return InvalidArgument("period \"" + t + "\" is longer than 200 years; write \"forever\"");
   p.count = static_cast<uint32_t>(n);
   return p;
 }
@@ -216,7 +217,9 @@ Result<Policy> ParsePolicy(const json& j, size_t index, const QueryCheck& check_
     p.keep.forever = p.kind == Kind::kHold;
   }
   if (auto it = j.find("weight"); it != j.end() && !it->is_null()) {
-    if (!it->is_number_integer() || it->get<int64_t>() < -kMaxWeight || it->get<int64_t>() > kMaxWeight) {
+    // An unsigned above INT64_MAX would wrap into range if read as signed: refused as it is.
+    const bool too_big = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(kMaxWeight);
+    if (!it->is_number_integer() || too_big || it->get<int64_t>() < -kMaxWeight || it->get<int64_t>() > kMaxWeight) {
       return err("weight", "must be a whole number from -" + std::to_string(kMaxWeight) + " to " + std::to_string(kMaxWeight));
     }
     p.weight = static_cast<int>(it->get<int64_t>());
@@ -258,9 +261,20 @@ Result<std::vector<Policy>> ParsePolicyArray(const json& array, const QueryCheck
 
 Result<std::vector<Policy>> ParsePolicySet(std::string_view text, const QueryCheck& check_query) {
   if (text.size() > kMaxSetBytes) return LimitExceeded("a policy set is at most " + std::to_string(kMaxSetBytes) + " bytes of JSON");
+  // Policies are a flat array of flat objects: anything nested deeper is refused, not parsed.
+  struct TooDeep {};
+  json::parser_callback_t depth_check = [](int depth, json::parse_event_t, json&) {
+    if (depth > kMaxSetDepth) throw TooDeep{};
+    return true;
+  };
   json j;
   try {
-    j = json::parse(text);
+    j = json::parse(text, depth_check);
+  } catch (const TooDeep&) {
+    return InvalidArgument("a policy set is a JSON array of policies, nested at most " + std::to_string(kMaxSetDepth) + " levels deep");
+  } catch (const json::out_of_range& e) {
+    // A number too large for any field ("weight": 1e999): refused, not a crash.
+    return InvalidArgument(std::string("not a policy set: ") + e.what());
   } catch (const json::parse_error& e) {
     // The byte nlohmann stopped at, as a line and column a person can find.
     size_t at = std::min(e.byte ? e.byte - 1 : 0, text.size()), line = 1, col = 1;
@@ -271,6 +285,8 @@ Result<std::vector<Policy>> ParsePolicySet(std::string_view text, const QueryChe
     std::string what = e.what();
     if (size_t p = what.find("; last read"); p != std::string::npos) what = what.substr(p + 2);
     return InvalidArgument("line " + std::to_string(line) + ", column " + std::to_string(col) + ": not JSON (" + what + ")");
+  } catch (const json::exception& e) {
+    return InvalidArgument(std::string("not a policy set: ") + e.what());
   }
   return ParsePolicyArray(j, check_query);
 }

@@ -55,6 +55,7 @@ inline constexpr size_t kMaxNameBytes = 64;        // [a-z0-9][a-z0-9._-]*
 inline constexpr size_t kMaxQueryBytes = 4096;
 inline constexpr size_t kMaxCustodians = 1000;
 inline constexpr size_t kMaxSetBytes = 4 << 20;    // the JSON text of a whole set
+inline constexpr int kMaxSetDepth = 4;             // array > policy > custodians > address
 inline constexpr int kMaxWeight = 1000000;
 
 struct Policy {

@@ -16,12 +16,21 @@ std::string VersionKey(uint64_t v) {
   return std::string(control::kPolicyVersionPrefix) + buf;
 }
 
-// Whether period b keeps at least as long as a, from any start: checked from the first of
-// every month over four years (months and years are uneven; days and weeks are not).
+// Whether period b keeps at least as long as a, from any start. Same kinds of unit compare by
+// count (years are twelve months); days against weeks by days; a calendar period (months,
+// years) against a fixed one (days, weeks) is checked from every day of a whole 400-year
+// Gregorian cycle, which holds every arrangement of month lengths and leap years there is.
 bool AtLeast(const Period& b, const Period& a) {
   if (b.forever) return true;
   if (a.forever) return false;
-  for (int64_t t = 946684800; t < 946684800 + 4 * 366 * 86400LL; t += 15 * 86400) {
+  auto calendar = [](const Period& p) { return p.unit == Period::kMonths || p.unit == Period::kYears; };
+  auto months = [](const Period& p) { return static_cast<int64_t>(p.count) * (p.unit == Period::kYears ? 12 : 1); };
+  auto days = [](const Period& p) { return static_cast<int64_t>(p.count) * (p.unit == Period::kWeeks ? 7 : 1); };
+  if (calendar(a) && calendar(b)) return months(b) >= months(a);
+  if (!calendar(a) && !calendar(b)) return days(b) >= days(a);
+  constexpr int64_t kCycleDays = 146097;
+  for (int64_t day = 0; day < kCycleDays; ++day) {
+    const int64_t t = 946684800 + day * 86400;  // from 2000-01-01
     if (b.End(t) < a.End(t)) return false;
   }
   return true;
@@ -153,7 +162,7 @@ Result<LockState> PolicyStore::Lock() const {
 }
 
 Result<PolicySet> PolicyStore::Save(std::vector<Policy> next, const control::Actor& who, int64_t now, const std::string& action,
-                                    json details) {
+                                    json details, SetDiff* diff) {
   MV_ASSIGN_OR_RETURN(PolicySet current, Current());
   MV_ASSIGN_OR_RETURN(LockState lock, Lock());
   if (lock.locked) MV_RETURN_IF_ERROR(CheckPreserved(current.policies, next));
@@ -167,7 +176,9 @@ Result<PolicySet> PolicyStore::Save(std::vector<Policy> next, const control::Act
   s.saved_by = who.user;
   s.policies = std::move(next);
   details["version"] = s.version;
-  details["diff"] = Diff(current.policies, s.policies).ToJson();
+  const SetDiff changes = Diff(current.policies, s.policies);
+  details["diff"] = changes.ToJson();
+  if (diff) *diff = changes;
   // Audited before it takes effect: a change the trail refuses is not made.
   MV_RETURN_IF_ERROR(audit_->Record(who.Event(action, "policies", std::move(details))));
   const std::string text = s.ToJson().dump();
@@ -175,9 +186,9 @@ Result<PolicySet> PolicyStore::Save(std::vector<Policy> next, const control::Act
   return s;
 }
 
-Result<PolicySet> PolicyStore::Replace(std::vector<Policy> next, const control::Actor& who, int64_t now) {
+Result<PolicySet> PolicyStore::Replace(std::vector<Policy> next, const control::Actor& who, int64_t now, SetDiff* diff) {
   std::lock_guard<std::mutex> l(mu_);
-  return Save(std::move(next), who, now, "policy.set", json::object());
+  return Save(std::move(next), who, now, "policy.set", json::object(), diff);
 }
 
 Result<PolicySet> PolicyStore::Add(Policy p, const control::Actor& who, int64_t now, const std::string& action) {

@@ -64,7 +64,8 @@ class PolicyStore {
   // force keeps its `effective` time, a new or changed one gets `now`. Refused under the lock
   // when it removes or shortens (CheckPreserved). Audited (`policy.set`, with the version and
   // the diff) before it is written.
-  Result<PolicySet> Replace(std::vector<Policy> next, const control::Actor& who, int64_t now);
+  // diff (optional): what changed against the set it replaced, read under the same lock.
+  Result<PolicySet> Replace(std::vector<Policy> next, const control::Actor& who, int64_t now, SetDiff* diff = nullptr);
   // Adds one policy to the set in force (a hold placed), or removes one (released); the same
   // checks and audit as Replace, with `action` as the audit action (`hold.place`,
   // `hold.release`).
@@ -75,7 +76,7 @@ class PolicyStore {
 
  private:
   Result<PolicySet> Save(std::vector<Policy> next, const control::Actor& who, int64_t now, const std::string& action,
-                         nlohmann::json details);
+                         nlohmann::json details, SetDiff* diff = nullptr);
 
   control::StateStore* store_;
   control::AuditLog* audit_;
