@@ -89,6 +89,18 @@ SetDiff Diff(const std::vector<Policy>& before, const std::vector<Policy>& after
 }
 
 Status CheckPreserved(const std::vector<Policy>& before, const std::vector<Policy>& after) {
+  // An added retention that deletes could outvote a locked one that reviews once both have run
+  // out (explicit beats catch-all; weights): refused while any locked retention reviews.
+  const bool locked_review = std::any_of(before.begin(), before.end(), [](const Policy& p) {
+    return p.kind == Kind::kRetention && p.action == Action::kReview;
+  });
+  for (const Policy& a : after) {
+    const bool added = std::none_of(before.begin(), before.end(), [&](const Policy& p) { return p.name == a.name; });
+    if (added && locked_review && a.kind == Kind::kRetention && a.action == Action::kDelete) {
+      return FailedPrecondition("the preservation lock is set: the added retention \"" + a.name +
+                                "\" deletes, and a locked retention reviews what has run out; add it with \"action\": \"review\"");
+    }
+  }
   for (const Policy& b : before) {
     if (b.kind == Kind::kTag) continue;
     auto a = std::find_if(after.begin(), after.end(), [&](const Policy& p) { return p.name == b.name; });
@@ -175,6 +187,14 @@ Result<PolicySet> PolicyStore::Save(std::vector<Policy> next, const control::Act
   s.saved = now;
   s.saved_by = who.user;
   s.policies = std::move(next);
+  // Whatever is written must read back (FromJson checks the set's limits and names): a hold
+  // added to a full set is refused here, not discovered at the next read.
+  if (s.policies.size() > kMaxPolicies) {
+    return LimitExceeded("a policy set has at most " + std::to_string(kMaxPolicies) + " policies; remove one first");
+  }
+  if (Result<PolicySet> back = PolicySet::FromJson(s.ToJson()); !back.ok()) {
+    return InvalidArgument("the set would not read back: " + back.error().message());
+  }
   details["version"] = s.version;
   const SetDiff changes = Diff(current.policies, s.policies);
   details["diff"] = changes.ToJson();

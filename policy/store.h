@@ -6,7 +6,8 @@
 // lock`, a new set is refused unless every retention and hold of the set in force is still in
 // it, unchanged or extended: a retention may keep longer (a longer period, "forever"), cover
 // more custodians, or turn delete into review; a hold may not change at all. Tags are free, and
-// policies may be added. The lock itself has no command to remove it.
+// policies may be added, except a retention that deletes while a locked one reviews (it could
+// outvote it once both have run out). The lock itself has no command to remove it.
 #pragma once
 
 #include <cstdint>

@@ -95,7 +95,9 @@ Result<Credentials> ReadCredentials(const std::string& path) {
       c.admin = {login, password};
     } else {
       std::string addr = NormalizeAddress(who);
-      if (addr.find('@') == std::string::npos && addr.empty()) return InvalidArgument(where + "no address");
+      if (addr.find('@') == std::string::npos) {
+        return InvalidArgument(where + "\"" + who + "\" is not an address: a line is \"ADDRESS LOGIN PASSWORD\" or \"* LOGIN PASSWORD\"");
+      }
       if (!c.per_user.emplace(addr, std::make_pair(login, password)).second) {
         return InvalidArgument(where + addr + " is listed twice");
       }

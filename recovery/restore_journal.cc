@@ -195,7 +195,7 @@ Result<std::unique_ptr<RestoreJob>> RestoreJob::Load(control::StateStore* store,
 Result<std::vector<JobReport>> RestoreJob::List(control::StateStore* store) {
   std::vector<std::string> ids;
   MV_RETURN_IF_ERROR(store->Scan(control::kRestoreHeaderPrefix, [&](std::string_view key, std::string_view) {
-    ids.emplace_back(key.substr(3));
+    ids.emplace_back(key.substr(std::string_view(control::kRestoreHeaderPrefix).size()));
     return true;
   }));
   std::vector<JobReport> out;

@@ -172,6 +172,17 @@ TEST(SecretFileTest, KeyFileThatIsNotARegularFileIsRefused) {
   EXPECT_NE(f.error().message().find("not a regular file"), std::string::npos) << f.error().message();
 }
 
+// A line naming a mailbox must name an address: "alice l p" was accepted and then matched
+// nobody, so the restore failed later with "no credentials for alice@…" instead of here.
+TEST(SecretFileTest, RestoreAuthFileRefusesALineWithoutAnAddress) {
+  testing::TempDir dir;
+  Result<recovery::Credentials> c = recovery::ReadCredentials(WriteWithMode(dir / "noat", "a@x l p\nalice l2 p2\n", 0600));
+  ASSERT_FALSE(c.ok()) << "a line whose first field has no '@' was accepted";
+  EXPECT_EQ(c.error().code(), ErrorCode::kInvalidArgument) << c.error().ToString();
+  EXPECT_NE(c.error().message().find(":2: "), std::string::npos) << c.error().message();
+  EXPECT_NE(c.error().message().find("alice"), std::string::npos) << c.error().message();
+}
+
 TEST(SecretFileTest, RestoreAuthFileIsCheckedOnItsDescriptor) {
   testing::TempDir dir;
   Result<recovery::Credentials> c = recovery::ReadCredentials(WriteWithMode(dir / "loose", "a@x l p\n", 0644));

@@ -1216,8 +1216,13 @@ TEST_F(PolicyStoreTest, PreservationLockOnlyLetsRetentionsGrowAndHoldsStay) {
   accepted([&](json& j) { find(j, "finance").erase("custodians"); }, "every custodian");
   accepted([&](json& j) { find(j, "spam")["query"] = "subject:(viagra OR mortgage)"; }, "changing a tag");
   accepted([&](json& j) { j.push_back(json{{"name", "case-2"}, {"kind", "hold"}, {"query", "*"}}); }, "adding a hold");
-  accepted([&](json& j) { j.push_back(json{{"name", "legal-1y"}, {"kind", "retention"}, {"keep", "1y"}, {"query", "x"}}); },
-           "adding a retention");
+  // finance now reviews: an added explicit retention that deletes could outvote it once both
+  // have run out, so it must review too.
+  refused([&](json& j) { j.push_back(json{{"name", "legal-1y"}, {"kind", "retention"}, {"keep", "1y"}, {"query", "x"}}); },
+          "adding a retention that deletes while a locked one reviews");
+  accepted([&](json& j) {
+    j.push_back(json{{"name", "legal-1y"}, {"kind", "retention"}, {"keep", "1y"}, {"query", "x"}, {"action", "review"}});
+  }, "adding a retention that reviews");
   accepted([&](json& j) { find(j, "spam")["tag"] = "junk"; }, "a tag's name");
   refused([&](json& j) { j.erase(j.size() - 1); }, "removing the retention just added");
   accepted([&](json& j) {
