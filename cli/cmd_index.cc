@@ -1,5 +1,7 @@
 // index status|run, reindex, check: keeping the full-text index level with the vault.
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -21,18 +23,23 @@ using nlohmann::json;
 
 std::string Dump(const json& j) { return j.dump(2, ' ', false, json::error_handler_t::replace); }
 
+// The "indexing: change N of M" line on a terminal, redrawn at most five times a second.
+std::function<void(uint64_t, uint64_t)> IndexingProgress(bool tty) {
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  return [tty, last](uint64_t done, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    if (tty && now - *last > std::chrono::milliseconds(200)) {
+      *last = now;
+      ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
+                static_cast<unsigned long long>(total));
+    }
+  };
+}
+
 // Applies what the vault holds and the index does not yet, with a progress line on a terminal.
 Result<index::CatchUpReport> CatchUpNow(const Vault& vault, index::IndexWriter& writer, bool quiet) {
-  bool tty = StderrIsTerminal() && !quiet;
-  auto last = std::chrono::steady_clock::now();
-  auto r = writer.CatchUp(vault, nullptr, [&](uint64_t done, uint64_t total) {
-    auto now = std::chrono::steady_clock::now();
-    if (tty && now - last > std::chrono::milliseconds(200)) {
-      last = now;
-      ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
-                   static_cast<unsigned long long>(total));
-    }
-  });
+  const bool tty = StderrIsTerminal() && !quiet;
+  auto r = writer.CatchUp(vault, nullptr, IndexingProgress(tty));
   if (tty) Err() << "\r\033[K";
   return r;
 }
@@ -43,11 +50,10 @@ int IndexJobInService(const ServiceResources& svc, bool compact, bool quiet) {
   Result<control::JobRecord> job = svc.runner->SubmitReindex(json{{"compact", compact}}, ShellActor());
   if (!job.ok()) return Fail(job.error());
   const bool tty = StderrIsTerminal() && !quiet;
+  auto progress = IndexingProgress(tty);
   Result<control::JobRecord> end = FollowToEnd(svc, job->id, [&](const control::JobRecord& rec) {
-    if (tty && !compact && rec.progress.value("total", uint64_t{0})) {
-      ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(rec.progress.value("indexed", uint64_t{0})),
-                static_cast<unsigned long long>(rec.progress.value("total", uint64_t{0})));
-    }
+    const uint64_t total = rec.progress.value("total", uint64_t{0});
+    if (!compact && total) progress(rec.progress.value("indexed", uint64_t{0}), total);
   });
   if (tty && !compact) Err() << "\r\033[K";
   if (!end.ok()) return Fail(end.error());
@@ -200,17 +206,8 @@ void AddIndexCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
       return;
     }
     const bool tty = StderrIsTerminal() && !reindex_quiet;
-    auto last = std::chrono::steady_clock::now();
-    Result<jobs::RebuildReport> r =
-        jobs::RebuildIndex(*s->vault, g.vault_dir, s->records.get(), reindex_options, /*from_scratch=*/true,
-                           [&](uint64_t done, uint64_t total) {
-                             auto now = std::chrono::steady_clock::now();
-                             if (tty && now - last > std::chrono::milliseconds(200)) {
-                               last = now;
-                               ErrPrintf("\r\033[Kindexing: change %llu of %llu", static_cast<unsigned long long>(done),
-                                         static_cast<unsigned long long>(total));
-                             }
-                           });
+    Result<jobs::RebuildReport> r = jobs::RebuildIndex(*s->vault, g.vault_dir, s->records.get(), reindex_options,
+                                                       /*from_scratch=*/true, IndexingProgress(tty));
     if (tty) Err() << "\r\033[K";
     if (!r.ok()) {
       *exit_code = Fail(r.error());

@@ -30,6 +30,12 @@ std::string NormalizeAddress(std::string_view addr);
 // error names the text and says what was expected.
 Result<int64_t> ParseIsoTime(const std::string& text);
 
+// Days since 1970-01-01 of a proleptic Gregorian date (month 1-12, day 1-31), and back: the
+// calendar arithmetic of dates in queries and of retention periods, for any year (no time_t
+// limits, no time zone). Howard Hinnant's algorithms.
+int64_t DaysFromCivil(int64_t year, unsigned month, unsigned day);
+void CivilFromDays(int64_t days, int64_t* year, unsigned* month, unsigned* day);
+
 // Calls fn(line number from 1, line without its '\n') for every line of text, stopping at the
 // first error fn returns: the loop of every line-oriented file mailvault reads (the config
 // file, the AUTH users file).
