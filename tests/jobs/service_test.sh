@@ -92,6 +92,17 @@ tool() { python3 "$TOOL" "$@"; }
 # mvault ARGS...: mailvault on the test vault (through the service while serve runs).
 mvault() { timeout -s KILL "${MV_CLI_TIMEOUT:-120}" "$MV" --vault "$V" --key-file "$K" "$@"; }
 
+# wait_count QUERY WANT: polls `mailvault count QUERY` (the index alone, as a shell user's
+# search) for up to 30 s until it answers WANT; prints its last answer.
+wait_count() {
+  local n='' k
+  for ((k = 0; k < 100; k++)); do
+    n=$("$MV" --vault "$V" --key-file "$K" count "$1" 2>/dev/null)
+    [[ $n == "$2" ]] && break
+    sleep 0.3
+  done
+  echo "$n"
+}
 # The oracle: imap_tool verify --match delivered on Dovecot (USER FOLDER FILE...).
 dv_verify() {
   local label=$1 user=$2 folder=$3 out
@@ -803,21 +814,12 @@ part_t=$SECONDS
 tag_id=$(mvault list --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 api "$T_REV" PUT "/api/v1/messages/$tag_id/tags/svc-held"
 expect_eq "(t) a reviewer tags a message" "$API_STATUS" 204
-n=''
-for ((k = 0; k < 50; k++)); do
-  n=$("$MV" --vault "$V" --key-file "$K" count 'tag:svc-held' 2>/dev/null)
-  [[ $n == 1 ]] && break
-  sleep 0.2
-done
+n=$(wait_count 'tag:svc-held' 1)
 expect_eq "(t) \`mailvault count tag:svc-held\` (the index alone) finds the tagged message" "$n" 1
 got=$(jpy "$("$MV" --vault "$V" --key-file "$K" search --json 'tag:svc-held' 2>/dev/null)" "[h['id'] for h in d['results']]")
 expect_eq "(t) ... and it is that message" "$got" "[\"$tag_id\"]"
 api "$T_REV" DELETE "/api/v1/messages/$tag_id/tags/svc-held"
-for ((k = 0; k < 50; k++)); do
-  n=$("$MV" --vault "$V" --key-file "$K" count 'tag:svc-held' 2>/dev/null)
-  [[ $n == 0 ]] && break
-  sleep 0.2
-done
+n=$(wait_count 'tag:svc-held' 0)
 expect_eq "(t) the tag removed: count tag:svc-held is 0" "$n" 0
 api "$T_REV" PUT "/api/v1/messages/$tag_id/tags/svc-kept"
 expect_eq "(t) a second tag" "$API_STATUS" 204
@@ -856,12 +858,7 @@ s.sendmail("probe@example.test", ["bob@example.test"],
            b"Message-ID: <svc-policy-probe@example.test>\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n\r\nprobe\r\n")
 s.quit()
 PY
-n=''
-for ((k = 0; k < 100; k++)); do
-  n=$("$MV" --vault "$V" --key-file "$K" count 'tag:svc-probe' 2>/dev/null)
-  [[ $n == 1 ]] && break
-  sleep 0.3
-done
+n=$(wait_count 'tag:svc-probe' 1)
 expect_eq "(p) a message captured over SMTP is tagged by the tag policy: \`count tag:svc-probe\` (the index alone)" "$n" 1
 # SMTP capture goes on meanwhile: the index's own count of every message, before and after,
 # brackets the what-if's.
