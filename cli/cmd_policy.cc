@@ -34,7 +34,9 @@ struct Policies {
   PolicyStore* store = nullptr;
 };
 
+// The global options resolved too: every command here starts with this.
 Result<Policies> OpenPolicies(GlobalOptions& g) {
+  MV_RETURN_IF_ERROR(ResolveGlobalOptions(&g));
   Policies p;
   MV_ASSIGN_OR_RETURN(p.state, OpenShellState(g, "while `mailvault serve` runs, policies change through it"));
   if (const ServiceResources* svc = Service(); svc && svc->policies) {
@@ -131,7 +133,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* set = pol->add_subcommand("set", "replace the whole policy set with a JSON array (validated as a whole)");
   set->add_option("FILE", file, "the set: a JSON array of policies (docs/policy.md)")->required();
   set->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<std::vector<Policy>> next = ReadPolicyFile(file);
     if (!next.ok()) return fail(next.error());
     Result<Policies> p = OpenPolicies(g);
@@ -145,7 +146,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* list = pol->add_subcommand("list", "the policies in force");
   list->add_flag("--json", as_json, "the set as JSON (with version, and each policy's effective time)");
   list->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<PolicySet> s = p->store->Current();
@@ -168,7 +168,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   show->add_option("NAME", name, "the policy")->required();
   show->add_flag("--json", as_json, "as JSON");
   show->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<PolicySet> s = p->store->Current();
@@ -185,7 +184,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* history = pol->add_subcommand("history", "every version of the set, newest first");
   history->add_flag("--json", as_json, "as JSON");
   history->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<std::vector<PolicySet>> h = p->store->History(1000);
@@ -206,7 +204,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   explain->add_option("ID", id, "the message (its id, or a unique prefix of it)")->required();
   explain->add_flag("--json", as_json, "as JSON");
   explain->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<ObjectId> oid = p->state.vault->Resolve(id);
@@ -235,7 +232,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   whatif->add_option("FILE", file, "the draft set")->required();
   whatif->add_flag("--json", as_json, "as JSON: {\"purgeable\", \"purgeable_bytes\", \"held\", \"by_policy\", \"changes\", ...}");
   whatif->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<std::vector<Policy>> draft = ReadPolicyFile(file);
     if (!draft.ok()) return fail(draft.error());
     Result<Policies> p = OpenPolicies(g);
@@ -264,7 +260,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* lock = pol->add_subcommand("lock", "set the preservation lock: from now on retentions can only be extended and holds only added; it cannot be lifted");
   lock->add_flag("--yes", yes, "yes, for good (the lock has no undo)");
   lock->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     if (!yes) return fail(InvalidArgument("the preservation lock cannot be lifted, by anyone; run `mailvault policy lock --yes` to set it"));
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
@@ -286,7 +281,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   place->add_option("--custodian", custodians, "hold this custodian's mail (repeatable)");
   place->add_option("--query", query, "hold the messages this query matches (with --custodian: both must match)");
   place->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     json j{{"name", name}, {"kind", "hold"}};
     if (!case_id.empty()) j["case"] = case_id;
     if (!custodians.empty()) j["custodians"] = custodians;
@@ -302,7 +296,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* release = hold->add_subcommand("release", "release a hold (refused under the preservation lock)");
   release->add_option("NAME", name, "the hold")->required();
   release->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<PolicySet> saved = p->store->Remove(name, policy::Kind::kHold, ShellActor(), Now(), "hold.release");
@@ -312,7 +305,6 @@ void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   auto* holds = hold->add_subcommand("list", "the holds in force");
   holds->add_flag("--json", as_json, "as JSON");
   holds->callback([&g, fail] {
-    if (Status s = ResolveGlobalOptions(&g); !s.ok()) return fail(s.error());
     Result<Policies> p = OpenPolicies(g);
     if (!p.ok()) return fail(p.error());
     Result<PolicySet> s = p->store->Current();
