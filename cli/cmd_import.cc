@@ -94,18 +94,20 @@ void TrainFromSample(Vault& vault, const std::vector<SourceFile>& files, uint64_
   constexpr uint64_t kSampleBytes = 16 << 20;
   size_t step = std::max<size_t>(1, files.size() / kSampleMessages);
   std::vector<std::string> samples;
+  std::vector<ObjectId> ids;
   uint64_t total = 0;
   for (size_t i = 0; i < files.size() && samples.size() < kSampleMessages && total < kSampleBytes; i += step) {
     (void)ReadSourceFile(files[i], max_bytes, [&](SourceMessage m) {
       if (samples.size() >= kSampleMessages || CheckLooksLikeMail(m.bytes).ok() == false) return;
       Envelope env = ImportEnvelope(m.label, custodian);
       samples.push_back(Vault::TrainingSample(env, m.bytes));
+      ids.push_back(ObjectId::Of(m.bytes));
       total += samples.back().size();
     });
   }
   if (samples.size() < 100) return;  // too little to learn from; the vault trains later by itself
   std::vector<std::string_view> views(samples.begin(), samples.end());
-  Status s = vault.TrainDictionary(views);
+  Status s = vault.TrainDictionary(views, ids);
   if (!s.ok()) Err() << "mailvault: note: no compression dictionary trained (" << s.error().message() << ")\n";
 }
 

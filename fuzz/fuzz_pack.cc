@@ -27,6 +27,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           case mailvault::RecordType::kEnvelope: (void)mailvault::DecodeEnvelopeBody(rec.body); break;
           case mailvault::RecordType::kDictionary: (void)mailvault::DecodeDictionaryBody(rec.body); break;
           case mailvault::RecordType::kSeal: (void)mailvault::DecodeSealBody(rec.body); break;
+          case mailvault::RecordType::kPurge: (void)mailvault::DecodePurgeBody(rec.body); break;
+          case mailvault::RecordType::kTombstone: (void)mailvault::DecodeTombstoneBody(rec.body); break;
         }
         if (rec.keyed) (void)mailvault::CheckRecordMac(rec, kKey, "0123456789abcdef", 1);
       }

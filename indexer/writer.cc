@@ -21,6 +21,7 @@ struct Item {
   uint64_t change = 0;
   std::optional<StoredMessage> message;
   std::optional<Error> error;  // when the vault could not read it
+  bool deleted = false;        // purged: its document goes
 };
 
 // Which shard holds a message: fixed by its id, so a later change finds the document again.
@@ -210,17 +211,25 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
   // Reads one chunk of changes from the vault (each message once, with its latest change).
   auto read = [&vault](std::vector<Change> changes) -> Result<std::vector<Item>> {
     std::unordered_map<ObjectId, uint64_t, ObjectIdHash> latest;
+    std::unordered_map<ObjectId, bool, ObjectIdHash> deleted;  // by its latest change
     std::vector<ObjectId> ids;
     for (const Change& c : changes) {
       auto [it, fresh] = latest.emplace(c.id, c.number);
       if (fresh) ids.push_back(c.id);
       else it->second = c.number;
+      deleted[c.id] = c.deleted;
     }
     std::vector<Item> items;
     items.reserve(ids.size());
-    Status s = vault.ReadMany(ids, [&](const ObjectId& id, Result<StoredMessage> m) {
+    std::vector<ObjectId> to_read;
+    for (const ObjectId& id : ids) {
+      if (deleted[id]) items.push_back(Item{id, latest[id], {}, {}, true});
+      else to_read.push_back(id);
+    }
+    Status s = vault.ReadMany(to_read, [&](const ObjectId& id, Result<StoredMessage> m) {
       Item item{id, latest[id], {}, {}};
       if (m.ok()) item.message = std::move(*m);
+      else if (m.error().code() == ErrorCode::kNotFound) item.deleted = true;  // purged since: its delete change follows
       else item.error = m.error();
       items.push_back(std::move(item));
     });
@@ -239,6 +248,10 @@ Result<CatchUpReport> IndexWriter::CatchUp(const Vault& vault, const std::atomic
       try {
         for (Item& item : items) {
           if (ShardOf(item.id, n) != k) continue;
+          if (item.deleted) {
+            shards_[k]->delete_document("Q" + item.id.Hex());
+            continue;
+          }
           BuiltDocument built = item.message ? BuildDocument(item.id, *item.message, options_.limits)
                                              : BuildUnreadableDocument(item.id, *item.error);
           if (options_.tags) {

@@ -362,9 +362,13 @@ TEST_F(VaultTest, MessagesFromBeforeADictionaryStayReadable) {
       stored.emplace_back(v->Ingest(raw, Env("s"))->id, raw);
     }
     std::vector<std::string> samples;
-    for (int i = 1000; i < 1400; ++i) samples.push_back(msg(i));
+    std::vector<ObjectId> ids;
+    for (int i = 1000; i < 1400; ++i) {
+      samples.push_back(msg(i));
+      ids.push_back(ObjectId::Of(samples.back()));
+    }
     std::vector<std::string_view> views(samples.begin(), samples.end());
-    ASSERT_TRUE(v->TrainDictionary(views).ok());
+    ASSERT_TRUE(v->TrainDictionary(views, ids).ok());
     EXPECT_TRUE(v->has_dictionary());
     for (int i = 300; i < 310; ++i) {
       std::string raw = msg(i);

@@ -20,6 +20,8 @@ std::string SequenceKey(uint64_t s) { return "s" + BigEndian64(s); }
 std::string ChangeKey(uint64_t c) { return "c" + BigEndian64(c); }
 std::string DictionaryKey(uint32_t d) { return "d" + BigEndian64(d).substr(4); }
 const std::string kStatsKey = "xstats";
+std::string ShredKey(uint64_t n) { return "z" + BigEndian64(n); }
+std::string RetireKey(uint32_t d) { return "r" + BigEndian64(d).substr(4); }
 
 Error FromRocks(const rocksdb::Status& s, const std::string& what) {
   std::string m = "catalog " + what + ": " + s.ToString();
@@ -44,22 +46,26 @@ bool GetLocation(ByteReader* r, RecordLocation* l) {
 
 std::string EncodePackInfo(const PackInfo& p) {
   ByteWriter w;
-  w.PutU8(1);
+  w.PutU8(p.generation ? 2 : 1);  // version 2 adds the generation
   w.PutVarint(p.number);
   w.PutVarint(p.applied_bytes);
   w.PutVarint(p.records);
   w.PutU8(p.sealed ? 1 : p.closed ? 2 : 0);  // 2 (closed) is read as open by older versions
   w.PutString(p.sha256);
+  if (p.generation) w.PutVarint(p.generation);
   return w.Take();
 }
 bool DecodePackInfo(std::string_view b, PackInfo* p) {
   ByteReader r(b);
   uint8_t v, sealed;
   std::string_view sha;
-  if (!r.GetU8(&v) || v != 1 || !r.GetVarint(&p->number) || !r.GetVarint(&p->applied_bytes) ||
+  if (!r.GetU8(&v) || (v != 1 && v != 2) || !r.GetVarint(&p->number) || !r.GetVarint(&p->applied_bytes) ||
       !r.GetVarint(&p->records) || !r.GetU8(&sealed) || !r.GetString(&sha)) {
     return false;
   }
+  uint64_t generation = 0;
+  if (v == 2 && (!r.GetVarint(&generation) || generation > UINT32_MAX)) return false;
+  p->generation = static_cast<uint32_t>(generation);
   p->sealed = sealed == 1;
   p->closed = sealed == 2;
   p->sha256 = std::string(sha);
@@ -244,10 +250,39 @@ Result<std::vector<Change>> Catalog::ChangesAfter(uint64_t after, size_t limit) 
   std::vector<Change> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   for (it->Seek(ChangeKey(after + 1)); it->Valid() && it->key().starts_with("c") && out.size() < limit; it->Next()) {
-    if (it->key().size() != 9 || it->value().size() != ObjectId::kSize) {
+    const std::string_view v = it->value().ToStringView();
+    const bool deleted = v.size() == ObjectId::kSize + 1 && v.back() == 'D';
+    if (it->key().size() != 9 || (v.size() != ObjectId::kSize && !deleted)) {
       return Corruption("catalog change-log entry is damaged; run `mailvault rebuild`");
     }
-    out.push_back(Change{FromBigEndian64(it->key().ToString().substr(1)), ObjectId::FromBytes(it->value().ToStringView())});
+    out.push_back(Change{FromBigEndian64(it->key().ToString().substr(1)), ObjectId::FromBytes(v.substr(0, ObjectId::kSize)), deleted});
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Result<std::vector<uint64_t>> Catalog::ShredQueue() const {
+  std::vector<uint64_t> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("z"); it->Valid() && it->key().starts_with("z"); it->Next()) {
+    if (it->key().size() != 9) return Corruption("catalog shred-queue entry is damaged; run `mailvault rebuild`");
+    out.push_back(FromBigEndian64(it->key().ToString().substr(1)));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "scan");
+  return out;
+}
+
+Result<std::map<uint32_t, uint32_t>> Catalog::Retiring() const {
+  std::map<uint32_t, uint32_t> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("r"); it->Valid() && it->key().starts_with("r"); it->Next()) {
+    ByteReader r(it->value().ToStringView());
+    uint64_t replacement;
+    if (it->key().size() != 5 || !r.GetVarint(&replacement) || replacement > UINT32_MAX) {
+      return Corruption("catalog dictionary-retirement entry is damaged; run `mailvault rebuild`");
+    }
+    out[static_cast<uint32_t>(FromBigEndian64(std::string(4, '\0') + it->key().ToString().substr(1)))] =
+        static_cast<uint32_t>(replacement);
   }
   if (!it->status().ok()) return FromRocks(it->status(), "scan");
   return out;
@@ -294,7 +329,27 @@ void Catalog::Batch::PutDictionary(uint32_t id, const RecordLocation& where) {
 
 void Catalog::Batch::PutStats(const VaultStats& stats) { batch_->Put(kStatsKey, EncodeStats(stats)); }
 
-void Catalog::Batch::PutChange(uint64_t number, const ObjectId& id) { batch_->Put(ChangeKey(number), std::string(id.bytes())); }
+void Catalog::Batch::PutChange(uint64_t number, const ObjectId& id, bool deleted) {
+  batch_->Put(ChangeKey(number), std::string(id.bytes()) + (deleted ? "D" : ""));
+}
+
+void Catalog::Batch::DeleteMessage(const ObjectId& id, const MessageMeta& meta) {
+  batch_->Delete(MessageKey(id));
+  batch_->Delete(SequenceKey(meta.sequence));
+  for (size_t n = 1; n < meta.envelope_digests.size(); ++n) {
+    batch_->Delete(EnvelopeKeyPrefix(id) + BigEndian64(n).substr(4));
+  }
+}
+
+void Catalog::Batch::DeleteDictionary(uint32_t id) { batch_->Delete(DictionaryKey(id)); }
+void Catalog::Batch::PutShred(uint64_t pack) { batch_->Put(ShredKey(pack), ""); }
+void Catalog::Batch::DeleteShred(uint64_t pack) { batch_->Delete(ShredKey(pack)); }
+void Catalog::Batch::PutRetire(uint32_t dictionary, uint32_t replacement) {
+  ByteWriter w;
+  w.PutVarint(replacement);
+  batch_->Put(RetireKey(dictionary), w.Take());
+}
+void Catalog::Batch::DeleteRetire(uint32_t dictionary) { batch_->Delete(RetireKey(dictionary)); }
 
 Status Catalog::Commit(Batch* batch) {
   rocksdb::WriteOptions wo;
@@ -315,6 +370,14 @@ uint64_t Catalog::MemtableBytes() const {
 Status Catalog::Flush() {
   rocksdb::Status s = db_->Flush(rocksdb::FlushOptions());
   if (!s.ok()) return FromRocks(s, "flush");
+  return Status::Ok();
+}
+
+Status Catalog::CompactAll() {
+  rocksdb::CompactRangeOptions o;
+  o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  rocksdb::Status s = db_->CompactRange(o, nullptr, nullptr);
+  if (!s.ok()) return FromRocks(s, "compact");
   return Status::Ok();
 }
 

@@ -7,7 +7,9 @@
 //   "s" BE64(sequence)     -> id                   (capture order, for list)
 //   "p" BE64(pack number)  -> PackInfo
 //   "d" BE32(dictionary)   -> location of a dictionary record
-//   "c" BE64(change)       -> id                   (the change log: the index's persistent queue)
+//   "c" BE64(change)       -> id [+ "D"]           (the change log: the index's persistent queue)
+//   "z" BE64(pack)         -> ""                   (packs still holding purged records: to rewrite)
+//   "r" BE32(dictionary)   -> varint replacement   (dictionaries a purge retires: trained on purged mail)
 //   "x" "stats"            -> VaultStats
 // Envelopes, the only values holding mail metadata, are sealed with the catalog key (AAD = the
 // RocksDB key), so no address is readable on disk.
@@ -65,6 +67,7 @@ struct PackInfo {
   // Closed without a seal: damage was found in it (or it is shorter than the catalog knew),
   // so nothing is ever appended to it again. Its intact records stay readable.
   bool closed = false;
+  uint32_t generation = 0;  // PackHeader::generation of the file the catalog describes
 };
 
 struct VaultStats {
@@ -77,11 +80,12 @@ struct VaultStats {
   uint64_t next_change = 1;    // the change log's next number; the last change is next_change - 1
 };
 
-// One entry of the change log: a message was stored, or a capture added an envelope to it.
-// Everything derived from the vault (the full-text index) follows this log.
+// One entry of the change log: a message was stored, a capture added an envelope to it, or it
+// was purged (deleted). Everything derived from the vault (the full-text index) follows this log.
 struct Change {
   uint64_t number = 0;
   ObjectId id;
+  bool deleted = false;
 };
 
 class Catalog {
@@ -100,6 +104,10 @@ class Catalog {
   Result<std::vector<ObjectId>> FindByPrefix(const std::string& hex_prefix, size_t limit) const;
   // Up to `limit` changes numbered above `after`, in order.
   Result<std::vector<Change>> ChangesAfter(uint64_t after, size_t limit) const;
+  // Packs that still hold records of purged messages (or blocks of a retired dictionary).
+  Result<std::vector<uint64_t>> ShredQueue() const;
+  // Dictionaries retired by a purge -> their replacement (0 while none is trained yet).
+  Result<std::map<uint32_t, uint32_t>> Retiring() const;
   // Visits messages in capture order until fn returns false.
   Status ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const;
 
@@ -113,7 +121,14 @@ class Catalog {
     void PutPack(const PackInfo& info);
     void PutDictionary(uint32_t id, const RecordLocation& where);
     void PutStats(const VaultStats& stats);
-    void PutChange(uint64_t number, const ObjectId& id);
+    void PutChange(uint64_t number, const ObjectId& id, bool deleted = false);
+    // Forgets a message: its entry, its place in capture order and its later envelopes.
+    void DeleteMessage(const ObjectId& id, const MessageMeta& meta);
+    void DeleteDictionary(uint32_t id);
+    void PutShred(uint64_t pack);
+    void DeleteShred(uint64_t pack);
+    void PutRetire(uint32_t dictionary, uint32_t replacement);
+    void DeleteRetire(uint32_t dictionary);
     size_t count() const;
     void Clear();
 
@@ -125,8 +140,11 @@ class Catalog {
   // Neither synced nor logged: the packs are the write-ahead log, and opening the vault replays
   // any pack bytes beyond PackInfo::applied_bytes.
   Status Commit(Batch* batch);
-  // Writes the memtable out (the vault does before closing, when the disk has room).
+  // Writes the memtable out (the vault does before closing, when the disk has room). A purge's
+  // pack rewrite flushes before it swaps the file in: the catalog is then its commit point.
   Status Flush();
+  // Rewrites every file, dropping deleted values (after a purge: nothing of it stays in an SST).
+  Status CompactAll();
   uint64_t MemtableBytes() const;
   // Clears RocksDB's background error after a failed write or flush (a full disk, EIO), once
   // the cause may have gone; until then every write fails. Ok when there was no error.

@@ -21,7 +21,7 @@ std::string EncodePackHeader(const PackHeader& h) {
   w.PutU32(0);  // flags, none defined
   w.PutU64(h.pack_number);
   w.PutBytes(h.vault_id);
-  w.PutU32(0);  // reserved
+  w.PutU32(h.generation);
   w.PutU32(Crc32c(w.buffer()));
   return w.Take();
 }
@@ -42,6 +42,7 @@ Result<PackHeader> DecodePackHeader(std::string_view b, uint32_t* version) {
   h.version = *version;
   h.pack_number = DecodeU64(b.data() + 16);
   h.vault_id = std::string(b.substr(24, 16));
+  h.generation = DecodeU32(b.data() + 40);
   return h;
 }
 
@@ -163,6 +164,89 @@ Result<DictionaryRecord> DecodeDictionaryBody(std::string_view body) {
   return DictionaryRecord{DecodeU32(body.data()), std::string(body.substr(4))};
 }
 
+std::string EncodePurgeBody(const PurgeRecord& r) {
+  ByteWriter w;
+  w.PutU8(1);
+  w.PutVarint(r.ids.size());
+  for (const ObjectId& id : r.ids) w.PutBytes(id.bytes());
+  return w.Take();
+}
+
+Result<PurgeRecord> DecodePurgeBody(std::string_view body) {
+  ByteReader r(body);
+  uint8_t version;
+  uint64_t n;
+  if (!r.GetU8(&version) || version != 1) return Corruption("purge record: unknown version");
+  if (!r.GetVarint(&n) || n > kMaxPurgeRecordIds || r.remaining() != n * ObjectId::kSize) {
+    return Corruption("purge record is truncated or its count is damaged");
+  }
+  PurgeRecord out;
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string_view id;
+    (void)r.GetBytes(ObjectId::kSize, &id);
+    out.ids.push_back(ObjectId::FromBytes(id));
+  }
+  return out;
+}
+
+std::string EncodeTombstoneBody(const TombstoneRecord& r) {
+  std::string s(r.id.bytes());
+  s.push_back(static_cast<char>(r.what));
+  return s;
+}
+
+Result<TombstoneRecord> DecodeTombstoneBody(std::string_view body) {
+  if (body.size() != ObjectId::kSize + 1) return Corruption("tombstone record has the wrong size");
+  uint8_t what = static_cast<uint8_t>(body[ObjectId::kSize]);
+  if (what != TombstoneRecord::kMessage && what != TombstoneRecord::kEnvelope) return Corruption("tombstone record: unknown kind");
+  return TombstoneRecord{ObjectId::FromBytes(body.substr(0, ObjectId::kSize)), static_cast<TombstoneRecord::What>(what)};
+}
+
+namespace {
+std::string DictionaryAadV2(uint32_t id) {
+  ByteWriter w;
+  w.PutBytes("mailvault dictionary v2");
+  w.PutU32(id);
+  return w.Take();
+}
+}  // namespace
+
+std::string SealDictionary(const SecretKey& key, uint32_t id, const DictionaryContent& c) {
+  ByteWriter w;
+  w.PutU8(2);
+  w.PutVarint(c.replaces);
+  w.PutVarint(c.samples.size());
+  for (const ObjectId& s : c.samples) w.PutBytes(s.bytes());
+  w.PutBytes(c.bytes);
+  std::string box;
+  Seal(key, DictionaryAadV2(id), w.buffer(), &box);
+  return box;
+}
+
+Result<DictionaryContent> OpenDictionary(const SecretKey& key, const DictionaryRecord& r) {
+  DictionaryContent c;
+  if (Result<std::string> v2 = mailvault::Open(key, DictionaryAadV2(r.dictionary_id), r.box); v2.ok()) {
+    ByteReader rd(*v2);
+    uint8_t version;
+    uint64_t replaces, n;
+    if (!rd.GetU8(&version) || version != 2 || !rd.GetVarint(&replaces) || replaces > UINT32_MAX || !rd.GetVarint(&n) ||
+        n > rd.remaining() / ObjectId::kSize) {
+      return Corruption("dictionary " + std::to_string(r.dictionary_id) + ": its content is damaged");
+    }
+    c.samples_known = true;
+    c.replaces = static_cast<uint32_t>(replaces);
+    for (uint64_t i = 0; i < n; ++i) {
+      std::string_view id;
+      (void)rd.GetBytes(ObjectId::kSize, &id);
+      c.samples.push_back(ObjectId::FromBytes(id));
+    }
+    c.bytes = std::string(rd.rest());
+    return c;
+  }
+  MV_ASSIGN_OR_RETURN(c.bytes, mailvault::Open(key, DictionaryAad(r.dictionary_id), r.box));
+  return c;
+}
+
 std::string EncodeSealBody(const SealRecord& r) {
   ByteWriter w;
   w.PutU64(r.record_count);
@@ -219,7 +303,7 @@ bool PlausibleFrameStart(std::string_view b) {
   for (size_t i = 0; i < 4 && i < b.size(); ++i) {
     if (b[i] != magic[i]) return false;
   }
-  if (b.size() > 4 && (static_cast<uint8_t>(b[4]) < 1 || static_cast<uint8_t>(b[4]) > 4)) return false;
+  if (b.size() > 4 && (static_cast<uint8_t>(b[4]) < 1 || static_cast<uint8_t>(b[4]) > kMaxRecordType)) return false;
   if (b.size() > 5 && b[5] != 0 && b[5] != static_cast<char>(kRecordFlagKeyed)) return false;
   for (size_t i = 6; i < 8 && i < b.size(); ++i) {
     if (b[i] != 0) return false;
@@ -285,7 +369,7 @@ Result<RawRecord> ParseFramedRecord(std::string_view b, uint64_t offset) {
   const size_t crc_at = overhead - kRecordTrailerSize + len;
   if (Crc32c(b.substr(0, crc_at)) != DecodeU32(b.data() + crc_at)) return Corruption(where() + "checksum mismatch");
   uint8_t type = static_cast<uint8_t>(b[4]);
-  if (type < 1 || type > 4) return Corruption(where() + "unknown record type " + std::to_string(type));
+  if (type < 1 || type > kMaxRecordType) return Corruption(where() + "unknown record type " + std::to_string(type));
   RawRecord r;
   r.type = static_cast<RecordType>(type);
   r.offset = offset;

@@ -48,12 +48,18 @@ enum class RecordType : uint8_t {
   kEnvelope = 2,    // a further capture of a stored message
   kDictionary = 3,  // a zstd dictionary, encrypted
   kSeal = 4,        // the last record of a sealed pack
+  kPurge = 5,       // messages purged (crypto-shredded): the catalog forgets them here
+  kTombstone = 6,   // where a purged message's record (or envelope) was before its pack was rewritten
 };
+constexpr uint8_t kMaxRecordType = 6;
 
 struct PackHeader {
   uint64_t pack_number = 0;
   std::string vault_id;  // 16 bytes
   uint32_t version = kPackFormatVersion;
+  // 0 for a pack as first written; each rewrite by a purge (a new file replacing the old one,
+  // never an edit in place) counts one up, so an interrupted swap is recognised on open.
+  uint32_t generation = 0;
 };
 std::string EncodePackHeader(const PackHeader& h);
 Result<PackHeader> DecodePackHeader(std::string_view bytes, uint32_t* version);
@@ -90,6 +96,26 @@ struct DictionaryRecord {
   uint32_t dictionary_id = 0;
   std::string box;  // sealed under the dictionary key
 };
+// What a DICTIONARY box holds. Version 2 (AAD "mailvault dictionary v2") names the messages it
+// was trained from, so a purge knows whether the dictionary can hold any of a purged message,
+// and the dictionary it replaces (0: none), whose blocks are re-encoded with this one. Empty
+// bytes in a replacement mean "no dictionary": the replaced blocks are re-encoded without one.
+// Version 1 boxes (AAD "... v1") hold the dictionary bytes alone; their samples are unknown.
+struct DictionaryContent {
+  bool samples_known = false;
+  std::vector<ObjectId> samples;
+  uint32_t replaces = 0;
+  std::string bytes;
+};
+// The records of purged messages: one PURGE record per purge batch, written to the open pack.
+struct PurgeRecord {
+  std::vector<ObjectId> ids;
+};
+constexpr size_t kMaxPurgeRecordIds = 4096;
+struct TombstoneRecord {
+  ObjectId id;
+  enum What : uint8_t { kMessage = 1, kEnvelope = 2 } what = kMessage;
+};
 struct SealRecord {
   uint64_t record_count = 0;  // records before this one
   std::string sha256;         // of every pack byte before this record
@@ -99,6 +125,13 @@ std::string EncodeMessageBody(const MessageRecord& r);
 std::string EncodeEnvelopeBody(const EnvelopeRecord& r);
 std::string EncodeDictionaryBody(const DictionaryRecord& r);
 std::string EncodeSealBody(const SealRecord& r);
+std::string EncodePurgeBody(const PurgeRecord& r);
+std::string EncodeTombstoneBody(const TombstoneRecord& r);
+Result<PurgeRecord> DecodePurgeBody(std::string_view body);
+Result<TombstoneRecord> DecodeTombstoneBody(std::string_view body);
+// Seals / opens a dictionary's content (version 2 sealing; opening reads versions 1 and 2).
+std::string SealDictionary(const SecretKey& key, uint32_t id, const DictionaryContent& c);
+Result<DictionaryContent> OpenDictionary(const SecretKey& key, const DictionaryRecord& r);
 Result<MessageRecord> DecodeMessageBody(std::string_view body);
 Result<EnvelopeRecord> DecodeEnvelopeBody(std::string_view body);
 Result<DictionaryRecord> DecodeDictionaryBody(std::string_view body);

@@ -314,7 +314,7 @@ void Vault::SetHealthy() {
 
 bool Vault::has_dictionary() const {
   std::lock_guard<std::mutex> l(dict_mu_);
-  return current_dictionary_ != 0;
+  return current_dictionary_ != 0 && dictionaries_.at(current_dictionary_) != nullptr;
 }
 
 std::shared_ptr<const Dictionary> Vault::CurrentDictionary() const {
@@ -330,26 +330,34 @@ Result<std::shared_ptr<const Dictionary>> Vault::DictionaryById(uint32_t id) con
   return it->second;
 }
 
-Status Vault::TrainDictionary(const std::vector<std::string_view>& samples) {
+Status Vault::TrainDictionary(const std::vector<std::string_view>& samples, const std::vector<ObjectId>& sample_ids) {
+  if (samples.size() != sample_ids.size()) return InvalidArgument("TrainDictionary: one id per sample is needed");
   MV_ASSIGN_OR_RETURN(std::string bytes, Dictionary::Train(samples, options_.compression.dictionary_bytes));
   uint32_t id;
   {
     std::lock_guard<std::mutex> l(dict_mu_);
-    id = current_dictionary_ + 1;
+    id = dictionaries_.empty() ? 1 : dictionaries_.rbegin()->first + 1;
   }
   MV_ASSIGN_OR_RETURN(auto dict, Dictionary::Load(id, bytes, options_.compression.level));
   auto p = std::make_shared<Pending>();
   p->kind = Pending::kDictionary;
   p->dictionary_id = id;
   p->dictionary = dict;
-  DictionaryRecord dr{id, ""};
-  Seal(keys_.dictionary, DictionaryAad(id), bytes, &dr.box);
-  p->dictionary_body = EncodeDictionaryBody(dr);
+  DictionaryContent content;
+  content.samples_known = true;
+  content.samples = sample_ids;
+  content.bytes = std::move(bytes);
+  p->dictionary_samples = sample_ids;
+  p->dictionary_body = DictionaryBody(id, content);
   std::promise<Result<IngestResult>> promise;
   std::future<Result<IngestResult>> f = promise.get_future();
   p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
   Submit(p);
   return f.get().status();
+}
+
+std::string Vault::DictionaryBody(uint32_t id, const DictionaryContent& content) const {
+  return EncodeDictionaryBody(DictionaryRecord{id, SealDictionary(keys_.dictionary, id, content)});
 }
 
 }  // namespace mailvault

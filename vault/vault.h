@@ -16,7 +16,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -83,6 +85,31 @@ struct OpenReport {
   std::vector<std::string> warnings;
 };
 
+// Purging (crypto-shredding, docs/purge.md). A purge is two steps: Purge() makes the vault
+// forget messages, durably (a PURGE record in the open pack); Shred() then rewrites every pack
+// that still holds any of their bytes into a new file without them and deletes the old one.
+struct PurgeItem {
+  ObjectId id;
+  // How many captures (envelopes) the message had when the purge was decided: a message with
+  // more now was captured again since, and is kept.
+  size_t envelopes = 0;
+};
+struct PurgeOutcome {
+  std::vector<ObjectId> purged;
+  std::vector<std::pair<ObjectId, std::string>> skipped;  // and why
+};
+struct ShredReport {
+  uint64_t packs_rewritten = 0;
+  uint64_t messages_removed = 0;   // message records replaced by tombstones
+  uint64_t envelopes_removed = 0;  // envelope records replaced by tombstones
+  uint64_t blocks_reencoded = 0;
+  uint64_t bytes_before = 0;       // of the packs rewritten
+  uint64_t bytes_after = 0;
+  std::vector<std::string> dictionaries;  // what became of each dictionary (retrained, or why it holds none)
+  uint64_t packs_left = 0;                // still queued (stopped, or a pack could not be rewritten)
+  std::vector<std::string> problems;
+};
+
 enum class RecordType : uint8_t;  // vault/pack.h
 
 // Whether the vault is taking mail. A failed append, seal, new pack or catalog write puts it
@@ -124,9 +151,10 @@ class Vault {
   // Messages prepared and waiting for the committer.
   size_t queued() const;
 
-  // Trains a dictionary from samples (each made by TrainingSample) and makes it the one new
-  // messages use.
-  Status TrainDictionary(const std::vector<std::string_view>& samples);
+  // Trains a dictionary from samples (each made by TrainingSample, from the message sample_ids
+  // names at the same position) and makes it the one new messages use. The ids are kept with
+  // the dictionary, so a purge knows whether it learnt anything from a purged message.
+  Status TrainDictionary(const std::vector<std::string_view>& samples, const std::vector<ObjectId>& sample_ids);
   // What the compressor will see for this message: a training sample for TrainDictionary.
   static std::string TrainingSample(const Envelope& envelope, std::string_view raw);
   bool has_dictionary() const;
@@ -160,6 +188,17 @@ class Vault {
                               const std::function<void(uint64_t done, uint64_t total)>& progress = {},
                               const std::atomic<bool>* stop = nullptr);
 
+  // Forgets the messages durably (returns once the PURGE record is fsync'd) and queues the packs
+  // holding them for Shred. A message is skipped when it is not stored, when it has more
+  // captures than the item says, or when a capture of it is in the same commit group.
+  Result<PurgeOutcome> Purge(const std::vector<PurgeItem>& items);
+  // Rewrites every queued pack without the purged records (old file deleted, never edited),
+  // retraining dictionaries that learnt from purged mail. Resumable: an interrupted Shred (a
+  // crash, *stop) leaves the queue in the catalog and the next call finishes it.
+  Result<ShredReport> Shred(const std::atomic<bool>* stop = nullptr);
+  // Packs still queued for Shred.
+  Result<size_t> ShredPending() const;
+
   VaultHealth health() const;
 
   const std::string& dir() const { return dir_; }
@@ -186,6 +225,29 @@ class Vault {
   Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock);
 
   Status Recover(OpenReport* report);
+  // Finishes or undoes a pack rewrite a crash interrupted (a `.rewrite` file beside a pack).
+  Status SettleRewrites(OpenReport* report);
+  // Applies a PURGE record's ids: catalog entries, change log, stats, shred queue, taints.
+  // touched (optional) receives the packs queued for rewriting.
+  Status ApplyPurge(const std::vector<ObjectId>& ids, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh,
+                    std::set<uint64_t>* touched);
+  // A TOMBSTONE record takes the change number its record took (rebuild's numbering).
+  Status ApplyTombstone(const struct TombstoneRecord& t, uint64_t pack, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh);
+  // Notes which dictionaries may hold some of a purged message: they are retired (retrained).
+  void TaintDictionaries(const ObjectId& id, const MessageMeta& meta, Catalog::Batch* batch,
+                         std::map<uint32_t, uint32_t>* retiring);
+  // Registers a dictionary record's content (replay and open); a replacement retires the one
+  // it replaces and queues every pack (each may hold blocks to re-encode).
+  Status LoadDictionary(uint32_t id, const struct DictionaryContent& content, Catalog::Batch* batch);
+  void PreloadDictionaries(uint64_t pack);
+  struct RewriteResult {
+    bool changed = false;
+    uint64_t messages_removed = 0, envelopes_removed = 0, blocks_reencoded = 0, bytes_before = 0, bytes_after = 0;
+  };
+  Result<RewriteResult> RewritePack(uint64_t number, const std::map<uint32_t, uint32_t>& retiring, bool drop_retired_records);
+  Status TrainReplacement(uint32_t retired, ShredReport* report);
+  Status SealPackIfOpen(uint64_t number);
+  std::string DictionaryBody(uint32_t id, const DictionaryContent& content) const;
   Status ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* report);
   Status ApplyMessage(const DecodedMessage& d, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
   Status ApplyRecord(const struct RawRecord& rec, uint64_t pack, Catalog::Batch* batch, VaultStats* stats, FreshMap* fresh);
@@ -218,6 +280,7 @@ class Vault {
   Result<SecretKey> DataKeyOf(const ObjectId& id, const MessageMeta& meta, const std::string* pending,
                               uint64_t pending_base) const;
   Result<DecodedMessage> DecodeStored(const ObjectId& id, const MessageMeta& meta) const;
+  Result<std::vector<StoredEnvelope>> EnvelopesOf(const ObjectId& id) const;  // GetEnvelopes without the layout lock
   std::string AnalysisWarning(std::string_view raw) const;
   // Keyed (HMAC with the catalog key), so the catalog does not reveal who received what.
   uint64_t EnvelopeDigest(const Envelope& e) const;
@@ -235,11 +298,23 @@ class Vault {
   FileLock lock_;
   std::unique_ptr<Catalog> catalog_;
 
+  // Shared by everything that reads pack bytes through catalog locations (readers, the
+  // committer); exclusive while a purge swaps a rewritten pack and its catalog entries in.
+  mutable std::shared_mutex layout_mu_;
+  std::mutex shred_mu_;  // one Shred at a time
+  // Rebuild's view of purged messages whose tombstone it has replayed (change numbering, ApplyRecord).
+  std::unordered_map<ObjectId, bool, ObjectIdHash> tombstoned_;
+
   mutable std::mutex dict_mu_;
+  // A replacement trained when too little mail was left to learn from maps to nullptr: its
+  // blocks are compressed without a dictionary.
   std::map<uint32_t, std::shared_ptr<const Dictionary>> dictionaries_;
+  // The messages each dictionary was trained from (absent: unknown, a version 1 dictionary).
+  std::map<uint32_t, std::unordered_map<ObjectId, bool, ObjectIdHash>> dictionary_samples_;
   uint32_t current_dictionary_ = 0;
   std::mutex train_mu_;
   std::vector<std::string> training_samples_;
+  std::vector<ObjectId> training_ids_;
   size_t training_bytes_ = 0;
   bool training_done_ = false;
 

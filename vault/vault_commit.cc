@@ -94,18 +94,21 @@ std::string Vault::TrainingSample(const Envelope& envelope, std::string_view raw
 void Vault::MaybeAutoTrain(const Envelope& envelope, std::string_view raw) {
   if (options_.auto_train_messages == 0) return;
   std::vector<std::string> samples;
+  std::vector<ObjectId> ids;
   {
     std::lock_guard<std::mutex> l(train_mu_);
     if (training_done_ || has_dictionary()) return;
     training_samples_.push_back(TrainingSample(envelope, raw));
+    training_ids_.push_back(ObjectId::Of(raw));
     training_bytes_ += training_samples_.back().size();
     if (training_samples_.size() < options_.auto_train_messages && training_bytes_ < options_.auto_train_bytes) return;
     training_done_ = true;
     samples.swap(training_samples_);
+    ids.swap(training_ids_);
   }
   std::vector<std::string_view> views(samples.begin(), samples.end());
   // Failing to train only costs compression; the messages are stored either way.
-  (void)TrainDictionary(views);
+  (void)TrainDictionary(views, ids);
 }
 
 Result<std::shared_ptr<Vault::Pending>> Vault::Prepare(std::string_view raw, const Envelope& envelope) {
@@ -264,6 +267,8 @@ Status Vault::ReopenForAppend() {
 }
 
 void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
+  // A purge's pack swap waits until this group is written and its catalog batch applied.
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);
   auto fail_all = [&](const Error& e) {
     SetFailing(e);
     for (auto& p : group) p->done(e);
@@ -300,10 +305,22 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     return loc;
   };
 
+  bool seal_after = false;  // a purge or a retired dictionary needs the open pack sealed (to rewrite it)
   // Dictionaries first: a block written after them in this group may use them.
   for (size_t i = 0; i < group.size(); ++i) {
     if (group[i]->kind != Pending::kDictionary) continue;
     batch.PutDictionary(group[i]->dictionary_id, append(RecordType::kDictionary, group[i]->dictionary_body));
+    if (group[i]->replaces) {
+      // Every pack may hold blocks of the retired dictionary: queue them all for re-encoding.
+      batch.PutRetire(group[i]->replaces, group[i]->dictionary_id);
+      Result<std::map<uint64_t, PackInfo>> infos = catalog_->Packs();
+      if (!infos.ok()) {
+        results[i] = infos.error();
+        continue;
+      }
+      for (const auto& [n, info] : *infos) batch.PutShred(n);
+      seal_after = true;
+    }
     results[i] = IngestResult{};
   }
 
@@ -417,6 +434,61 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     results[i] = r;
   }
 
+  // Purges, after this group's captures: a message captured in the same group is kept.
+  {
+    std::unordered_set<ObjectId, ObjectIdHash> captured;
+    for (const auto& p : group) {
+      if (p->kind == Pending::kMessage) captured.insert(p->id);
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      Pending& p = *group[i];
+      if (p.kind == Pending::kSeal) {
+        seal_after |= p.seal_pack == pack.number;
+        results[i] = IngestResult{};
+        continue;
+      }
+      if (p.kind != Pending::kPurge) continue;
+      PurgeOutcome& outcome = *p.purge_outcome;
+      std::vector<ObjectId> ids;
+      Status checked = Status::Ok();
+      for (const PurgeItem& item : p.purge) {
+        std::optional<MessageMeta> meta;
+        if (auto f = fresh.find(item.id); f != fresh.end()) {
+          meta = f->second;
+        } else {
+          Result<std::optional<MessageMeta>> m = catalog_->GetMessage(item.id);
+          if (!m.ok()) {
+            checked = m.status();
+            break;
+          }
+          meta = *m;
+        }
+        if (!meta) {
+          outcome.skipped.emplace_back(item.id, "not stored (purged already)");
+        } else if (captured.count(item.id)) {
+          outcome.skipped.emplace_back(item.id, "captured again while the purge ran");
+        } else if (meta->envelope_digests.size() != item.envelopes) {
+          outcome.skipped.emplace_back(item.id, "captured again since the purge was decided (" +
+                                                    std::to_string(meta->envelope_digests.size()) + " captures now, " +
+                                                    std::to_string(item.envelopes) + " then)");
+        } else {
+          ids.push_back(item.id);
+        }
+      }
+      std::set<uint64_t> touched;
+      if (checked.ok()) checked = ApplyPurge(ids, &batch, &st, &fresh, &touched);
+      if (!checked.ok()) {
+        outcome.skipped.clear();
+        results[i] = checked.error();
+        continue;
+      }
+      if (!ids.empty()) append(RecordType::kPurge, EncodePurgeBody(PurgeRecord{ids}));
+      seal_after |= touched.count(pack.number) > 0;
+      outcome.purged = std::move(ids);
+      results[i] = IngestResult{};
+    }
+  }
+
   Status s = WriteAll(pack.fd, buf, path);
   if (s.ok() && ::fdatasync(pack.fd) != 0) s = ErrnoError("cannot fsync", path, errno);
   if (!s.ok()) {
@@ -453,11 +525,13 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
     if (group[i]->kind == Pending::kDictionary) {
       std::lock_guard<std::mutex> l(dict_mu_);
       dictionaries_[group[i]->dictionary_id] = group[i]->dictionary;
+      auto& samples = dictionary_samples_[group[i]->dictionary_id];
+      for (const ObjectId& id : group[i]->dictionary_samples) samples[id] = true;
       current_dictionary_ = std::max(current_dictionary_, group[i]->dictionary_id);
     }
     group[i]->done(std::move(*results[i]));
   }
-  if (pack.size >= options_.seal_bytes) {
+  if (pack.size >= options_.seal_bytes || seal_after) {
     Status seal = SealCurrentPack();
     if (!seal.ok()) {
       // The group is durable and answered; the next group reopens (and seals) by itself.

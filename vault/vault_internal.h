@@ -18,7 +18,7 @@ Result<std::vector<uint64_t>> ListPackNumbers(const std::string& dir);
 // One message (or dictionary) on its way to the committer. Prepared on the caller's thread;
 // compressed, encrypted and appended by the committer, which alone knows where blocks start.
 struct Vault::Pending {
-  enum Kind { kMessage, kDictionary } kind = kMessage;
+  enum Kind { kMessage, kDictionary, kPurge, kSeal } kind = kMessage;
   ObjectId id;
   Envelope envelope;
   std::string raw;      // the message; empty when it was already stored at preparation
@@ -26,6 +26,11 @@ struct Vault::Pending {
   uint32_t dictionary_id = 0;
   std::string dictionary_body;                   // kDictionary: the encoded record body
   std::shared_ptr<const Dictionary> dictionary;  // kDictionary: activated once durable
+  std::vector<PurgeItem> purge;                // kPurge: what to forget
+  std::shared_ptr<PurgeOutcome> purge_outcome;  // kPurge: filled in by the committer
+  uint64_t seal_pack = 0;                       // kSeal: seal this pack if it is the open one
+  uint32_t replaces = 0;                        // kDictionary: the retired dictionary it replaces
+  std::vector<ObjectId> dictionary_samples;     // kDictionary: what it was trained from
   // Called once, by the committer, when the message is durable (or could not be stored).
   std::function<void(Result<IngestResult>)> done;
 };

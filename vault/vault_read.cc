@@ -31,6 +31,7 @@ Result<Vault::DecodedMessage> Vault::DecodeStored(const ObjectId& id, const Mess
 }
 
 Result<std::string> Vault::ReadMessage(const ObjectId& id) {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);  // a purge swaps packs under it
   MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
   MV_ASSIGN_OR_RETURN(DecodedMessage d, DecodeStored(id, meta));
   return std::move(d.raw);
@@ -43,6 +44,11 @@ Result<MessageMeta> Vault::GetMeta(const ObjectId& id) const {
 }
 
 Result<std::vector<StoredEnvelope>> Vault::GetEnvelopes(const ObjectId& id) const {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);
+  return EnvelopesOf(id);
+}
+
+Result<std::vector<StoredEnvelope>> Vault::EnvelopesOf(const ObjectId& id) const {
   // The first envelope travels inside the message record; later ones are in the catalog.
   MV_ASSIGN_OR_RETURN(MessageMeta meta, GetMeta(id));
   MV_ASSIGN_OR_RETURN(DecodedMessage d, DecodeStored(id, meta));
@@ -86,6 +92,7 @@ uint64_t Vault::WaitForChange(uint64_t after, std::chrono::milliseconds timeout)
 
 Status Vault::ReadMany(const std::vector<ObjectId>& ids,
                        const std::function<void(const ObjectId&, Result<StoredMessage>)>& fn) const {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);
   // Group the wanted messages by compression block, so each block is read and decoded once
   // (reading them one by one would decode a block's leading members again for each).
   struct Wanted {
@@ -161,7 +168,7 @@ Status Vault::ReadMany(const std::vector<ObjectId>& ids,
         fn(members[k].id, d.error());
         continue;
       }
-      Result<std::vector<StoredEnvelope>> all = GetEnvelopes(members[k].id);
+      Result<std::vector<StoredEnvelope>> all = EnvelopesOf(members[k].id);
       if (!all.ok()) {
         fn(members[k].id, all.error());
         continue;

@@ -19,6 +19,7 @@ using vault_internal::ListPackNumbers;
 using vault_internal::PacksPath;
 
 Status Vault::Recover(OpenReport* report) {
+  MV_RETURN_IF_ERROR(SettleRewrites(report));
   MV_ASSIGN_OR_RETURN(stats_, catalog_->Stats());
   MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
   MV_ASSIGN_OR_RETURN(std::vector<uint64_t> on_disk, ListPackNumbers(PacksPath(dir_)));
@@ -36,10 +37,15 @@ Status Vault::Recover(OpenReport* report) {
     MV_RETURN_IF_ERROR(PreadAll(fd, loc.offset, loc.length, &bytes, PackPath(loc.pack)));
     MV_ASSIGN_OR_RETURN(RawRecord rec, ParseFramedRecord(bytes, loc.offset));
     MV_ASSIGN_OR_RETURN(DictionaryRecord dr, DecodeDictionaryBody(rec.body));
-    MV_ASSIGN_OR_RETURN(std::string dict, mailvault::Open(keys_.dictionary, DictionaryAad(dr.dictionary_id), dr.box));
-    MV_ASSIGN_OR_RETURN(auto d, Dictionary::Load(id, std::move(dict), options_.compression.level));
-    dictionaries_[id] = d;
-    current_dictionary_ = std::max(current_dictionary_, id);
+    MV_ASSIGN_OR_RETURN(DictionaryContent content, OpenDictionary(keys_.dictionary, dr));
+    content.replaces = 0;  // already applied when the record was first replayed
+    MV_RETURN_IF_ERROR(LoadDictionary(id, content, nullptr));
+  }
+  // A purge re-encodes old blocks with a newer dictionary whose record sits in a later pack:
+  // a pack replayed from the start (a rebuild) needs every dictionary before its blocks.
+  for (uint64_t n : on_disk) {
+    auto it = infos.find(n);
+    if (it == infos.end() || it->second.applied_bytes <= kPackHeaderSize) PreloadDictionaries(n);
   }
   for (size_t i = 0; i < on_disk.size(); ++i) {
     uint64_t n = on_disk[i];
@@ -97,6 +103,7 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
     report->warnings.push_back(path + " belongs to another vault; skipped");
     return Status::Ok();
   }
+  info.generation = header->generation;
   // Commit groups end on block boundaries, so applied_bytes is always at one: decoding can
   // start right there.
   uint64_t start = std::max<uint64_t>(info.applied_bytes, kPackHeaderSize);
@@ -146,7 +153,7 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
         after_damage = false;
       }
       // Flush only where a block starts, so applied_bytes always lands on a block boundary.
-      bool starts_block = rec.type != RecordType::kMessage ||
+      bool starts_block = (rec.type != RecordType::kMessage) ||
                           (rec.body.size() >= kMessageRecordFixed && DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0);
       if (starts_block && in_batch >= kReplayBatchRecords) MV_RETURN_IF_ERROR(flush(rec.offset));
       Status s = Status::Ok();
@@ -162,6 +169,8 @@ Status Vault::ReplayPack(uint64_t number, PackInfo info, bool last, OpenReport* 
         }
         s = seal.status();
       } else {
+        // A purge reads envelopes from the catalog: everything before it must be there.
+        if (rec.type == RecordType::kPurge && in_batch) MV_RETURN_IF_ERROR(flush(rec.offset));
         s = ApplyRecord(rec, number, &batch, &st, &fresh);
       }
       if (!s.ok()) report->warnings.push_back(path + " offset " + std::to_string(rec.offset) + ": " + s.error().message());
@@ -224,15 +233,18 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
   RecordLocation loc{pack, rec.offset, rec.length};
   if (rec.type == RecordType::kDictionary) {
     MV_ASSIGN_OR_RETURN(DictionaryRecord dr, DecodeDictionaryBody(rec.body));
-    MV_ASSIGN_OR_RETURN(std::string dict, mailvault::Open(keys_.dictionary, DictionaryAad(dr.dictionary_id), dr.box));
-    MV_ASSIGN_OR_RETURN(auto d, Dictionary::Load(dr.dictionary_id, std::move(dict), options_.compression.level));
-    {
-      std::lock_guard<std::mutex> l(dict_mu_);
-      dictionaries_[dr.dictionary_id] = d;
-      current_dictionary_ = std::max(current_dictionary_, dr.dictionary_id);
-    }
+    MV_ASSIGN_OR_RETURN(DictionaryContent content, OpenDictionary(keys_.dictionary, dr));
+    MV_RETURN_IF_ERROR(LoadDictionary(dr.dictionary_id, content, batch));
     batch->PutDictionary(dr.dictionary_id, loc);
     return Status::Ok();
+  }
+  if (rec.type == RecordType::kPurge) {
+    MV_ASSIGN_OR_RETURN(PurgeRecord pr, DecodePurgeBody(rec.body));
+    return ApplyPurge(pr.ids, batch, st, fresh, nullptr);
+  }
+  if (rec.type == RecordType::kTombstone) {
+    MV_ASSIGN_OR_RETURN(TombstoneRecord t, DecodeTombstoneBody(rec.body));
+    return ApplyTombstone(t, pack, batch, st, fresh);
   }
   if (rec.type != RecordType::kEnvelope) return Status::Ok();
   MV_ASSIGN_OR_RETURN(EnvelopeRecord er, DecodeEnvelopeBody(rec.body));
@@ -241,6 +253,13 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
     meta = f->second;
   } else {
     MV_ASSIGN_OR_RETURN(meta, catalog_->GetMessage(er.id));
+  }
+  if (!meta && tombstoned_.count(er.id)) {
+    // An envelope of a purged message whose pack a purge has not rewritten yet: numbered as it
+    // was, and queued for the rewrite that replaces it with a tombstone.
+    batch->PutChange(st->next_change++, er.id, /*deleted=*/true);
+    batch->PutShred(pack);
+    return Status::Ok();
   }
   if (!meta) return Corruption("envelope for message " + er.id.Hex() + ", which no earlier record stores");
   MV_ASSIGN_OR_RETURN(SecretKey dk, DataKeyOf(er.id, *meta, nullptr, 0));
@@ -253,6 +272,61 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
   (*fresh)[er.id] = *meta;
   st->envelopes++;
   st->duplicates++;
+  return Status::Ok();
+}
+
+void Vault::PreloadDictionaries(uint64_t number) {
+  // Walks the record headers only (a pread of 12 bytes per record), reading DICTIONARY records
+  // whole. Anything that does not parse ends the walk: replay reports it.
+  Result<int> fd = PackFd(number);
+  if (!fd.ok()) return;
+  const std::string path = PackPath(number);
+  uint64_t at = kPackHeaderSize;
+  std::string head;
+  for (;;) {
+    if (!PreadAll(*fd, at, kRecordHeaderSize, &head, path).ok() || head.size() < kRecordHeaderSize) return;
+    if (DecodeU32(head.data()) != kRecordMagic) return;
+    const uint32_t len = DecodeU32(head.data() + 8);
+    if (len > kMaxRecordBody) return;
+    const bool keyed = head[5] == static_cast<char>(kRecordFlagKeyed);
+    const uint64_t total = (keyed ? kKeyedRecordOverhead : kRecordOverhead) + static_cast<uint64_t>(len);
+    if (static_cast<RecordType>(head[4]) == RecordType::kDictionary) {
+      std::string bytes;
+      if (!PreadAll(*fd, at, total, &bytes, path).ok()) return;
+      Result<RawRecord> rec = ParseFramedRecord(bytes, at);
+      if (!rec.ok()) return;
+      Result<DictionaryRecord> dr = DecodeDictionaryBody(rec->body);
+      if (!dr.ok()) return;
+      Result<DictionaryContent> content = OpenDictionary(keys_.dictionary, *dr);
+      if (!content.ok()) return;
+      content->replaces = 0;  // replay applies the retirement at the record's own place
+      (void)LoadDictionary(dr->dictionary_id, *content, nullptr);
+    }
+    at += total;
+  }
+}
+
+Status Vault::LoadDictionary(uint32_t id, const DictionaryContent& content, Catalog::Batch* batch) {
+  std::shared_ptr<const Dictionary> d;
+  if (!content.bytes.empty()) {
+    MV_ASSIGN_OR_RETURN(d, Dictionary::Load(id, content.bytes, options_.compression.level));
+  }
+  bool retires = false;
+  {
+    std::lock_guard<std::mutex> l(dict_mu_);
+    dictionaries_[id] = d;
+    if (content.samples_known) {
+      auto& set = dictionary_samples_[id];
+      for (const ObjectId& s : content.samples) set[s] = true;
+    }
+    current_dictionary_ = std::max(current_dictionary_, id);
+    retires = content.replaces && dictionaries_.count(content.replaces);
+  }
+  if (retires && batch) {
+    batch->PutRetire(content.replaces, id);
+    MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
+    for (const auto& [n, info] : infos) batch->PutShred(n);
+  }
   return Status::Ok();
 }
 

@@ -13,6 +13,7 @@ namespace mailvault {
 
 Result<VerifyReport> Vault::Verify(double sample_percent, const std::function<void(uint64_t, uint64_t)>& progress,
                                    const std::atomic<bool>* stop) {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);  // no pack is swapped under a verify
   VerifyReport report;
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<double> coin(0.0, 100.0);

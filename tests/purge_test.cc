@@ -1,0 +1,440 @@
+// Purging at the vault level (vault/vault_purge.cc, docs/purge.md): forgetting, shredding packs,
+// rebuild agreeing with the live catalog, crashes at every step, and retrained dictionaries.
+// The oracle is the raw bytes each test stored and the pack files read with nothing but pack.h.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+#include <map>
+#include <random>
+#include <set>
+
+#include "core/message.h"
+#include "tests/test_util.h"
+#include "vault/pack.h"
+#include "vault/vault.h"
+
+namespace mailvault {
+namespace {
+
+using testing::ReadFile;
+using testing::SimpleMessage;
+using testing::TempDir;
+
+Envelope Env(const std::string& source, int64_t t = 1700000000000000) {
+  Envelope e;
+  e.capture_time_us = t;
+  e.source = source;
+  e.recipients = {"someone@example.com"};
+  return e;
+}
+
+std::string Msg(int i) {
+  return SimpleMessage("purge test " + std::to_string(i),
+                       "Dear customer, your order " + std::to_string(i * 7919) + " has shipped. uniqueword" +
+                           std::to_string(i) + "x\n",
+                       "<p" + std::to_string(i) + "@x>");
+}
+
+// What the pack files hold, read with pack.h alone: ids of message and envelope records,
+// and every wrapped data key.
+struct PackContents {
+  std::multiset<ObjectId> messages, envelopes, tombstones;
+  std::set<std::string> wrapped_keys;
+  size_t bytes = 0;
+};
+PackContents ReadPacks(const std::string& vault_dir) {
+  PackContents c;
+  for (const auto& e : std::filesystem::directory_iterator(vault_dir + "/packs")) {
+    std::string bytes = ReadFile(e.path());
+    c.bytes += bytes.size();
+    RecordScanner scanner(bytes, kPackHeaderSize);
+    RawRecord rec;
+    while (scanner.Next(&rec)) {
+      if (rec.type == RecordType::kMessage) {
+        MessageRecord mr = *DecodeMessageBody(rec.body);
+        c.messages.insert(mr.id);
+        c.wrapped_keys.insert(mr.wrapped_key);
+      } else if (rec.type == RecordType::kEnvelope) {
+        c.envelopes.insert(DecodeEnvelopeBody(rec.body)->id);
+      } else if (rec.type == RecordType::kTombstone) {
+        c.tombstones.insert(DecodeTombstoneBody(rec.body)->id);
+      }
+    }
+    EXPECT_TRUE(scanner.at_end()) << e.path() << ": " << scanner.error();
+  }
+  return c;
+}
+
+// A rebuilt change log numbers as the live one did, except that a tombstone stands before the
+// survivors of its compression block: a survivor's change may move later (it is indexed again),
+// never earlier (it would be skipped). Deletes from PURGE records keep their numbers.
+void ExpectRebuiltNumbering(const std::vector<std::pair<uint64_t, std::string>>& live,
+                            const std::vector<std::pair<uint64_t, std::string>>& rebuilt) {
+  ASSERT_EQ(rebuilt.size(), live.size());
+  ASSERT_FALSE(live.empty());
+  EXPECT_EQ(rebuilt.back().first, live.back().first);
+  std::map<std::string, uint64_t> live_add, rebuilt_add;
+  std::set<std::pair<uint64_t, std::string>> rebuilt_set(rebuilt.begin(), rebuilt.end());
+  for (const auto& [n, what] : live) {
+    if (what.back() == '+') live_add[what.substr(0, 64)] = n;
+  }
+  for (const auto& [n, what] : rebuilt) {
+    if (what.back() == '+') rebuilt_add[what.substr(0, 64)] = n;
+  }
+  for (const auto& [n, what] : live) {
+    if (what.back() == '-') {
+      EXPECT_TRUE(rebuilt_set.count({n, what})) << "the delete " << n << " moved";
+    }
+  }
+  for (const auto& [id, n] : rebuilt_add) {
+    ASSERT_TRUE(live_add.count(id)) << id << " was stored only by the rebuild";
+    EXPECT_GE(n, live_add[id]) << id << "'s change moved earlier";
+  }
+}
+
+class PurgeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitMessageParsing();
+    keys_.key_file = tmp_ / "master.key";
+    options_.auto_train_messages = 0;
+    options_.seal_bytes = 16 << 10;  // many small packs
+    bool created = false;
+    ASSERT_TRUE(Vault::Init(dir(), keys_, options_, &created).ok());
+  }
+  std::string dir() const { return tmp_ / "vault"; }
+  std::unique_ptr<Vault> OpenVault() {
+    OpenReport report;
+    Result<std::unique_ptr<Vault>> v = Vault::Open(dir(), keys_, options_, &report);
+    EXPECT_TRUE(v.ok()) << v.error().ToString();
+    warnings_ = report.warnings;
+    return v.ok() ? std::move(*v) : nullptr;
+  }
+  // Stores n messages with many in flight, so compression blocks have several members.
+  void Store(Vault& v, int from, int n) {
+    std::vector<std::future<Result<IngestResult>>> fs;
+    for (int i = from; i < from + n; ++i) {
+      raw_[ObjectId::Of(Msg(i))] = Msg(i);
+      fs.push_back(v.IngestAsync(Msg(i), Env("import:/m/" + std::to_string(i))));
+    }
+    for (auto& f : fs) ASSERT_TRUE(f.get().ok());
+  }
+  std::vector<PurgeItem> Items(const std::vector<int>& which) {
+    std::vector<PurgeItem> out;
+    for (int i : which) out.push_back(PurgeItem{ObjectId::Of(Msg(i)), 1});
+    return out;
+  }
+  void ExpectSurvivorsIntact(Vault& v, const std::set<ObjectId>& purged) {
+    for (const auto& [id, raw] : raw_) {
+      Result<std::string> back = v.ReadMessage(id);
+      if (purged.count(id)) {
+        EXPECT_EQ(back.error().code(), ErrorCode::kNotFound) << id.Hex();
+      } else {
+        ASSERT_TRUE(back.ok()) << id.Hex() << ": " << back.error().ToString();
+        EXPECT_EQ(*back, raw);
+      }
+    }
+    Result<VerifyReport> vr = v.Verify();
+    ASSERT_TRUE(vr.ok());
+    EXPECT_TRUE(vr->ok()) << (vr->problems.empty() ? "" : vr->problems.front());
+  }
+  void ExpectShredded(const std::set<ObjectId>& purged, const std::set<std::string>& their_keys) {
+    PackContents c = ReadPacks(dir());
+    for (const ObjectId& id : purged) {
+      EXPECT_EQ(c.messages.count(id), 0u) << "a message record of purged " << id.Hex() << " is still in a pack";
+      EXPECT_EQ(c.envelopes.count(id), 0u) << "an envelope record of purged " << id.Hex() << " is still in a pack";
+    }
+    for (const std::string& k : their_keys) EXPECT_EQ(c.wrapped_keys.count(k), 0u) << "a purged data key survived";
+    for (const auto& e : std::filesystem::directory_iterator(dir() + "/packs")) {
+      EXPECT_EQ(e.path().extension(), ".pack") << "left behind: " << e.path();
+    }
+  }
+  std::set<std::string> KeysOf(const std::set<ObjectId>& ids) {
+    std::set<std::string> out;
+    PackContents c = ReadPacks(dir());
+    // Map ids to keys by reading records again (a multiset loses the pairing).
+    for (const auto& e : std::filesystem::directory_iterator(dir() + "/packs")) {
+      std::string bytes = ReadFile(e.path());
+      RecordScanner scanner(bytes, kPackHeaderSize);
+      RawRecord rec;
+      while (scanner.Next(&rec)) {
+        if (rec.type != RecordType::kMessage) continue;
+        MessageRecord mr = *DecodeMessageBody(rec.body);
+        if (ids.count(mr.id)) out.insert(mr.wrapped_key);
+      }
+    }
+    return out;
+  }
+  std::vector<std::pair<uint64_t, std::string>> ChangeLog(Vault& v) {
+    std::vector<std::pair<uint64_t, std::string>> out;
+    Result<std::vector<Change>> log = v.ChangesAfter(0, 1 << 20);
+    EXPECT_TRUE(log.ok());
+    if (!log.ok()) return out;
+    for (const Change& c : *log) out.emplace_back(c.number, c.id.Hex() + (c.deleted ? "-" : "+"));
+    return out;
+  }
+
+  TempDir tmp_;
+  KeySource keys_;
+  VaultOptions options_;
+  std::map<ObjectId, std::string> raw_;
+  std::vector<std::string> warnings_;
+};
+
+TEST_F(PurgeTest, PurgedMessagesAreGoneFromCatalogAndPacksAndSurvivorsReadBack) {
+  auto v = OpenVault();
+  Store(*v, 0, 120);
+  ASSERT_TRUE(v->Ingest(Msg(6), Env("smtp:second")).ok());  // an envelope record too
+  std::set<ObjectId> purged;
+  std::vector<int> which;
+  for (int i = 0; i < 120; i += 3) which.push_back(i);
+  std::vector<PurgeItem> items = Items(which);
+  for (auto& it : items) {
+    if (it.id == ObjectId::Of(Msg(6))) it.envelopes = 2;
+    purged.insert(it.id);
+  }
+  std::set<std::string> keys = KeysOf(purged);
+  ASSERT_EQ(keys.size(), purged.size());
+  const uint64_t bytes_before = ReadPacks(dir()).bytes;
+  VaultStats before = *v->Stats();
+
+  Result<PurgeOutcome> out = v->Purge(items);
+  ASSERT_TRUE(out.ok()) << out.error().ToString();
+  EXPECT_EQ(out->purged.size(), purged.size());
+  EXPECT_TRUE(out->skipped.empty());
+  // Forgotten at once, before any pack is rewritten.
+  EXPECT_EQ(v->ReadMessage(ObjectId::Of(Msg(0))).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(v->Stats()->messages, before.messages - purged.size());
+  EXPECT_GT(*v->ShredPending(), 0u);
+
+  Result<ShredReport> sr = v->Shred();
+  ASSERT_TRUE(sr.ok()) << sr.error().ToString();
+  EXPECT_EQ(sr->messages_removed, purged.size());
+  EXPECT_EQ(sr->envelopes_removed, 1u);
+  EXPECT_GT(sr->blocks_reencoded, 0u);
+  EXPECT_EQ(sr->packs_left, 0u);
+  EXPECT_TRUE(sr->problems.empty()) << sr->problems.front();
+  EXPECT_EQ(*v->ShredPending(), 0u);
+  ExpectSurvivorsIntact(*v, purged);
+  ExpectShredded(purged, keys);
+  EXPECT_LT(ReadPacks(dir()).bytes, bytes_before);
+
+  // The change log says so: one deleted change per purged message, after its stored change.
+  std::map<std::string, int> deletes;
+  for (const auto& [n, what] : ChangeLog(*v)) deletes[what.substr(0, 64)] += what.back() == '-';
+  for (const ObjectId& id : purged) EXPECT_EQ(deletes[id.Hex()], 1) << id.Hex();
+}
+
+TEST_F(PurgeTest, RebuildAgreesWithTheLiveCatalogAndResurrectsNothing) {
+  std::vector<std::pair<uint64_t, std::string>> live;
+  std::set<ObjectId> purged;
+  VaultStats live_stats;
+  {
+    auto v = OpenVault();
+    Store(*v, 0, 80);
+    std::vector<int> which{1, 2, 3, 10, 40, 41, 79};
+    for (int i : which) purged.insert(ObjectId::Of(Msg(i)));
+    ASSERT_TRUE(v->Purge(Items(which)).ok());
+    Store(*v, 80, 20);
+    ASSERT_TRUE(v->Shred().ok());
+    // A purged message captured again afterwards is a new message.
+    ASSERT_TRUE(v->Ingest(Msg(40), Env("import:/again")).ok());
+    purged.erase(ObjectId::Of(Msg(40)));
+    live = ChangeLog(*v);
+    live_stats = *v->Stats();
+  }
+  ASSERT_TRUE(Vault::Rebuild(dir(), keys_, options_).ok());
+  auto v = OpenVault();
+  ExpectRebuiltNumbering(live, ChangeLog(*v));
+  VaultStats st = *v->Stats();
+  EXPECT_EQ(st.messages, live_stats.messages);
+  EXPECT_EQ(st.raw_bytes, live_stats.raw_bytes);
+  EXPECT_EQ(st.next_change, live_stats.next_change);
+  ExpectSurvivorsIntact(*v, purged);
+}
+
+TEST_F(PurgeTest, RebuildBeforeTheShredQueuesItAgain) {
+  std::set<ObjectId> purged{ObjectId::Of(Msg(7))};
+  std::vector<std::pair<uint64_t, std::string>> live;
+  {
+    auto v = OpenVault();
+    Store(*v, 0, 30);
+    ASSERT_TRUE(v->Purge(Items({7})).ok());
+    live = ChangeLog(*v);
+  }  // closed before any rewrite: the catalog is then thrown away
+  ASSERT_TRUE(Vault::Rebuild(dir(), keys_, options_).ok());
+  auto v = OpenVault();
+  EXPECT_EQ(ChangeLog(*v), live);  // nothing was rewritten yet: exactly the same
+  EXPECT_EQ(v->ReadMessage(ObjectId::Of(Msg(7))).error().code(), ErrorCode::kNotFound);
+  EXPECT_GT(*v->ShredPending(), 0u);
+  std::set<std::string> keys = KeysOf(purged);
+  ASSERT_TRUE(v->Shred().ok());
+  ExpectShredded(purged, keys);
+  ExpectSurvivorsIntact(*v, purged);
+}
+
+TEST_F(PurgeTest, ACaptureSinceTheDecisionKeepsTheMessage) {
+  auto v = OpenVault();
+  Store(*v, 0, 10);
+  // Captured again (a new envelope) after the purge counted one capture.
+  ASSERT_TRUE(v->Ingest(Msg(3), Env("smtp:late")).ok());
+  Result<PurgeOutcome> out = v->Purge(Items({3, 4, 999}));
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->purged.size(), 1u);
+  EXPECT_EQ(out->purged[0], ObjectId::Of(Msg(4)));
+  ASSERT_EQ(out->skipped.size(), 2u);
+  EXPECT_NE(out->skipped[0].second.find("captured again since the purge was decided (2 captures now, 1 then)"), std::string::npos);
+  EXPECT_NE(out->skipped[1].second.find("not stored"), std::string::npos);
+  EXPECT_EQ(*v->ReadMessage(ObjectId::Of(Msg(3))), Msg(3));
+}
+
+TEST_F(PurgeTest, AnInterruptedSwapIsFinishedOrUndoneOnOpen) {
+  std::set<ObjectId> purged{ObjectId::Of(Msg(2))};
+  std::string old_copy, new_copy;
+  const std::string pack1 = dir() + "/packs/" + PackFileName(1);
+  {
+    auto v = OpenVault();
+    Store(*v, 0, 6);
+    old_copy = ReadFile(pack1);
+    ASSERT_TRUE(v->Purge(Items({2})).ok());
+    ASSERT_TRUE(v->Shred().ok());
+    new_copy = ReadFile(pack1);
+    ASSERT_NE(old_copy, new_copy);
+  }
+  // The catalog adopted the rewrite, the rename did not happen: open finishes it.
+  testing::WriteFile(pack1 + ".rewrite", new_copy);
+  testing::WriteFile(pack1, old_copy);
+  {
+    auto v = OpenVault();
+    EXPECT_EQ(ReadFile(pack1), new_copy);
+    EXPECT_FALSE(std::filesystem::exists(pack1 + ".rewrite"));
+    ExpectSurvivorsIntact(*v, purged);
+  }
+  // A rewrite the catalog never adopted (a crash before its commit point) is deleted.
+  std::string stale = new_copy;
+  stale[40] = 9;  // another generation
+  testing::WriteFile(pack1 + ".rewrite", stale);
+  {
+    auto v = OpenVault();
+    EXPECT_FALSE(std::filesystem::exists(pack1 + ".rewrite"));
+    EXPECT_EQ(ReadFile(pack1), new_copy);
+    ExpectSurvivorsIntact(*v, purged);
+  }
+}
+
+TEST_F(PurgeTest, KillNineAnywhereLeavesEveryMessageIntactOrGoneAndTheResumeFinishes) {
+  {
+    auto v = OpenVault();
+    Store(*v, 0, 300);
+  }
+  std::set<ObjectId> purged;
+  std::vector<int> which;
+  for (int i = 0; i < 300; i += 2) {
+    which.push_back(i);
+    purged.insert(ObjectId::Of(Msg(i)));
+  }
+  std::set<std::string> keys = KeysOf(purged);
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 6; ++round) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      OpenReport report;
+      Result<std::unique_ptr<Vault>> v = Vault::Open(dir(), keys_, options_, &report);
+      if (!v.ok()) ::_exit(2);
+      if (!(*v)->Purge(Items(which)).ok()) ::_exit(3);
+      if (!(*v)->Shred().ok()) ::_exit(4);
+      ::_exit(0);
+    }
+    ::usleep(std::uniform_int_distribution<int>(0, 60000)(rng));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    // Whatever the moment: every message is either readable byte for byte or gone.
+    auto v = OpenVault();
+    ASSERT_TRUE(v);
+    for (const auto& [id, raw] : raw_) {
+      Result<std::string> back = v->ReadMessage(id);
+      if (back.ok()) {
+        EXPECT_EQ(*back, raw);
+      } else {
+        EXPECT_EQ(back.error().code(), ErrorCode::kNotFound) << back.error().ToString();
+        EXPECT_TRUE(purged.count(id)) << "a message that was not purged is gone: " << id.Hex();
+      }
+    }
+  }
+  // The resumed purge finishes: all of them gone, nothing half-written left.
+  auto v = OpenVault();
+  ASSERT_TRUE(v->Purge(Items(which)).ok());
+  Result<ShredReport> sr = v->Shred();
+  ASSERT_TRUE(sr.ok()) << sr.error().ToString();
+  EXPECT_EQ(sr->packs_left, 0u);
+  ExpectSurvivorsIntact(*v, purged);
+  ExpectShredded(purged, keys);
+}
+
+TEST_F(PurgeTest, ADictionaryThatLearntFromAPurgedMessageIsRetrainedAndOthersAreShownClean) {
+  std::set<ObjectId> purged;
+  std::vector<std::pair<uint64_t, std::string>> live;
+  {
+    auto v = OpenVault();
+    Store(*v, 0, 300);
+    // Trained on messages 0..199.
+    std::vector<std::string> samples;
+    std::vector<ObjectId> ids;
+    for (int i = 0; i < 200; ++i) {
+      samples.push_back(Vault::TrainingSample(Env("import:/m/" + std::to_string(i)), Msg(i)));
+      ids.push_back(ObjectId::Of(Msg(i)));
+    }
+    std::vector<std::string_view> views(samples.begin(), samples.end());
+    ASSERT_TRUE(v->TrainDictionary(views, ids).ok());
+    Store(*v, 300, 200);  // compressed with dictionary 1
+
+    // Message 450 was no sample: dictionary 1 provably holds none of it and stays.
+    ASSERT_TRUE(v->Purge(Items({450})).ok());
+    purged.insert(ObjectId::Of(Msg(450)));
+    Result<ShredReport> sr = v->Shred();
+    ASSERT_TRUE(sr.ok());
+    EXPECT_TRUE(sr->dictionaries.empty());
+
+    // Message 17 was a sample: dictionary 1 is retrained and every block of it re-encoded.
+    ASSERT_TRUE(v->Purge(Items({17})).ok());
+    purged.insert(ObjectId::Of(Msg(17)));
+    sr = v->Shred();
+    ASSERT_TRUE(sr.ok()) << sr.error().ToString();
+    ASSERT_EQ(sr->dictionaries.size(), 1u);
+    EXPECT_NE(sr->dictionaries[0].find("dictionary 1 learnt from purged mail: retrained from"), std::string::npos)
+        << sr->dictionaries[0];
+    EXPECT_EQ(sr->packs_left, 0u);
+    ExpectSurvivorsIntact(*v, purged);
+    Store(*v, 500, 20);  // new mail uses the replacement
+    ExpectSurvivorsIntact(*v, purged);
+    live = ChangeLog(*v);
+  }
+  // No record of dictionary 1 is left, and no block refers to it.
+  for (const auto& e : std::filesystem::directory_iterator(dir() + "/packs")) {
+    std::string bytes = ReadFile(e.path());
+    RecordScanner scanner(bytes, kPackHeaderSize);
+    RawRecord rec;
+    while (scanner.Next(&rec)) {
+      if (rec.type == RecordType::kDictionary) {
+        EXPECT_NE(DecodeDictionaryBody(rec.body)->dictionary_id, 1u);
+      }
+      if (rec.type == RecordType::kMessage) {
+        EXPECT_NE(DecodeMessageBody(rec.body)->dictionary_id, 1u);
+      }
+    }
+  }
+  ASSERT_TRUE(Vault::Rebuild(dir(), keys_, options_).ok());
+  auto v = OpenVault();
+  ExpectRebuiltNumbering(live, ChangeLog(*v));
+  ExpectSurvivorsIntact(*v, purged);
+}
+
+}  // namespace
+}  // namespace mailvault
