@@ -15,6 +15,7 @@
 #include "indexer/searcher.h"
 #include "jobs/runner.h"
 #include "policy/evaluate.h"
+#include "policy/purge.h"
 #include "policy/store.h"
 #include "vault/crypto.h"
 
@@ -216,6 +217,12 @@ const std::vector<ApiService::Route>& ApiService::Table() {
       {"GET", "/api/v1/holds", kCompliance | kAdmin | kAuditor, &ApiService::ListHolds, false},
       {"POST", "/api/v1/holds", kCompliance, &ApiService::PlaceHold, true},
       {"DELETE", "/api/v1/holds/{name}", kCompliance, &ApiService::ReleaseHold, false},
+      {"GET", "/api/v1/purges", kCompliance | kAdmin | kAuditor, &ApiService::ListPurges, false},
+      {"POST", "/api/v1/purges", kCompliance, &ApiService::CreatePurge, false},
+      {"GET", "/api/v1/purges/{id}", kCompliance | kAdmin | kAuditor, &ApiService::GetPurge, false},
+      {"POST", "/api/v1/purges/{id}/approve", kCompliance, &ApiService::ApprovePurge, false},
+      {"DELETE", "/api/v1/purges/{id}", kCompliance, &ApiService::CancelPurge, false},
+      {"GET", "/api/v1/purges/{id}/dispositions", kCompliance | kAuditor, &ApiService::PurgeDispositions, false},
       {"GET", "/api/v1/audit/head", kAuditor, &ApiService::AuditHeadOf, false},
   };
   return table;
@@ -987,6 +994,104 @@ Response ApiService::ReleaseHold(Context& c) {
   Result<policy::PolicySet> saved = Policies().Remove(c.params[0], policy::Kind::kHold, ActorOf(c), NowSeconds(), "hold.release");
   if (!saved.ok()) PolicyFail(saved.error());
   return Response::Json(200, json{{"released", c.params[0]}, {"version", saved->version}});
+}
+
+// ---- purges (policy/purge.h, jobs/purge.h) -----------------------------------------------------
+
+namespace {
+
+// The purge's view: its record, with the job's state once it runs (the job is the truth
+// about running, paused and interrupted).
+json PurgeJson(const policy::PurgeRecord& r, const std::optional<control::JobRecord>& job) {
+  json j = r.PublicJson();
+  if (job && (r.state == policy::kPurgeApproved || r.state == policy::kPurgeRunning)) {
+    j["job_state"] = control::JobStateName(job->state);
+    j["progress"] = job->progress;
+  }
+  return j;
+}
+
+}  // namespace
+
+Response ApiService::ListPurges(Context&) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  json list = json::array();
+  for (const policy::PurgeRecord& r : Must(purges.List())) list.push_back(r.PublicJson());
+  return Response::Json(200, json{{"purges", list}});
+}
+
+Response ApiService::CreatePurge(Context& c) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  index::Searcher& searcher = SearcherFor(vault_dir_);
+  searcher.Reopen();
+  Result<policy::PurgeRecord> r = purges.Propose(searcher, *vault_, Policies(), ActorOf(c), NowSeconds());
+  if (!r.ok() && r.error().code() == ErrorCode::kConflict) Fail(409, "index-behind", r.error().message());
+  policy::PurgeRecord p = Must(std::move(r));
+  Response out = Response::Json(201, p.PublicJson());
+  out.headers.emplace_back("Location", "/api/v1/purges/" + p.id);
+  return out;
+}
+
+Response ApiService::GetPurge(Context& c) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  std::optional<policy::PurgeRecord> r = Must(purges.Get(c.params[0]));
+  if (!r) NotFound();
+  std::optional<control::JobRecord> job;
+  if (jobs_) job = Must(jobs_->store().Get(r->id));
+  return Response::Json(200, PurgeJson(*r, job));
+}
+
+Response ApiService::ApprovePurge(Context& c) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  std::optional<policy::PurgeRecord> r = Must(purges.Get(c.params[0]));
+  if (!r) NotFound();
+  const control::Actor who = ActorOf(c);
+  if (policy::PurgeStore::SameUser(r->proposer, who)) {
+    (void)Audit(c, "purge.approve", r->id, 403, json{{"refused", "the proposer cannot approve"}});
+    Fail(403, "second-person-required", "you proposed this purge: another compliance officer must approve it");
+  }
+  jobs::JobRunner& runner = Runner();
+  Result<policy::PurgeRecord> approved = purges.Approve(r->id, who, NowSeconds());
+  if (!approved.ok()) {
+    if (approved.error().code() == ErrorCode::kConflict) Fail(409, "conflict", approved.error().message());
+    FailWith(approved.error());
+  }
+  control::JobRecord job = Must(runner.SubmitPurge(approved->id, who));
+  return Response::Json(202, PurgeJson(*approved, job));
+}
+
+Response ApiService::CancelPurge(Context& c) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  Result<policy::PurgeRecord> r = purges.Cancel(c.params[0], ActorOf(c), NowSeconds());
+  if (!r.ok()) {
+    if (r.error().code() == ErrorCode::kNotFound) NotFound();
+    if (r.error().code() == ErrorCode::kConflict) Fail(409, "conflict", r.error().message());
+    FailWith(r.error());
+  }
+  return Response::Json(200, r->PublicJson());
+}
+
+Response ApiService::PurgeDispositions(Context& c) {
+  policy::PurgeStore purges(records_->store(), audit_);
+  std::optional<policy::PurgeRecord> r = Must(purges.Get(c.params[0]));
+  if (!r) NotFound();
+  auto format = c.req.query.find("format");
+  const bool csv = format != c.req.query.end() && format->second == "csv";
+  if (format != c.req.query.end() && format->second != "csv" && format->second != "json") BadRequest("format is csv or json");
+  if (Status a = Audit(c, "purge.dispositions", r->id, 200); !a.ok()) FailWith(a.error());
+  std::string body = csv ? policy::DispositionCsvHeader() : "";
+  json list = json::array();
+  Must(purges.ForEachDisposition(r->id, [&](const policy::Disposition& d) {
+    if (d.state != "purged") return true;  // intended only: the vault has not forgotten it (yet)
+    if (csv) body += policy::DispositionCsvLine(d);
+    else list.push_back(d.ToJson());
+    return true;
+  }));
+  if (!csv) return Response::Json(200, json{{"purge", r->id}, {"dispositions", list}});
+  Response out;
+  out.content_type = "text/csv; charset=utf-8";
+  out.body = std::move(body);
+  return out;
 }
 
 // ---- search and messages ----------------------------------------------------------------------

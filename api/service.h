@@ -125,6 +125,12 @@ class ApiService {
   Response ListHolds(Context& c);
   Response PlaceHold(Context& c);
   Response ReleaseHold(Context& c);
+  Response ListPurges(Context& c);
+  Response CreatePurge(Context& c);
+  Response GetPurge(Context& c);
+  Response ApprovePurge(Context& c);
+  Response CancelPurge(Context& c);
+  Response PurgeDispositions(Context& c);
   policy::PolicyStore& Policies();
   // The "policies" array of a request body, validated as a set (400 naming the first error).
   std::vector<policy::Policy> PolicyBody(Context& c);

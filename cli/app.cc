@@ -34,6 +34,7 @@ int RunCommandLine(const std::vector<std::string>& args, const GlobalOptions* ba
   AddApiCommands(app, g, &exit_code);
   AddRestoreCommands(app, g, &exit_code);
   AddPolicyCommands(app, g, &exit_code);
+  AddPurgeCommands(app, g, &exit_code);
   std::vector<const char*> argv;
   for (const std::string& a : args) argv.push_back(a.c_str());
   try {

@@ -194,7 +194,7 @@ struct ServiceParts {
 // The control plane, and the jobs once serve's indexer follows the tags of its records: the
 // indexer starts between the two (a queued reindex job must find it following).
 Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOptions& g, jobs::IndexFollower* index,
-                                                   const std::function<void()>& start_index) {
+                                                   const std::function<void()>& start_index, const std::string& exports_dir) {
   auto p = std::make_unique<ServiceParts>();
   std::function<uint64_t()> indexed_change;
   if (index->following() || start_index) indexed_change = [index] { return index->applied(); };
@@ -206,6 +206,7 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
                                                 indexed_change);
   p->runner->SetIndex(index);
   p->policies = std::make_unique<policy::PolicyStore>(p->store.get(), p->audit.get());
+  p->runner->SetPurgeEnv(p->policies.get(), p->records.get(), exports_dir.empty() ? g.vault_dir + "/exports" : exports_dir);
   if (indexed_change) {
     p->tagger = std::make_unique<jobs::PolicyTagger>(g.vault_dir, p->policies.get(), p->records.get(), indexed_change);
   }
@@ -311,7 +312,7 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
   };
   std::function<void()> start_index;
   if (!no_index) start_index = [&indexer] { indexer->Start(); };
-  Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexer.get(), start_index);
+  Result<std::unique_ptr<ServiceParts>> parts = StartControl(vault->get(), g, indexer.get(), start_index, api_config.exports.dir);
   if (!parts.ok()) return stop_early(parts.error());
   // The API reads the same status the status file gets, refreshed every second below.
   auto last_status = std::make_shared<std::pair<std::mutex, json>>();

@@ -27,5 +27,6 @@ void AddServeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // ser
 void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code);     // user, token, audit, api
 void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code); // restore, job
 void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // policy, hold
+void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // purge
 
 }  // namespace mailvault::cli

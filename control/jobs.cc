@@ -21,7 +21,7 @@ struct KindName {
 };
 constexpr KindName kKinds[] = {{JobKind::kRestore, "restore", 'r'}, {JobKind::kExport, "export", 'e'},
                                {JobKind::kVerify, "verify", 'v'},   {JobKind::kImport, "import", 'i'},
-                               {JobKind::kReindex, "reindex", 'x'}};
+                               {JobKind::kReindex, "reindex", 'x'}, {JobKind::kPurge, "purge", 'p'}};
 constexpr const char* kStates[] = {"queued", "running", "paused", "done", "failed", "cancelled"};
 
 std::string JobKey(const std::string& id) { return std::string(kJobPrefix) + id; }
@@ -270,7 +270,7 @@ Result<JobRecord> JobStore::RequestResume(const std::string& id) {
       return Status::Ok();
     }
     // A failed restore resumes where it stopped (the server was down, the quota is raised).
-    const bool failed_can_resume = r.state == JobState::kFailed && r.kind == JobKind::kRestore;
+    const bool failed_can_resume = r.state == JobState::kFailed && (r.kind == JobKind::kRestore || r.kind == JobKind::kPurge);
     if (r.state != JobState::kPaused && !failed_can_resume) {
       return FailedPrecondition("job " + id + " is " + JobStateName(r.state) + "; only a paused (or failed restore) job can be resumed");
     }

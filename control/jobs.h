@@ -29,10 +29,10 @@
 
 namespace mailvault::control {
 
-enum class JobKind { kRestore, kExport, kVerify, kImport, kReindex };
+enum class JobKind { kRestore, kExport, kVerify, kImport, kReindex, kPurge };
 enum class JobState { kQueued, kRunning, kPaused, kDone, kFailed, kCancelled };
 
-const char* JobKindName(JobKind k);    // "restore", "export", "verify", "import", "reindex"
+const char* JobKindName(JobKind k);    // "restore", "export", "verify", "import", "reindex", "purge"
 const char* JobStateName(JobState s);  // "queued", "running", "paused", "done", "failed", "cancelled"
 std::optional<JobKind> ParseJobKind(std::string_view s);
 std::optional<JobState> ParseJobState(std::string_view s);

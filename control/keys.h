@@ -24,6 +24,10 @@ inline constexpr const char* kJobPrefix = "J/";          // J/<job id>          
 inline constexpr const char* kPolicySetKey = "P/set";        // the set in force (PolicySet JSON)
 inline constexpr const char* kPolicyVersionPrefix = "P/v/";  // P/v/<version, 16 hex>  every set ever saved
 inline constexpr const char* kPolicyLockKey = "P/lock";      // the preservation lock, once set: never removed
+// policy/purge.h: purges (two people), what each would take, and what each took
+inline constexpr const char* kPurgePrefix = "U/";            // U/<purge id>         PurgeRecord
+inline constexpr const char* kPurgeCandidatePrefix = "Uc/";  // Uc/<purge id>/<msg>  one message the dry run found purgeable
+inline constexpr const char* kDispositionPrefix = "Ud/";     // Ud/<purge id>/<msg>  its disposition record: outlives the message
 // recovery/restore.h: a restore job's plan and journal
 inline constexpr const char* kRestoreHeaderPrefix = "rj/";   // rj/<job>           definition and status
 inline constexpr const char* kRestoreTargetPrefix = "rt/";   // rt/<job>/<n>       one mailbox's planned messages

@@ -396,6 +396,18 @@ Status Records::ChangeTags(const std::vector<std::string>& ids, const std::vecto
   return store_->Write(batch);
 }
 
+Status Records::ForgetMessages(const std::vector<std::string>& ids) {
+  std::lock_guard<std::mutex> l(rmw_);
+  StateStore::Batch batch;
+  for (const std::string& id : ids) {
+    MV_ASSIGN_OR_RETURN(std::vector<std::string> current, TagsOf(id));
+    if (current.empty()) continue;
+    for (const std::string& t : current) batch.emplace_back(kTagIndexPrefix + t + "/" + id, std::nullopt);
+    batch.emplace_back(kTagsPrefix + id, std::nullopt);
+  }
+  return batch.empty() ? Status::Ok() : store_->Write(batch);
+}
+
 std::string Records::TagChangeKey(uint64_t seq) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%s%016llx", kTagChangePrefix, static_cast<unsigned long long>(seq));

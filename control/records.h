@@ -150,6 +150,8 @@ class Records {
   Status ChangeTags(const std::vector<std::string>& message_ids, const std::vector<std::string>& add,
                     const std::vector<std::string>& remove);
   Result<std::vector<std::string>> MessagesTagged(const std::string& tag) const;
+  // Drops every tag of purged messages (no tag change is logged: their documents are gone).
+  Status ForgetMessages(const std::vector<std::string>& message_ids);
   // The tag change log: each ChangeTags appends the ids it touched (T/<seq>), in order, so that
   // the index can follow (jobs/indexer.h). 0 when nothing was ever tagged.
   Result<uint64_t> LastTagChange() const;

@@ -180,8 +180,13 @@ Result<json> IndexFollower::RunTask(IndexTask task, const std::atomic<bool>* abo
   const auto t0 = Clock::now();
   index::IndexOptions options;
   options.abort = abort;
-  if (task == IndexTask::kCompact) {
-    MV_ASSIGN_OR_RETURN(std::unique_ptr<index::IndexWriter> w, index::IndexWriter::Open(dir_, options));
+  if (task == IndexTask::kCompact || task == IndexTask::kLevelCompact) {
+    MV_ASSIGN_OR_RETURN(std::unique_ptr<index::IndexWriter> w, index::IndexWriter::Open(dir_, WithTags(options, records_)));
+    if (task == IndexTask::kLevelCompact) {
+      std::atomic<bool> drain{true};  // everything logged so far, then return
+      MV_ASSIGN_OR_RETURN(index::CatchUpReport caught, w->CatchUp(*vault_, &drain));
+      (void)caught;
+    }
     MV_RETURN_IF_ERROR(w->Compact());
     applied_ = w->applied_change();
     return json{{"documents", w->documents()}, {"seconds", Since(t0)}};

@@ -53,6 +53,7 @@ enum class IndexTask {
   kRebuild,        // from scratch
   kResumeRebuild,  // a rebuild that a stop, pause or crash interrupted: on from where it was
   kCompact,        // rewrite the shards compacted
+  kLevelCompact,   // catch up with the vault (a purge's deletes), then compact: no freed page keeps a word
 };
 
 // serve's indexer. Follows the vault once started; lends the writer to Maintain.

@@ -1,4 +1,5 @@
 #include "jobs/runner.h"
+#include "jobs/purge.h"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -30,7 +31,9 @@ constexpr auto kTick = std::chrono::milliseconds(500);
 
 // The kinds this runner's workers run (and queue again after a crash). Exports have their own
 // runner (api/export.h); an import runs in the connection of the command that started it.
-bool RunsHere(JobKind k) { return k == JobKind::kRestore || k == JobKind::kVerify || k == JobKind::kReindex; }
+bool RunsHere(JobKind k) {
+  return k == JobKind::kRestore || k == JobKind::kVerify || k == JobKind::kReindex || k == JobKind::kPurge;
+}
 
 // The request's fields, checked one by one; every error names its field.
 struct ParsedRestore {
@@ -406,6 +409,61 @@ Result<JobRecord> JobRunner::SubmitReindex(const json& request, const Actor& who
   return job;
 }
 
+Result<JobRecord> JobRunner::SubmitPurge(const std::string& purge_id, const Actor& approver) {
+  if (!policies_ || !records_) return FailedPrecondition("this service runs no purges (no policy store)");
+  MV_ASSIGN_OR_RETURN(JobRecord job, jobs_.Adopt(purge_id, JobKind::kPurge, approver, json{{"purge", purge_id}}));
+  Wake();
+  return job;
+}
+
+JobState JobRunner::RunPurgeJob(JobRecord& job, std::atomic<bool>* stop) {
+  if (!policies_ || !records_) {
+    job.error = "this service runs no purges (no policy store)";
+    return JobState::kFailed;
+  }
+  const std::string id = job.params.value("purge", job.id);
+  job.phase = "purging";
+  std::optional<RequestWatcher> watch(std::in_place, this, job.id, stop);
+  auto last_saved = Clock::now() - kTick;
+  PurgeEnv env{vault_, vault_dir_, store_, audit_, records_, policies_, exports_dir_, index_};
+  Result<json> r = RunPurge(env, id, stop, [&](const std::string& step, uint64_t done, uint64_t total) {
+    job.progress = json{{"step", step}, {"done", done}, {"total", total}};
+    if (Clock::now() - last_saved < kTick) return;
+    last_saved = Clock::now();
+    (void)jobs_.Update(job.id, [&](JobRecord& rec) {
+      rec.progress = job.progress;
+      rec.phase = step;
+      return Status::Ok();
+    }, /*durable=*/false);
+  });
+  watch.reset();
+  policy::PurgeStore purges(store_, audit_);
+  if (!r.ok()) {
+    job.error = r.error().message();
+    if (stop->load()) {
+      JobState end = stop_all_ ? JobState::kQueued : StoppedState(job.id);
+      if (end == JobState::kCancelled) {
+        (void)purges.Update(id, [&](policy::PurgeRecord& p) {
+          p.state = policy::kPurgeCancelled;
+          p.error = "cancelled while it ran; " + std::to_string(p.purged) + " messages were purged before (their dispositions say so)";
+          p.finished = control::NowSeconds();
+          return Status::Ok();
+        });
+      }
+      return end;
+    }
+    (void)purges.Update(id, [&](policy::PurgeRecord& p) {
+      p.state = policy::kPurgeFailed;
+      p.error = job.error;
+      return Status::Ok();
+    });
+    return JobState::kFailed;
+  }
+  job.report = *r;
+  job.progress = json{{"step", "done"}, {"purged", r->value("purged", uint64_t{0})}};
+  return JobState::kDone;
+}
+
 // A person's request on a job: audited before the change (an unknown id is refused first,
 // unrecorded), then applied by the store, which refuses what the job's state does not allow.
 Result<JobRecord> JobRunner::Request(const std::string& id, const Actor& who, const char* verb,
@@ -498,6 +556,7 @@ void JobRunner::Run(JobRecord job) {
   if (job.kind == JobKind::kRestore) end = RunRestore(job, &stop);
   else if (job.kind == JobKind::kVerify) end = RunVerify(job, &stop);
   else if (job.kind == JobKind::kReindex) end = RunReindex(job, &stop);
+  else if (job.kind == JobKind::kPurge) end = RunPurgeJob(job, &stop);
   Result<JobRecord> saved = jobs_.Update(job.id, [&](JobRecord& r) {
     // A cancel accepted after the job decided how it stopped still wins.
     if (r.requested == "cancel" && end != JobState::kDone) end = JobState::kCancelled;

@@ -27,6 +27,7 @@
 #include "core/result.h"
 #include "jobs/indexer.h"
 #include "jobs/targets.h"
+#include "policy/store.h"
 
 namespace mailvault {
 class Vault;
@@ -78,6 +79,15 @@ class JobRunner {
   Result<control::JobRecord> SubmitReindex(const nlohmann::json& request, const control::Actor& who);
   // serve's index, which reindex jobs need; set before Start.
   void SetIndex(IndexFollower* index) { index_ = index; }
+  // What purge jobs need (jobs/purge.h): the policy store (its freeze), the records (tags,
+  // exports) and where exports are written; set before Start.
+  void SetPurgeEnv(policy::PolicyStore* policies, control::Records* records, std::string exports_dir) {
+    policies_ = policies;
+    records_ = records;
+    exports_dir_ = std::move(exports_dir);
+  }
+  // Runs an approved purge (policy::PurgeStore::Approve) as a job with the purge's id.
+  Result<control::JobRecord> SubmitPurge(const std::string& purge_id, const control::Actor& approver);
 
   // A person's request, audited under their name.
   Result<control::JobRecord> Cancel(const std::string& id, const control::Actor& who);
@@ -96,6 +106,7 @@ class JobRunner {
   control::JobState RunRestore(control::JobRecord& job, std::atomic<bool>* stop);
   control::JobState RunVerify(control::JobRecord& job, std::atomic<bool>* stop);
   control::JobState RunReindex(control::JobRecord& job, std::atomic<bool>* stop);
+  control::JobState RunPurgeJob(control::JobRecord& job, std::atomic<bool>* stop);
   // What a stop means: the person's request (cancel, pause), or queued again when serve stops.
   control::JobState StoppedState(const std::string& id);
   Result<control::JobRecord> Request(const std::string& id, const control::Actor& who, const char* verb,
@@ -117,6 +128,9 @@ class JobRunner {
   std::map<std::string, RestoreTargetConfig> targets_;
   std::function<uint64_t()> indexed_change_;
   IndexFollower* index_ = nullptr;
+  policy::PolicyStore* policies_ = nullptr;
+  control::Records* records_ = nullptr;
+  std::string exports_dir_;
   RunnerOptions options_;
 
   std::mutex mu_;

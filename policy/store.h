@@ -75,6 +75,11 @@ class PolicyStore {
   // Sets the preservation lock (audited `policy.lock`); setting it again changes nothing.
   Result<LockState> SetLock(const control::Actor& who, int64_t now);
 
+  // Holds back every change of the set (a hold placed, a retention shortened) while the lock
+  // lives: a purge decides and forgets under it, so a hold placed meanwhile either came first
+  // (and keeps its messages) or waits until the purge has committed. Current() still reads.
+  std::unique_lock<std::mutex> Freeze() { return std::unique_lock<std::mutex>(mu_); }
+
  private:
   Result<PolicySet> Save(std::vector<Policy> next, const control::Actor& who, int64_t now, const std::string& action,
                          nlohmann::json details, SetDiff* diff = nullptr);

@@ -152,6 +152,10 @@ nlohmann::json PlanJson(const JobReport& r);
 Result<JobReport> DryRun(Vault& vault, const RestoreTarget& target, const Credentials& credentials,
                          const RestoreOptions& options, std::vector<PlannedTarget> plan);
 
+// Takes purged messages out of every restore job's plans and journals (the purge job calls it):
+// a resumed restore then has nothing of them to append. ids are hex message ids.
+Status ForgetPurged(control::StateStore* store, const std::vector<std::string>& ids);
+
 // The persisted job: its definition, its targets and the journal, in the state store.
 class RestoreJob {
  public:

@@ -1,5 +1,7 @@
 // Restore: the job's record and journal in the state store, its outcomes and reports (as JSON too).
+#include <algorithm>
 #include <cstdio>
+#include <unordered_set>
 
 #include "control/jobs.h"
 #include "control/keys.h"
@@ -310,6 +312,38 @@ json PlanJson(const JobReport& r) {
     plan.push_back(p);
   }
   return json{{"plan", plan}};
+}
+
+Status ForgetPurged(control::StateStore* store, const std::vector<std::string>& ids) {
+  std::unordered_set<std::string> gone(ids.begin(), ids.end());
+  control::StateStore::Batch batch;
+  Status bad = Status::Ok();
+  MV_RETURN_IF_ERROR(store->Scan(control::kRestoreTargetPrefix, [&](std::string_view key, std::string_view value) {
+    json r = json::parse(value, nullptr, false);
+    if (!r.is_object()) return true;  // reported by the job that owns it
+    bool changed = false;
+    for (const char* list : {"messages", "copies"}) {
+      if (!r.contains(list) || !r[list].is_array()) continue;
+      json kept = json::array();
+      for (const json& m : r[list]) {
+        const bool drop = m.is_array() && std::any_of(m.begin(), m.end(), [&](const json& f) {
+          return f.is_string() && gone.count(f.get<std::string>());
+        });
+        if (drop) changed = true;
+        else kept.push_back(m);
+      }
+      r[list] = std::move(kept);
+    }
+    if (changed) batch.emplace_back(std::string(key), r.dump());
+    return true;
+  }));
+  MV_RETURN_IF_ERROR(store->Scan(control::kRestoreOutcomePrefix, [&](std::string_view key, std::string_view) {
+    const size_t slash = key.rfind('/');
+    if (slash != std::string_view::npos && gone.count(std::string(key.substr(slash + 1)))) batch.emplace_back(std::string(key), std::nullopt);
+    return true;
+  }));
+  MV_RETURN_IF_ERROR(bad);
+  return batch.empty() ? Status::Ok() : store->Write(batch);
 }
 
 }  // namespace mailvault::recovery

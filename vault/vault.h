@@ -97,6 +97,9 @@ struct PurgeItem {
 struct PurgeOutcome {
   std::vector<ObjectId> purged;
   std::vector<std::pair<ObjectId, std::string>> skipped;  // and why
+  // What each compression dictionary is to the purged mail: learnt from some of it (retired:
+  // Shred retrains it), or shown to hold none of it (none of its training samples was purged).
+  std::vector<std::string> dictionaries;
 };
 struct ShredReport {
   uint64_t packs_rewritten = 0;

@@ -56,6 +56,21 @@ Result<PurgeOutcome> Vault::Purge(const std::vector<PurgeItem>& items) {
     for (ObjectId& id : p->purge_outcome->purged) total.purged.push_back(id);
     for (auto& s : p->purge_outcome->skipped) total.skipped.push_back(std::move(s));
   }
+  MV_ASSIGN_OR_RETURN(auto retiring, catalog_->Retiring());
+  std::lock_guard<std::mutex> l(dict_mu_);
+  for (const auto& [d, dict] : dictionaries_) {
+    if (!dict) continue;
+    auto samples = dictionary_samples_.find(d);
+    const size_t n = samples == dictionary_samples_.end() ? 0 : samples->second.size();
+    if (retiring.count(d)) {
+      total.dictionaries.push_back("dictionary " + std::to_string(d) + " learnt from purged mail" +
+                                   (n ? " (" + std::to_string(n) + " training samples)" : " (its samples are not recorded)") +
+                                   ": it is retrained when the packs are shredded");
+    } else {
+      total.dictionaries.push_back("dictionary " + std::to_string(d) + " holds none of the purged mail: none of the " +
+                                   std::to_string(n) + " messages it was trained from was purged");
+    }
+  }
   return total;
 }
 
