@@ -953,7 +953,6 @@ TEST(PolicyProperty, RandomScenariosAgreeWithTheOracle) {
               static_cast<unsigned long long>(verdicts[3]), seconds);
   // Every outcome is reached often enough for the comparison to mean something.
   for (uint64_t n : verdicts) EXPECT_GT(n, decisions / 50);
-  EXPECT_LT(seconds, 10.0);
 }
 
 // The oracle's calendar against the header's own examples, so that a wrong oracle cannot agree

@@ -98,6 +98,12 @@ GET    /api/v1/messages/{id}/policy              compliance
 GET    /api/v1/holds                             compliance admin auditor
 POST   /api/v1/holds                             compliance
 DELETE /api/v1/holds/{name}                      compliance
+GET    /api/v1/purges                            compliance admin auditor
+POST   /api/v1/purges                            compliance
+GET    /api/v1/purges/{id}                       compliance admin auditor
+DELETE /api/v1/purges/{id}                       compliance
+POST   /api/v1/purges/{id}/approve               compliance
+GET    /api/v1/purges/{id}/dispositions          compliance auditor
 """
 
 
@@ -293,7 +299,7 @@ class Matrix:
         # keyed by the path segment before the parameter
         return {"messages": message, "saved-searches": saved, "exports": export, "tokens": token,
                 "users": "matrix-no-such-user", "tags": "matrix-tag", "policies": "matrix-no-such-policy",
-                "holds": "matrix-no-such-hold"}
+                "holds": "matrix-no-such-hold", "purges": "p20990101-000000-000000"}
 
     def body_for(self, method, path):
         key = template_key(method, path)

@@ -177,6 +177,18 @@ login() {
     --data "{\"username\":\"$1\",\"password\":\"$1-secret-12345\"}" "$BASE/api/v1/auth/login")" "d['token']"
 }
 T1=$(login c1) T2=$(login c2) TR=$(login r1)
+# The command line, through the service: a proposal by the shell's user, whose own approval is
+# refused (two people), withdrawn again.
+for ((k = 0; k < 100; k++)); do [[ -S $V/run/control.sock ]] && break; sleep 0.1; done
+out=$(mvault purge propose --json 2>&1)
+CLI_PID=$(jpy "$out" "d['id']")
+expect_eq "(p) \`purge propose\` through the service: pending, the same count as what-if" \
+  "$(jpy "$out" "[d['state'], d['messages'], d['proposer']['user']]")" "[\"pending\", $P, \"$(id -un)\"]"
+out=$(mvault purge approve "$CLI_PID" 2>&1)
+[[ $? != 0 && $out == *"needs a second person"* ]] && pass "(p) \`purge approve\` by its proposer is refused: ${out:0:120}" ||
+  fail "(p) purge approve by its proposer: '$out'"
+out=$(mvault purge cancel "$CLI_PID" 2>&1)
+expect_eq "(p) \`purge cancel\`, then \`purge show --json\`: cancelled" "$(jpy "$(mvault purge show "$CLI_PID" --json)" "d['state']")" cancelled
 api "$TR" POST /api/v1/purges
 expect_eq "(p) a reviewer may not propose a purge" "$API_STATUS" 403
 api "$T1" POST /api/v1/purges
