@@ -1366,6 +1366,7 @@ Response ApiService::GetExport(Context& c) { return Response::Json(200, OwnJob(c
 Response ApiService::DownloadExport(Context& c) {
   ExportJob j = OwnJob(c);
   if (j.state == "expired") Fail(410, "expired", "this export's file expired and was deleted; create the export again");
+  if (j.state == "purged") Fail(410, "purged", "this export held purged messages; a purge deleted its files (" + j.error + ")");
   if (j.state != "done") Fail(409, "not-ready", "the export is " + j.state + "; download it when its state is done");
   std::string path = exports_->ArtefactPath(j);
   if (Status s = Audit(c, "export.download", j.id, 200, json{{"bytes", j.bytes}, {"sha256", j.artefact_sha256}}); !s.ok()) {
@@ -1384,6 +1385,7 @@ Response ApiService::DownloadExport(Context& c) {
 Response ApiService::ExportManifest(Context& c) {
   ExportJob j = OwnJob(c);
   if (j.state == "expired") Fail(410, "expired", "this export's files expired and were deleted");
+  if (j.state == "purged") Fail(410, "purged", "this export held purged messages; a purge deleted its files (" + j.error + ")");
   if (j.state != "done") Fail(409, "not-ready", "the export is " + j.state);
   if (Status s = Audit(c, "export.manifest", j.id, 200); !s.ok()) Fail(503, "audit-unavailable", s.error().message());
   Response r;

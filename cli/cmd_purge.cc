@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "api/config.h"
 #include "cli/shell_state.h"
 #include "core/text.h"
 #include "indexer/searcher.h"
@@ -67,10 +68,54 @@ Result<PurgeRecord> MustGet(PurgeStore& s, const std::string& id) {
   return *r;
 }
 
+// Where API exports are written: [api] export-dir of the configuration, else <vault>/exports.
+std::string ExportsDir(const GlobalOptions& g) {
+  api::ApiConfig config;
+  if (!g.config_file.empty()) (void)api::ApplyApiConfigFile(g.config_file, &config);
+  return config.exports.dir.empty() ? g.vault_dir + "/exports" : config.exports.dir;
+}
+
+// Runs (or resumes) an approved purge: as a job of the service while serve runs, else here.
+Status RunApproved(GlobalOptions& g, Purges& p, const std::string& id, const control::Actor& who) {
+  const ServiceResources* svc = Service();
+  if (svc && svc->runner) {
+    Result<std::optional<control::JobRecord>> existing = svc->runner->store().Get(id);
+    MV_RETURN_IF_ERROR(existing.status());
+    Result<control::JobRecord> job = *existing ? ((*existing)->state == control::JobState::kQueued ||
+                                                          (*existing)->state == control::JobState::kRunning
+                                                      ? Result<control::JobRecord>(**existing)
+                                                      : svc->runner->Resume(id, who))
+                                               : svc->runner->SubmitPurge(id, who);
+    MV_RETURN_IF_ERROR(job.status());
+    Result<control::JobRecord> end = FollowToEnd(*svc, id, [](const control::JobRecord&) {});
+    MV_RETURN_IF_ERROR(end.status());
+    if (end->state != control::JobState::kDone) {
+      return Error(ErrorCode::kIoError, "purge job " + id + " " + control::JobStateName(end->state) +
+                                            (end->error.empty() ? "" : ": " + end->error) + "; `mailvault purge resume " + id + "` goes on");
+    }
+    return Status::Ok();
+  }
+  jobs::PurgeEnv env{p.state.vault.get(), g.vault_dir, p.state.store.get(), p.state.audit.get(), p.state.records.get(),
+                     p.policies, ExportsDir(g), nullptr};
+  Result<json> done = jobs::RunPurge(env, id, nullptr, [](const std::string& step, uint64_t d, uint64_t t) {
+    if (StderrIsTerminal()) Err() << "\r\033[K" << step << (t ? " " + std::to_string(d) + "/" + std::to_string(t) : "") << std::flush;
+  });
+  if (StderrIsTerminal()) Err() << "\r\033[K";
+  if (!done.ok()) {
+    (void)p.purges->Update(id, [&](PurgeRecord& rec) {
+      rec.state = policy::kPurgeFailed;
+      rec.error = done.error().message();
+      return Status::Ok();
+    });
+    return done.error().With("purge " + id + " (`mailvault purge resume " + id + "` goes on from where it stopped)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
-  auto* pur = app.add_subcommand("purge", "two-person purges of what the policies let go: propose, approve, show, list, cancel, dispositions");
+  auto* pur = app.add_subcommand("purge", "two-person purges of what the policies let go: propose, approve, resume, show, list, cancel, dispositions");
   pur->require_subcommand(1);
   thread_local std::string id;
   id = {};
@@ -135,33 +180,25 @@ void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!p.ok()) return fail(p.error());
     Result<PurgeRecord> r = p->purges->Approve(id, ShellActor(), Now());
     if (!r.ok()) return fail(r.error());
-    const ServiceResources* svc = Service();
-    if (svc && svc->runner) {
-      Result<control::JobRecord> job = svc->runner->SubmitPurge(r->id, ShellActor());
-      if (!job.ok()) return fail(job.error());
-      Result<control::JobRecord> end = FollowToEnd(*svc, job->id, [](const control::JobRecord&) {});
-      if (!end.ok()) return fail(end.error());
-      if (end->state != control::JobState::kDone) {
-        return fail(Error(ErrorCode::kIoError, "purge job " + job->id + " " + control::JobStateName(end->state) +
-                                                   (end->error.empty() ? "" : ": " + end->error) + "; `mailvault job resume " + job->id + "` goes on"));
-      }
-    } else {
-      jobs::PurgeEnv env{p->state.vault.get(), g.vault_dir, p->state.store.get(), p->state.audit.get(), p->state.records.get(),
-                         p->policies, g.vault_dir + "/exports", nullptr};
-      Result<json> done = jobs::RunPurge(env, r->id, nullptr, [](const std::string& step, uint64_t d, uint64_t t) {
-        if (StderrIsTerminal()) Err() << "\r\033[K" << step << (t ? " " + std::to_string(d) + "/" + std::to_string(t) : "") << std::flush;
-      });
-      if (StderrIsTerminal()) Err() << "\r\033[K";
-      if (!done.ok()) {
-        (void)p->purges->Update(r->id, [&](PurgeRecord& rec) {
-          rec.state = policy::kPurgeFailed;
-          rec.error = done.error().message();
-          return Status::Ok();
-        });
-        return fail(done.error().With("purge " + r->id + " (run `mailvault purge approve` is not repeatable: `mailvault job resume` under serve, or see docs/purge.md)"));
-      }
-    }
+    if (Status run = RunApproved(g, *p, r->id, ShellActor()); !run.ok()) return fail(run.error());
     Result<PurgeRecord> after = MustGet(*p->purges, r->id);
+    if (!after.ok()) return fail(after.error());
+    Print(*after);
+  });
+
+  auto* resume = pur->add_subcommand("resume", "finish an approved purge that failed or was interrupted");
+  resume->add_option("ID", id, "the purge")->required();
+  resume->callback([&g, fail] {
+    Result<Purges> p = OpenPurges(g);
+    if (!p.ok()) return fail(p.error());
+    Result<PurgeRecord> r = MustGet(*p->purges, id);
+    if (!r.ok()) return fail(r.error());
+    if (r->state != policy::kPurgeApproved && r->state != policy::kPurgeRunning && r->state != policy::kPurgeFailed) {
+      return fail(Error(ErrorCode::kConflict, "purge " + id + " is " + r->state + "; only an approved purge that did not finish resumes"));
+    }
+    if (Status a = AuditShell(p->state, "purge.resume", id); !a.ok()) return fail(a.error());
+    if (Status run = RunApproved(g, *p, id, ShellActor()); !run.ok()) return fail(run.error());
+    Result<PurgeRecord> after = MustGet(*p->purges, id);
     if (!after.ok()) return fail(after.error());
     Print(*after);
   });

@@ -53,16 +53,25 @@ Result<json> RunPurge(const PurgeEnv& env, const std::string& id, const std::ato
   MV_ASSIGN_OR_RETURN(std::optional<policy::PurgeRecord> found, purges.Get(id));
   if (!found) return NotFound("no purge " + id);
   policy::PurgeRecord rec = *found;
-  if (rec.state != policy::kPurgeApproved && rec.state != policy::kPurgeRunning) {
+  // Approved, or resumed: running (interrupted) or failed (`mailvault purge resume`, `job resume`).
+  if (rec.state != policy::kPurgeApproved && rec.state != policy::kPurgeRunning && rec.state != policy::kPurgeFailed) {
     return Error(ErrorCode::kConflict, "purge " + id + " is " + rec.state + "; only an approved purge runs");
   }
   MV_ASSIGN_OR_RETURN(rec, purges.Update(id, [](policy::PurgeRecord& r) {
                         r.state = policy::kPurgeRunning;
+                        r.error.clear();
                         return Status::Ok();
                       }));
   const std::string approver = rec.approver ? rec.approver->user : "";
+  json timings = json::object();
+  auto lap_start = Clock::now();
   auto say = [&](const std::string& step, uint64_t done, uint64_t total) {
     if (progress) progress(step, done, total);
+  };
+  // Seconds spent in each step, for the report (where a slow purge spends its time).
+  auto lap = [&](const char* step) {
+    timings[step] = std::chrono::duration<double>(Clock::now() - lap_start).count();
+    lap_start = Clock::now();
   };
 
   // The index must hold every message the vault does before the set is evaluated again.
@@ -81,6 +90,7 @@ Result<json> RunPurge(const PurgeEnv& env, const std::string& id, const std::ato
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 
+  lap("index_level");
   // Candidates, and dispositions an interrupted run left "intended".
   std::vector<policy::Candidate> candidates;
   MV_RETURN_IF_ERROR(purges.ForEachCandidate(id, [&](const policy::Candidate& c) {
@@ -197,6 +207,7 @@ Result<json> RunPurge(const PurgeEnv& env, const std::string& id, const std::ato
     }
   }
 
+  lap("decide_and_forget");
   // What derives from the messages.
   say("dropping tags, restore plans and exports", 0, 0);
   MV_RETURN_IF_ERROR(env.records->ForgetMessages(purged_ids));
@@ -219,13 +230,16 @@ Result<json> RunPurge(const PurgeEnv& env, const std::string& id, const std::ato
     }
   }
 
+  lap("tags_plans_exports");
   // The index: their documents deleted, then compacted (freed pages keep words otherwise).
   say("compacting the index", 0, 0);
   MV_ASSIGN_OR_RETURN(json index_report, index->Maintain(IndexTask::kLevelCompact, stop, {}));
+  lap("index");
 
   // The packs.
   say("shredding", 0, 0);
   MV_ASSIGN_OR_RETURN(ShredReport shred, env.vault->Shred(stop));
+  lap("shred");
   if (shred.packs_left) {
     return Error(ErrorCode::kBusy, std::to_string(shred.packs_left) + " packs still hold purged records" +
                                        (shred.problems.empty() ? std::string("; resume the purge") : ": " + shred.problems.front()));
@@ -243,6 +257,7 @@ Result<json> RunPurge(const PurgeEnv& env, const std::string& id, const std::ato
                              {"bytes_after", shred.bytes_after}}},
               {"dictionaries", shred.dictionaries},
               {"dictionaries_at_purge", dictionary_notes},
+              {"timings", timings},
               {"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}};
   MV_RETURN_IF_ERROR(purges.Update(id, [&](policy::PurgeRecord& r) {
                        r.state = policy::kPurgeDone;

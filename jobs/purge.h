@@ -44,9 +44,11 @@ struct PurgeEnv {
   IndexFollower* index = nullptr;    // serve's index; null: the command opens the index itself
 };
 
+// Runs an approved purge, or resumes one that was interrupted (state running) or failed.
 // Progress: (step, done, total). Returns the report stored in the purge record:
-// {"purged", "skipped", "skipped_sample": [{"id", "why"}], "exports_deleted", "tags_dropped",
-//  "index": {...}, "shred": {...}, "dictionaries": [...], "seconds"}.
+// {"purged", "skipped", "skipped_sample": [{"id", "why"}], "exports_deleted", "index": {...},
+//  "shred": {...}, "dictionaries": [what Shred did], "dictionaries_at_purge": [what each
+//  dictionary was to the purged mail], "timings": {step: seconds}, "seconds"}.
 Result<nlohmann::json> RunPurge(const PurgeEnv& env, const std::string& purge_id, const std::atomic<bool>* stop,
                                 const std::function<void(const std::string&, uint64_t, uint64_t)>& progress = {});
 

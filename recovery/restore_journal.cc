@@ -317,7 +317,6 @@ json PlanJson(const JobReport& r) {
 Status ForgetPurged(control::StateStore* store, const std::vector<std::string>& ids) {
   std::unordered_set<std::string> gone(ids.begin(), ids.end());
   control::StateStore::Batch batch;
-  Status bad = Status::Ok();
   MV_RETURN_IF_ERROR(store->Scan(control::kRestoreTargetPrefix, [&](std::string_view key, std::string_view value) {
     json r = json::parse(value, nullptr, false);
     if (!r.is_object()) return true;  // reported by the job that owns it
@@ -342,7 +341,6 @@ Status ForgetPurged(control::StateStore* store, const std::vector<std::string>& 
     if (slash != std::string_view::npos && gone.count(std::string(key.substr(slash + 1)))) batch.emplace_back(std::string(key), std::nullopt);
     return true;
   }));
-  MV_RETURN_IF_ERROR(bad);
   return batch.empty() ? Status::Ok() : store->Write(batch);
 }
 

@@ -336,7 +336,10 @@ Status Vault::TrainDictionary(const std::vector<std::string_view>& samples, cons
   uint32_t id;
   {
     std::lock_guard<std::mutex> l(dict_mu_);
-    id = dictionaries_.empty() ? 1 : dictionaries_.rbegin()->first + 1;
+    // Reserved here, under the lock: two trainings at once (automatic, and a purge's
+    // replacement) never take one id.
+    id = std::max(reserved_dictionary_, dictionaries_.empty() ? 0u : dictionaries_.rbegin()->first) + 1;
+    reserved_dictionary_ = id;
   }
   MV_ASSIGN_OR_RETURN(auto dict, Dictionary::Load(id, bytes, options_.compression.level));
   auto p = std::make_shared<Pending>();

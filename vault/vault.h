@@ -315,6 +315,7 @@ class Vault {
   // The messages each dictionary was trained from (absent: unknown, a version 1 dictionary).
   std::map<uint32_t, std::unordered_map<ObjectId, bool, ObjectIdHash>> dictionary_samples_;
   uint32_t current_dictionary_ = 0;
+  uint32_t reserved_dictionary_ = 0;  // the last id handed to a training (REQUIRES: dict_mu_)
   std::mutex train_mu_;
   std::vector<std::string> training_samples_;
   std::vector<ObjectId> training_ids_;

@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <set>
+#include <thread>
 #include <unordered_set>
 
 #include "vault/vault_internal.h"
@@ -203,7 +204,10 @@ Status Vault::TrainReplacement(uint32_t retired, ShredReport* report) {
   uint32_t id;
   {
     std::lock_guard<std::mutex> l(dict_mu_);
-    id = dictionaries_.empty() ? 1 : dictionaries_.rbegin()->first + 1;
+    // Reserved here, under the lock: two trainings at once (automatic, and a purge's
+    // replacement) never take one id.
+    id = std::max(reserved_dictionary_, dictionaries_.empty() ? 0u : dictionaries_.rbegin()->first) + 1;
+    reserved_dictionary_ = id;
   }
   Result<std::string> trained =
       samples.size() >= 100 ? Dictionary::Train(views, options_.compression.dictionary_bytes) : Result<std::string>(NotFound("too few"));
@@ -261,13 +265,19 @@ Result<ShredReport> Vault::Shred(const std::atomic<bool>* stop) {
     report.bytes_before += r->bytes_before;
     report.bytes_after += r->bytes_after;
   };
-  for (uint64_t n : queue) {
-    if (stop && stop->load()) {
-      clean = false;
-      break;
+  // A pack another purge touched while it was being rewritten stays queued: go round again.
+  for (int pass = 0; pass < 5 && !queue.empty() && clean; ++pass) {
+    for (uint64_t n : queue) {
+      if (stop && stop->load()) {
+        clean = false;
+        break;
+      }
+      rewrite(n, false);
     }
-    rewrite(n, false);
+    if (!clean) break;
+    MV_ASSIGN_OR_RETURN(queue, catalog_->ShredQueue());
   }
+  if (!queue.empty()) clean = false;
   if (clean && !retiring.empty()) {
     // Every block of a retired dictionary is re-encoded now (each pack that existed when its
     // replacement was written was queued): its own record can go.
@@ -336,17 +346,38 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
   std::vector<Out> out;
   RewriteResult result;
   bool sealed = false;
+  // The pack in order as slots: a compression block (re-encoded on a worker thread when a
+  // member goes or its dictionary is retired), or one other record. block_first in a slot's
+  // outs is relative to the slot until they are joined.
+  struct Slot {
+    std::vector<RawRecord> block;
+    std::vector<Out> outs;
+    Status status = Status::Ok();
+    uint64_t messages_removed = 0, envelopes_removed = 0, blocks_reencoded = 0;
+  };
+  std::vector<Slot> slots;
   std::vector<RawRecord> block;
   auto gone = [&](const ObjectId& id) -> Result<bool> {
     MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> m, catalog_->GetMessage(id));
     return !m.has_value();
   };
-  auto flush_block = [&]() -> Status {
-    if (block.empty()) return Status::Ok();
+  auto flush_block = [&] {
+    if (block.empty()) return;
+    slots.emplace_back();
+    slots.back().block = std::move(block);
+    block.clear();
+  };
+  auto single = [&](Out o) {
+    slots.emplace_back();
+    slots.back().outs.push_back(std::move(o));
+    return &slots.back();
+  };
+  auto encode_block = [&](Slot& slot) -> Status {
+    const std::vector<RawRecord>& recs = slot.block;
     std::vector<MessageRecord> mrs;
     std::vector<bool> drop;
     bool any_drop = false;
-    for (const RawRecord& rec : block) {
+    for (const RawRecord& rec : recs) {
       MV_ASSIGN_OR_RETURN(MessageRecord mr, DecodeMessageBody(rec.body));
       MV_ASSIGN_OR_RETURN(bool g, gone(mr.id));
       drop.push_back(g);
@@ -356,39 +387,36 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
     const uint32_t dict_id = mrs.front().dictionary_id;
     const bool retired = dict_id && retiring.count(dict_id);
     if (!any_drop && !retired) {
-      size_t first = out.size();
-      for (size_t k = 0; k < block.size(); ++k) {
-        out.push_back(Out{RecordType::kMessage, std::string(block[k].body), mrs[k].id, block[k].offset, block[k].length, first});
+      for (size_t k = 0; k < recs.size(); ++k) {
+        slot.outs.push_back(Out{RecordType::kMessage, std::string(recs[k].body), mrs[k].id, recs[k].offset, recs[k].length, 0});
       }
-      block.clear();
       return Status::Ok();
     }
     // Decode the whole block (members need their predecessors), then encode the survivors
     // again as a block of their own: nothing of a dropped member stays in their history.
     BlockCursor cursor(this);
     std::vector<DecodedMessage> decoded;
-    for (const RawRecord& rec : block) {
+    for (const RawRecord& rec : recs) {
       Result<DecodedMessage> d = cursor.Next(rec);
       if (!d.ok()) return d.error().With("re-encoding a compression block of " + PackFileName(number));
       decoded.push_back(std::move(*d));
     }
     std::shared_ptr<const Dictionary> dict;
-    uint32_t new_dict_id = dict_id;
-    if (retired) new_dict_id = retiring.at(dict_id);
+    uint32_t new_dict_id = retired ? retiring.at(dict_id) : dict_id;
     if (new_dict_id) {
       MV_ASSIGN_OR_RETURN(dict, DictionaryById(new_dict_id));
     }
     if (!dict) new_dict_id = 0;
-    for (size_t k = 0; k < block.size(); ++k) {
+    for (size_t k = 0; k < recs.size(); ++k) {
       if (!drop[k]) continue;
-      out.push_back(Out{RecordType::kTombstone, EncodeTombstoneBody(TombstoneRecord{mrs[k].id, TombstoneRecord::kMessage}), mrs[k].id});
-      result.messages_removed++;
+      slot.outs.push_back(Out{RecordType::kTombstone, EncodeTombstoneBody(TombstoneRecord{mrs[k].id, TombstoneRecord::kMessage}), mrs[k].id});
+      slot.messages_removed++;
     }
     BlockEncoder encoder(options_.compression.level);
     encoder.Begin(dict.get());
-    size_t first = out.size();
+    const size_t first = slot.outs.size();
     uint32_t index = 0;
-    for (size_t k = 0; k < block.size(); ++k) {
+    for (size_t k = 0; k < recs.size(); ++k) {
       if (drop[k]) continue;
       std::string input = decoded[k].envelope + decoded[k].raw;
       ByteWriter w;
@@ -402,10 +430,9 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
       mr.wrapped_key = mrs[k].wrapped_key;  // the same data key, still wrapped the same way
       MV_ASSIGN_OR_RETURN(SecretKey dk, UnwrapDataKey(mr.id, mr.wrapped_key));
       Seal(dk, MessageAad(mr), w.buffer(), &mr.box);
-      out.push_back(Out{RecordType::kMessage, EncodeMessageBody(mr), mr.id, block[k].offset, block[k].length, first});
+      slot.outs.push_back(Out{RecordType::kMessage, EncodeMessageBody(mr), mr.id, recs[k].offset, recs[k].length, first});
     }
-    result.blocks_reencoded++;
-    block.clear();
+    slot.blocks_reencoded++;
     return Status::Ok();
   };
 
@@ -424,20 +451,20 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
     }
     if (rec.type == RecordType::kMessage) {
       if (rec.body.size() < kMessageRecordFixed) return Corruption("message record at offset " + std::to_string(rec.offset) + " is truncated");
-      if (DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0) MV_RETURN_IF_ERROR(flush_block());
+      if (DecodeU32(rec.body.data() + kMessageRecordFixed - 4) == 0) flush_block();
       block.push_back(rec);
       continue;
     }
-    MV_RETURN_IF_ERROR(flush_block());
+    flush_block();
     switch (rec.type) {
       case RecordType::kEnvelope: {
         MV_ASSIGN_OR_RETURN(EnvelopeRecord er, DecodeEnvelopeBody(rec.body));
         MV_ASSIGN_OR_RETURN(bool g, gone(er.id));
         if (g) {
-          out.push_back(Out{RecordType::kTombstone, EncodeTombstoneBody(TombstoneRecord{er.id, TombstoneRecord::kEnvelope}), er.id});
-          result.envelopes_removed++;
+          single(Out{RecordType::kTombstone, EncodeTombstoneBody(TombstoneRecord{er.id, TombstoneRecord::kEnvelope}), er.id})
+              ->envelopes_removed++;
         } else {
-          out.push_back(Out{RecordType::kEnvelope, std::string(rec.body), er.id, rec.offset, rec.length});
+          single(Out{RecordType::kEnvelope, std::string(rec.body), er.id, rec.offset, rec.length});
         }
         break;
       }
@@ -446,19 +473,45 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
         if (drop_retired_records && retiring.count(dr.dictionary_id)) break;
         Out o{RecordType::kDictionary, std::string(rec.body), ObjectId{}, rec.offset, rec.length};
         o.dictionary = dr.dictionary_id;
-        out.push_back(std::move(o));
+        single(std::move(o));
         break;
       }
       case RecordType::kSeal:
         sealed = true;
         break;
       default:  // PURGE records and tombstones stay, in place: a rebuild numbers changes by them
-        out.push_back(Out{rec.type, std::string(rec.body), ObjectId{}, rec.offset, rec.length});
+        single(Out{rec.type, std::string(rec.body), ObjectId{}, rec.offset, rec.length});
         break;
     }
   }
-  MV_RETURN_IF_ERROR(flush_block());
+  flush_block();
   if (!scanner.at_end()) return Corruption("damaged bytes at offset " + std::to_string(scanner.offset()) + "; run `mailvault verify` before purging");
+
+  // Blocks are independent: decode and encode them on every core, then join in pack order.
+  {
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < slots.size();) {
+        if (!slots[i].block.empty()) slots[i].status = encode_block(slots[i]);
+      }
+    };
+    std::vector<std::thread> helpers;
+    const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+    for (size_t t = 1; t < cores; ++t) helpers.emplace_back(work);
+    work();
+    for (auto& t : helpers) t.join();
+  }
+  for (Slot& slot : slots) {
+    MV_RETURN_IF_ERROR(slot.status);
+    const size_t base = out.size();
+    for (Out& o : slot.outs) {
+      if (o.type == RecordType::kMessage) o.block_first += base;
+      out.push_back(std::move(o));
+    }
+    result.messages_removed += slot.messages_removed;
+    result.envelopes_removed += slot.envelopes_removed;
+    result.blocks_reencoded += slot.blocks_reencoded;
+  }
 
   size_t kept_records = 0;
   for (const Out& o : out) kept_records += o.old_offset ? 1 : 0;
@@ -470,10 +523,25 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
     while (count.Next(&r)) dict_before += r.type == RecordType::kDictionary;
     return dict_before != dict_after;
   }();
+  // Whether a message kept in the new file was forgotten meanwhile (another purge committed
+  // after this one read the catalog): then the pack stays queued and is rewritten again.
+  // REQUIRES: layout_mu_ held exclusively (no commit group runs).
+  auto forgotten_since = [&]() -> Result<bool> {
+    for (const Out& o : out) {
+      if (o.type != RecordType::kMessage && o.type != RecordType::kEnvelope) continue;
+      MV_ASSIGN_OR_RETURN(bool g, gone(o.id));
+      if (g) return true;
+    }
+    return false;
+  };
   if (result.messages_removed == 0 && result.envelopes_removed == 0 && result.blocks_reencoded == 0 && !dropped_dictionary) {
-    Catalog::Batch batch(catalog_.get());
-    batch.DeleteShred(number);
-    MV_RETURN_IF_ERROR(catalog_->Commit(&batch));
+    std::unique_lock<std::shared_mutex> still(layout_mu_);
+    MV_ASSIGN_OR_RETURN(bool again, forgotten_since());
+    if (!again) {
+      Catalog::Batch batch(catalog_.get());
+      batch.DeleteShred(number);
+      MV_RETURN_IF_ERROR(catalog_->Commit(&batch));
+    }
     return result;  // nothing of a purged message or a retired dictionary is in it
   }
   (void)kept_records;
@@ -545,7 +613,8 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
   info.closed = false;
   info.generation = nh.generation;
   batch.PutPack(info);
-  batch.DeleteShred(number);
+  MV_ASSIGN_OR_RETURN(bool again, forgotten_since());
+  if (!again) batch.DeleteShred(number);
   batch.PutStats(stats_);
   MV_RETURN_IF_ERROR(catalog_->Commit(&batch));
   MV_RETURN_IF_ERROR(catalog_->Flush());
