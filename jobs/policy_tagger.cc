@@ -35,6 +35,9 @@ void PolicyTagger::Run() {
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);  // below capture, as the indexer
   uint64_t done_change = UINT64_MAX, done_version = UINT64_MAX;
   std::unique_ptr<index::Searcher> searcher;
+  // Renewed with each new set, and every 100 passes (about 5 minutes at the default period).
+  policy::TagCache cache;
+  uint64_t cache_version = UINT64_MAX, passes = 0;
   std::unique_lock<std::mutex> l(mu_);
   while (!cv_.wait_for(l, period_, [&] { return stop_; })) {
     l.unlock();
@@ -58,7 +61,11 @@ void PolicyTagger::Run() {
         }
         if (searcher) {
           const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-          Result<policy::TagReport> r = policy::ApplyTagPolicies(*searcher, *records_, set->policies, now);
+          if (cache_version != set->version || ++passes % 100 == 0) {
+            cache = policy::TagCache{};
+            cache_version = set->version;
+          }
+          Result<policy::TagReport> r = policy::ApplyTagPolicies(*searcher, *records_, set->policies, now, &cache);
           if (r.ok()) {
             tagged_ += r->tagged;
             done_version = set->version, done_change = change;
