@@ -61,7 +61,7 @@ class JobStoreTest : public ::testing::Test {
 };
 
 TEST_F(JobStoreTest, NamesAndIds) {
-  for (JobKind k : {JobKind::kRestore, JobKind::kExport, JobKind::kVerify, JobKind::kImport, JobKind::kReindex}) {
+  for (JobKind k : {JobKind::kRestore, JobKind::kExport, JobKind::kVerify, JobKind::kImport, JobKind::kReindex, JobKind::kPurge}) {
     EXPECT_EQ(control::ParseJobKind(control::JobKindName(k)), k);
     const std::string id = control::NewJobId(k);
     EXPECT_TRUE(control::ValidJobId(id)) << id;
@@ -69,7 +69,8 @@ TEST_F(JobStoreTest, NamesAndIds) {
   for (int s = 0; s < 6; ++s) {
     EXPECT_EQ(control::ParseJobState(control::JobStateName(static_cast<JobState>(s))), static_cast<JobState>(s));
   }
-  EXPECT_FALSE(control::ParseJobKind("purge"));
+  EXPECT_FALSE(control::ParseJobKind("shred"));
+  EXPECT_EQ(control::NewJobId(JobKind::kPurge)[0], 'p');
   EXPECT_FALSE(control::ValidJobId(""));
   EXPECT_FALSE(control::ValidJobId("r20261207-114501-3fa9c"));     // short
   EXPECT_FALSE(control::ValidJobId("q20261207-114501-3fa9c2"));    // no such kind

@@ -675,5 +675,91 @@ TEST(PurgeProperty, RandomSetsHoldsCapturesAndPurgesKeepWhatMustStayAndTakeWhatM
   EXPECT_GT(kept_total, 0u);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The records docs/formats.md describes, as bytes written from the document (not by the
+// encoders), read by the decoders and produced again by the encoders.
+
+std::string Repeat(char c, size_t n) { return std::string(n, c); }
+
+TEST(PurgeFormat, PurgeAndTombstoneBodiesAreWhatTheDocumentSays) {
+  const ObjectId a = ObjectId::FromBytes(Repeat('\x11', 32)), b = ObjectId::FromBytes(Repeat('\x22', 32));
+  // PURGE: u8 version 1, varint count, count x 32 bytes.
+  const std::string purge = std::string("\x01\x02", 2) + Repeat('\x11', 32) + Repeat('\x22', 32);
+  Result<PurgeRecord> pr = DecodePurgeBody(purge);
+  ASSERT_TRUE(pr.ok()) << pr.error().ToString();
+  EXPECT_EQ(pr->ids, (std::vector<ObjectId>{a, b}));
+  EXPECT_EQ(EncodePurgeBody(PurgeRecord{{a, b}}), purge);
+  // The limits: a count that does not match the bytes, a count over 4,096, another version.
+  EXPECT_FALSE(DecodePurgeBody(std::string("\x01\x03", 2) + Repeat('\x11', 64)).ok());
+  EXPECT_FALSE(DecodePurgeBody(std::string("\x01\x81\x20", 3) + Repeat('\x11', 32 * 4097)).ok());  // 4097
+  EXPECT_TRUE(DecodePurgeBody(std::string("\x01\x80\x20", 3) + Repeat('\x11', 32 * 4096)).ok());   // 4096
+  EXPECT_FALSE(DecodePurgeBody(std::string("\x02\x01", 2) + Repeat('\x11', 32)).ok());
+  EXPECT_FALSE(DecodePurgeBody("").ok());
+  // TOMBSTONE: id (32) || u8 what (1 message, 2 envelope).
+  const std::string tomb = Repeat('\x11', 32) + "\x02";
+  Result<TombstoneRecord> t = DecodeTombstoneBody(tomb);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->id, a);
+  EXPECT_EQ(t->what, TombstoneRecord::kEnvelope);
+  EXPECT_EQ(EncodeTombstoneBody(TombstoneRecord{a, TombstoneRecord::kEnvelope}), tomb);
+  EXPECT_FALSE(DecodeTombstoneBody(Repeat('\x11', 32) + "\x03").ok());
+  EXPECT_FALSE(DecodeTombstoneBody(Repeat('\x11', 31) + "\x01").ok());
+  // Frame types 5 and 6 parse; 7 does not.
+  EXPECT_TRUE(ParseFramedRecord(FrameRecord(RecordType::kPurge, purge), 48).ok());
+  EXPECT_TRUE(ParseFramedRecord(FrameRecord(RecordType::kTombstone, tomb), 48).ok());
+  std::string seven = FrameRecord(RecordType::kTombstone, tomb);
+  seven[4] = 7;
+  EXPECT_FALSE(ParseFramedRecord(seven, 48).ok());
+}
+
+TEST(PurgeFormat, DictionaryBoxVersion2IsWhatTheDocumentSays) {
+  const SecretKey key = SecretKey::Random();
+  const ObjectId a = ObjectId::FromBytes(Repeat('\x33', 32));
+  // Plaintext: u8 2, varint replaces, varint n, n x 32-byte ids, the dictionary bytes; sealed
+  // with AAD "mailvault dictionary v2" || id (u32 LE).
+  const std::string plain = std::string("\x02\x05\x01", 3) + Repeat('\x33', 32) + "DICTBYTES";
+  std::string aad = "mailvault dictionary v2";
+  aad += std::string("\x09\x00\x00\x00", 4);
+  std::string box;
+  Seal(key, aad, plain, &box);
+  Result<DictionaryContent> c = OpenDictionary(key, DictionaryRecord{9, box});
+  ASSERT_TRUE(c.ok()) << c.error().ToString();
+  EXPECT_TRUE(c->samples_known);
+  EXPECT_EQ(c->replaces, 5u);
+  EXPECT_EQ(c->samples, std::vector<ObjectId>{a});
+  EXPECT_EQ(c->bytes, "DICTBYTES");
+  // What SealDictionary writes opens to the same plaintext under that AAD.
+  Result<std::string> back = Open(key, aad, SealDictionary(key, 9, *c));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, plain);
+  // Version 1: the dictionary alone, AAD "mailvault dictionary v1" || id; samples unknown.
+  std::string box1;
+  Seal(key, DictionaryAad(9), "OLDDICT", &box1);
+  Result<DictionaryContent> c1 = OpenDictionary(key, DictionaryRecord{9, box1});
+  ASSERT_TRUE(c1.ok());
+  EXPECT_FALSE(c1->samples_known);
+  EXPECT_EQ(c1->bytes, "OLDDICT");
+  // Another id's box does not open.
+  EXPECT_FALSE(OpenDictionary(key, DictionaryRecord{10, box}).ok());
+}
+
+TEST(PurgeFormat, DispositionCsvIsWhatTheDocumentSays) {
+  policy::Disposition d;
+  d.id = std::string(64, 'a');
+  d.fingerprint = "sha256:" + d.id;
+  d.size = 1234;
+  d.policy = "everything-365d,=evil";
+  d.proposer = "c1";
+  d.approver = "c2";
+  d.time = 1796643901;  // 2026-12-02T11:05:01Z
+  d.purge = "p20261207-114501-3fa9c2";
+  EXPECT_EQ(policy::DispositionCsvHeader(), "id,fingerprint,size,policy,proposer,approver,time,purge\r\n");
+  EXPECT_EQ(policy::DispositionCsvLine(d), d.id + ",sha256:" + d.id + ",1234,\"everything-365d,=evil\",c1,c2," +
+                                               control::Rfc3339(1796643901) + ",p20261207-114501-3fa9c2\r\n");
+  d.policy = "=cmd";
+  EXPECT_NE(policy::DispositionCsvLine(d).find(",'=cmd,"), std::string::npos) << "a formula is neutralised";
+}
+
 }  // namespace
 }  // namespace mailvault
