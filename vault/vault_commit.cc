@@ -315,8 +315,9 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
       batch.PutRetire(group[i]->replaces, group[i]->dictionary_id);
       Result<std::map<uint64_t, PackInfo>> infos = catalog_->Packs();
       if (!infos.ok()) {
-        results[i] = infos.error();
-        continue;
+        // Nothing of the group is written: a replacement without its retirement must not be.
+        fail_all(infos.error().With("queueing packs for a dictionary's replacement; nothing of this group was stored"));
+        return;
       }
       for (const auto& [n, info] : *infos) batch.PutShred(n);
       seal_after = true;
@@ -478,9 +479,9 @@ void Vault::CommitGroup(std::vector<std::shared_ptr<Pending>>& group) {
       std::set<uint64_t> touched;
       if (checked.ok()) checked = ApplyPurge(ids, &batch, &st, &fresh, &touched);
       if (!checked.ok()) {
-        outcome.skipped.clear();
-        results[i] = checked.error();
-        continue;
+        // The batch may hold part of the purge: write nothing of the group (all retry).
+        fail_all(checked.error().With("purging; nothing of this group was stored"));
+        return;
       }
       if (!ids.empty()) append(RecordType::kPurge, EncodePurgeBody(PurgeRecord{ids}));
       seal_after |= touched.count(pack.number) > 0;
