@@ -676,6 +676,135 @@ TEST(PurgeProperty, RandomSetsHoldsCapturesAndPurgesKeepWhatMustStayAndTakeWhatM
 }
 
 
+
+// kill -9 of the purge job itself, at random moments: every message is readable byte for byte or
+// gone with its disposition record, and `purge resume` (RunPurge again) finishes the purge.
+TEST(PurgeJob, KillNineAnywhereLeavesNoMessageGoneWithoutItsDispositionAndTheResumeFinishes) {
+  InitMessageParsing();
+  TempDir tmp;
+  const std::string dir = tmp / "vault";
+  KeySource keys;
+  keys.key_file = tmp / "key";
+  VaultOptions options;
+  options.auto_train_messages = 0;
+  options.seal_bytes = 32 << 10;
+  bool created;
+  ASSERT_TRUE(Vault::Init(dir, keys, options, &created).ok());
+  const int64_t now = UnixNow();
+  std::map<ObjectId, std::string> raw;
+  std::string policy_id;
+  control::Actor c1{"c1", "compliance", "session", "test", ""}, c2{"c2", "compliance", "session", "test", ""};
+  {
+    Result<std::unique_ptr<Vault>> v = Vault::Open(dir, keys, options);
+    ASSERT_TRUE(v.ok());
+    std::vector<std::future<Result<IngestResult>>> fs;
+    for (int i = 0; i < 600; ++i) {
+      std::string m = "From: a@example.com\r\nSubject: job kill " + std::to_string(i) + "\r\nDate: " +
+                      RfcDate(now - int64_t{86400} * (i % 2 ? 900 : 10)) + "\r\nMessage-ID: <k" + std::to_string(i) +
+                      "@x>\r\n\r\nline " + std::to_string(i * 7919) + " of the body.\r\n";
+      raw[ObjectId::Of(m)] = m;
+      Envelope e;
+      e.capture_time_us = (now - 3600) * 1000000;
+      e.source = "import:/k";
+      fs.push_back((*v)->IngestAsync(m, e));
+    }
+    for (auto& f : fs) ASSERT_TRUE(f.get().ok());
+    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
+    ASSERT_TRUE(store.ok());
+    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
+    ASSERT_TRUE(audit.ok());
+    control::Records records(store->get());
+    policy::PolicyStore policies(store->get(), audit->get());
+    policy::Policy r;
+    r.name = "year";
+    r.keep.unit = policy::Period::kDays;
+    r.keep.count = 365;
+    ASSERT_TRUE(policies.Replace({r}, c1, now).ok());  // the odd messages (900 days old) go
+    jobs::IndexFollower index(v->get(), dir);
+    index.SetRecords(&records);
+    ASSERT_TRUE(index.Maintain(jobs::IndexTask::kLevelCompact, nullptr, {}).ok());
+    Result<std::unique_ptr<index::Searcher>> searcher = index::Searcher::Open(dir);
+    ASSERT_TRUE(searcher.ok());
+    policy::PurgeStore purges(store->get(), audit->get());
+    Result<policy::PurgeRecord> proposed = purges.Propose(**searcher, **v, policies, c1, now);
+    ASSERT_TRUE(proposed.ok());
+    ASSERT_EQ(proposed->messages, 300u);
+    ASSERT_TRUE(purges.Approve(proposed->id, c2, now).ok());
+    policy_id = proposed->id;
+  }
+  // Opens everything, runs (or resumes) the purge; the child is killed somewhere in it.
+  auto run = [&]() -> Status {
+    Result<std::unique_ptr<Vault>> v = Vault::Open(dir, keys, options);
+    MV_RETURN_IF_ERROR(v.status());
+    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
+    MV_RETURN_IF_ERROR(store.status());
+    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
+    MV_RETURN_IF_ERROR(audit.status());
+    control::Records records(store->get());
+    policy::PolicyStore policies(store->get(), audit->get());
+    jobs::PurgeEnv env{v->get(), dir, store->get(), audit->get(), &records, &policies, dir + "/exports", nullptr};
+    return jobs::RunPurge(env, policy_id, nullptr).status();
+  };
+  std::string seen;  // per round: how many were gone, and the purge's state
+  auto check = [&](bool finished) {
+    Result<std::unique_ptr<Vault>> v = Vault::Open(dir, keys, options);
+    ASSERT_TRUE(v.ok()) << v.error().ToString();
+    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
+    ASSERT_TRUE(store.ok());
+    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
+    ASSERT_TRUE(audit.ok());
+    policy::PurgeStore purges(store->get(), audit->get());
+    std::map<std::string, std::string> disposition;  // id -> state
+    ASSERT_TRUE(purges.ForEachDisposition(policy_id, [&](const policy::Disposition& d) {
+      disposition[d.id] = d.state;
+      return true;
+    }).ok());
+    size_t gone = 0;
+    for (const auto& [id, m] : raw) {
+      Result<std::string> back = (*v)->ReadMessage(id);
+      if (back.ok()) {
+        EXPECT_EQ(*back, m);
+        if (finished) {
+          EXPECT_FALSE(disposition.count(id.Hex())) << "kept, yet a disposition record says purged";
+        }
+      } else {
+        ++gone;
+        EXPECT_EQ(back.error().code(), ErrorCode::kNotFound);
+        EXPECT_TRUE(disposition.count(id.Hex())) << id.Hex() << " is gone without its disposition record";
+        if (finished) {
+          EXPECT_EQ(disposition[id.Hex()], "purged");
+        }
+      }
+    }
+    Result<std::optional<policy::PurgeRecord>> state = purges.Get(policy_id);
+    seen += " " + std::to_string(gone) + "/" + (state.ok() && *state ? (*state)->state : std::string("?"));
+    if (finished) {
+      EXPECT_EQ(gone, 300u);
+      Result<std::optional<policy::PurgeRecord>> r = purges.Get(policy_id);
+      ASSERT_TRUE(r.ok() && *r);
+      EXPECT_EQ((*r)->state, policy::kPurgeDone);
+      EXPECT_EQ((*r)->purged, 300u);
+      EXPECT_EQ(*(*v)->ShredPending(), 0u);
+      for (const auto& e : std::filesystem::directory_iterator(dir + "/packs")) EXPECT_EQ(e.path().extension(), ".pack");
+    }
+  };
+  std::mt19937 rng(4242);
+  for (int round = 0; round < 8; ++round) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) ::_exit(run().ok() ? 0 : 3);
+    ::usleep(std::uniform_int_distribution<int>(1000, round < 4 ? 60000 : 300000)(rng));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    check(false);
+  }
+  Status resumed = run();
+  ASSERT_TRUE(resumed.ok() || resumed.error().code() == ErrorCode::kConflict) << resumed.error().ToString();  // done already
+  check(true);
+  std::printf("[ purge   ] after each kill -9 (gone/state):%s\n", seen.c_str());
+}
+
 // ---------------------------------------------------------------------------------------------
 // The records docs/formats.md describes, as bytes written from the document (not by the
 // encoders), read by the decoders and produced again by the encoders.
