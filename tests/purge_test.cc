@@ -468,6 +468,19 @@ std::string RfcDate(int64_t t) {
   return buf;
 }
 
+
+// The control plane beside a test's vault: its state store and audit trail.
+struct ControlPlane {
+  std::unique_ptr<control::StateStore> store;
+  std::unique_ptr<control::AuditLog> audit;
+};
+Result<ControlPlane> OpenControlPlane(const std::string& dir, const Vault& vault) {
+  ControlPlane c;
+  MV_ASSIGN_OR_RETURN(c.store, control::StateStore::Open(dir, vault.DeriveSubkey(purpose::kState)));
+  MV_ASSIGN_OR_RETURN(c.audit, control::AuditLog::Open(c.store.get(), vault.DeriveSubkey(purpose::kAudit)));
+  return c;
+}
+
 TEST(PurgeProperty, RandomSetsHoldsCapturesAndPurgesKeepWhatMustStayAndTakeWhatMayGo) {
   InitMessageParsing();
   constexpr uint64_t kSeed = 0x7075726765ULL;  // "purge"
@@ -543,12 +556,10 @@ TEST(PurgeProperty, RandomSetsHoldsCapturesAndPurgesKeepWhatMustStayAndTakeWhatM
     }
 
     // The control plane, and a random set.
-    Result<std::unique_ptr<control::StateStore>> opened_store = control::StateStore::Open(dir, vault->DeriveSubkey(purpose::kState));
-    ASSERT_TRUE(opened_store.ok());
-    std::unique_ptr<control::StateStore> store = std::move(*opened_store);
-    Result<std::unique_ptr<control::AuditLog>> opened_audit = control::AuditLog::Open(store.get(), vault->DeriveSubkey(purpose::kAudit));
-    ASSERT_TRUE(opened_audit.ok());
-    std::unique_ptr<control::AuditLog> audit = std::move(*opened_audit);
+    Result<ControlPlane> cp = OpenControlPlane(dir, *vault);
+    ASSERT_TRUE(cp.ok());
+    std::unique_ptr<control::StateStore> store = std::move(cp->store);
+    std::unique_ptr<control::AuditLog> audit = std::move(cp->audit);
     control::Records records(store.get());
     policy::PolicyStore policies(store.get(), audit.get());
     policy::PurgeStore purges(store.get(), audit.get());
@@ -709,12 +720,10 @@ TEST(PurgeJob, KillNineAnywhereLeavesNoMessageGoneWithoutItsDispositionAndTheRes
       fs.push_back((*v)->IngestAsync(m, e));
     }
     for (auto& f : fs) ASSERT_TRUE(f.get().ok());
-    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
-    ASSERT_TRUE(store.ok());
-    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
-    ASSERT_TRUE(audit.ok());
-    control::Records records(store->get());
-    policy::PolicyStore policies(store->get(), audit->get());
+    Result<ControlPlane> cp = OpenControlPlane(dir, **v);
+    ASSERT_TRUE(cp.ok());
+    control::Records records(cp->store.get());
+    policy::PolicyStore policies(cp->store.get(), cp->audit.get());
     policy::Policy r;
     r.name = "year";
     r.keep.unit = policy::Period::kDays;
@@ -725,7 +734,7 @@ TEST(PurgeJob, KillNineAnywhereLeavesNoMessageGoneWithoutItsDispositionAndTheRes
     ASSERT_TRUE(index.Maintain(jobs::IndexTask::kLevelCompact, nullptr, {}).ok());
     Result<std::unique_ptr<index::Searcher>> searcher = index::Searcher::Open(dir);
     ASSERT_TRUE(searcher.ok());
-    policy::PurgeStore purges(store->get(), audit->get());
+    policy::PurgeStore purges(cp->store.get(), cp->audit.get());
     Result<policy::PurgeRecord> proposed = purges.Propose(**searcher, **v, policies, c1, now);
     ASSERT_TRUE(proposed.ok());
     ASSERT_EQ(proposed->messages, 300u);
@@ -736,24 +745,19 @@ TEST(PurgeJob, KillNineAnywhereLeavesNoMessageGoneWithoutItsDispositionAndTheRes
   auto run = [&]() -> Status {
     Result<std::unique_ptr<Vault>> v = Vault::Open(dir, keys, options);
     MV_RETURN_IF_ERROR(v.status());
-    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
-    MV_RETURN_IF_ERROR(store.status());
-    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
-    MV_RETURN_IF_ERROR(audit.status());
-    control::Records records(store->get());
-    policy::PolicyStore policies(store->get(), audit->get());
-    jobs::PurgeEnv env{v->get(), dir, store->get(), audit->get(), &records, &policies, dir + "/exports", nullptr};
+    MV_ASSIGN_OR_RETURN(ControlPlane cp, OpenControlPlane(dir, **v));
+    control::Records records(cp.store.get());
+    policy::PolicyStore policies(cp.store.get(), cp.audit.get());
+    jobs::PurgeEnv env{v->get(), dir, cp.store.get(), cp.audit.get(), &records, &policies, dir + "/exports", nullptr};
     return jobs::RunPurge(env, policy_id, nullptr).status();
   };
   std::string seen;  // per round: how many were gone, and the purge's state
   auto check = [&](bool finished) {
     Result<std::unique_ptr<Vault>> v = Vault::Open(dir, keys, options);
     ASSERT_TRUE(v.ok()) << v.error().ToString();
-    Result<std::unique_ptr<control::StateStore>> store = control::StateStore::Open(dir, (*v)->DeriveSubkey(purpose::kState));
-    ASSERT_TRUE(store.ok());
-    Result<std::unique_ptr<control::AuditLog>> audit = control::AuditLog::Open(store->get(), (*v)->DeriveSubkey(purpose::kAudit));
-    ASSERT_TRUE(audit.ok());
-    policy::PurgeStore purges(store->get(), audit->get());
+    Result<ControlPlane> cp = OpenControlPlane(dir, **v);
+    ASSERT_TRUE(cp.ok());
+    policy::PurgeStore purges(cp->store.get(), cp->audit.get());
     std::map<std::string, std::string> disposition;  // id -> state
     ASSERT_TRUE(purges.ForEachDisposition(policy_id, [&](const policy::Disposition& d) {
       disposition[d.id] = d.state;

@@ -352,11 +352,15 @@ Status Vault::TrainDictionary(const std::vector<std::string_view>& samples, cons
   content.bytes = std::move(bytes);
   p->dictionary_samples = sample_ids;
   p->dictionary_body = DictionaryBody(id, content);
+  return SubmitAndWait(p).status();
+}
+
+Result<IngestResult> Vault::SubmitAndWait(std::shared_ptr<Pending> p) {
   std::promise<Result<IngestResult>> promise;
   std::future<Result<IngestResult>> f = promise.get_future();
   p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
-  Submit(p);
-  return f.get().status();
+  Submit(std::move(p));
+  return f.get();
 }
 
 std::string Vault::DictionaryBody(uint32_t id, const DictionaryContent& content) const {

@@ -268,6 +268,8 @@ class Vault {
   void SetHealthy();
   Result<std::shared_ptr<Pending>> Prepare(std::string_view raw, const Envelope& envelope);
   void Submit(std::shared_ptr<Pending> p);
+  // Submits to the committer and waits for its answer (dictionaries, purges, seals).
+  Result<IngestResult> SubmitAndWait(std::shared_ptr<Pending> p);
   void CommitLoop();
   void CommitGroup(std::vector<std::shared_ptr<Pending>>& group);
   struct EncodedBlock {

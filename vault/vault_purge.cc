@@ -48,11 +48,7 @@ Result<PurgeOutcome> Vault::Purge(const std::vector<PurgeItem>& items) {
     p->kind = Pending::kPurge;
     p->purge.assign(items.begin() + at, items.begin() + std::min(items.size(), at + kMaxPurgeRecordIds));
     p->purge_outcome = std::make_shared<PurgeOutcome>();
-    std::promise<Result<IngestResult>> promise;
-    std::future<Result<IngestResult>> f = promise.get_future();
-    p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
-    Submit(p);
-    Result<IngestResult> r = f.get();
+    Result<IngestResult> r = SubmitAndWait(p);
     if (!r.ok()) return r.error().With("purging messages " + std::to_string(at + 1) + ".." + std::to_string(at + p->purge.size()));
     for (ObjectId& id : p->purge_outcome->purged) total.purged.push_back(id);
     for (auto& s : p->purge_outcome->skipped) total.skipped.push_back(std::move(s));
@@ -167,11 +163,7 @@ Status Vault::SealPackIfOpen(uint64_t number) {
   auto p = std::make_shared<Pending>();
   p->kind = Pending::kSeal;
   p->seal_pack = number;
-  std::promise<Result<IngestResult>> promise;
-  std::future<Result<IngestResult>> f = promise.get_future();
-  p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
-  Submit(p);
-  MV_RETURN_IF_ERROR(f.get().status());
+  MV_RETURN_IF_ERROR(SubmitAndWait(p).status());
   MV_ASSIGN_OR_RETURN(infos, catalog_->Packs());
   if (!infos[number].sealed && !infos[number].closed) {
     return Error(ErrorCode::kBusy, "pack " + PackFileName(number) + " could not be sealed yet (the vault is failing to append); the purge retries");
@@ -232,11 +224,7 @@ Status Vault::TrainReplacement(uint32_t retired, ShredReport* report) {
   p->replaces = retired;
   p->dictionary_samples = content.samples;
   p->dictionary_body = DictionaryBody(id, content);
-  std::promise<Result<IngestResult>> promise;
-  std::future<Result<IngestResult>> f = promise.get_future();
-  p->done = [&promise](Result<IngestResult> r) { promise.set_value(std::move(r)); };
-  Submit(p);
-  return f.get().status();
+  return SubmitAndWait(p).status();
 }
 
 Result<ShredReport> Vault::Shred(const std::atomic<bool>* stop) {
