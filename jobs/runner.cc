@@ -1,5 +1,4 @@
 #include "jobs/runner.h"
-#include "jobs/purge.h"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -12,6 +11,7 @@
 #include "control/records.h"
 #include "core/text.h"
 #include "indexer/searcher.h"
+#include "jobs/purge.h"
 #include "recovery/restore.h"
 #include "vault/vault.h"
 

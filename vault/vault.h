@@ -235,10 +235,9 @@ class Vault {
   Status ApplyPurge(const std::vector<ObjectId>& ids, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh,
                     std::set<uint64_t>* touched);
   // A TOMBSTONE record takes the change number its record took (rebuild's numbering).
-  Status ApplyTombstone(const struct TombstoneRecord& t, uint64_t pack, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh);
+  Status ApplyTombstone(const struct TombstoneRecord& t, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh);
   // Notes which dictionaries may hold some of a purged message: they are retired (retrained).
-  void TaintDictionaries(const ObjectId& id, const MessageMeta& meta, Catalog::Batch* batch,
-                         std::map<uint32_t, uint32_t>* retiring);
+  void TaintDictionaries(const ObjectId& id, Catalog::Batch* batch, std::map<uint32_t, uint32_t>* retiring);
   // Registers a dictionary record's content (replay and open); a replacement retires the one
   // it replaces and queues every pack (each may hold blocks to re-encode).
   Status LoadDictionary(uint32_t id, const struct DictionaryContent& content, Catalog::Batch* batch);

@@ -71,9 +71,7 @@ Result<PurgeOutcome> Vault::Purge(const std::vector<PurgeItem>& items) {
   return total;
 }
 
-void Vault::TaintDictionaries(const ObjectId& id, const MessageMeta& meta, Catalog::Batch* batch,
-                              std::map<uint32_t, uint32_t>* retiring) {
-  (void)meta;
+void Vault::TaintDictionaries(const ObjectId& id, Catalog::Batch* batch, std::map<uint32_t, uint32_t>* retiring) {
   std::lock_guard<std::mutex> l(dict_mu_);
   for (const auto& [d, dict] : dictionaries_) {
     if (!dict || retiring->count(d)) continue;  // no dictionary at all, or already being replaced
@@ -111,7 +109,7 @@ Status Vault::ApplyPurge(const std::vector<ObjectId>& ids, Catalog::Batch* batch
       st->envelopes -= std::min<uint64_t>(st->envelopes, meta->envelope_digests.size());
       st->raw_bytes -= std::min(st->raw_bytes, meta->raw_size);
       st->stored_bytes -= std::min<uint64_t>(st->stored_bytes, meta->where.length);
-      TaintDictionaries(id, *meta, batch, &retiring);
+      TaintDictionaries(id, batch, &retiring);
       fresh->erase(id);
     }
     tombstoned_.erase(id);  // a capture after this purge is a new message again
@@ -131,14 +129,12 @@ Status Vault::ApplyPurge(const std::vector<ObjectId>& ids, Catalog::Batch* batch
   return Status::Ok();
 }
 
-Status Vault::ApplyTombstone(const TombstoneRecord& t, uint64_t pack, Catalog::Batch* batch, VaultStats* st,
-                             FreshMap* fresh) {
+Status Vault::ApplyTombstone(const TombstoneRecord& t, Catalog::Batch* batch, VaultStats* st, FreshMap* fresh) {
   bool present = fresh->count(t.id) > 0;
   if (!present) {
     MV_ASSIGN_OR_RETURN(std::optional<MessageMeta> m, catalog_->GetMessage(t.id));
     present = m.has_value();
   }
-  (void)pack;
   if (t.what == TombstoneRecord::kMessage) {
     // Numbered as the record it replaced was: only when the message was not already stored
     // (a second copy of a stored message took no number).
@@ -501,8 +497,6 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
     result.blocks_reencoded += slot.blocks_reencoded;
   }
 
-  size_t kept_records = 0;
-  for (const Out& o : out) kept_records += o.old_offset ? 1 : 0;
   const bool dropped_dictionary = [&] {
     size_t dict_before = 0, dict_after = 0;
     for (const Out& o : out) dict_after += o.type == RecordType::kDictionary;
@@ -532,7 +526,6 @@ Result<Vault::RewriteResult> Vault::RewritePack(uint64_t number, const std::map<
     }
     return result;  // nothing of a purged message or a retired dictionary is in it
   }
-  (void)kept_records;
 
   // The new file, beside the old one.
   PackHeader nh{number, vault_id_, kPackFormatVersion, header.generation + 1};

@@ -244,7 +244,7 @@ Status Vault::ApplyRecord(const RawRecord& rec, uint64_t pack, Catalog::Batch* b
   }
   if (rec.type == RecordType::kTombstone) {
     MV_ASSIGN_OR_RETURN(TombstoneRecord t, DecodeTombstoneBody(rec.body));
-    return ApplyTombstone(t, pack, batch, st, fresh);
+    return ApplyTombstone(t, batch, st, fresh);
   }
   if (rec.type != RecordType::kEnvelope) return Status::Ok();
   MV_ASSIGN_OR_RETURN(EnvelopeRecord er, DecodeEnvelopeBody(rec.body));
