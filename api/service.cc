@@ -182,6 +182,7 @@ const std::vector<ApiService::Route>& ApiService::Table() {
       {"POST", "/api/v1/tokens", kAnyRole, &ApiService::CreateToken, true},
       {"DELETE", "/api/v1/tokens/{id}", kAnyRole, &ApiService::RevokeToken, false},
       {"GET", "/api/v1/status", kAdmin | kOperator, &ApiService::GetStatus, false},
+      {"GET", "/api/v1/offsite", kAdmin | kOperator, &ApiService::GetOffsite, false},
       {"GET", "/api/v1/jobs", kAdmin | kOperator, &ApiService::ListJobs, false},
       {"POST", "/api/v1/jobs", kAdmin, &ApiService::CreateJob, true},
       {"GET", "/api/v1/jobs/{id}", kAdmin | kOperator, &ApiService::GetJob, false},
@@ -423,6 +424,27 @@ Response ApiService::Metrics(Context&) {
     gauge("mailvault_capture_in_flight", "Messages being received or stored.", "gauge", s["queues"].value("in_flight", json()));
     gauge("mailvault_vault_commit_queue", "Messages waiting for the vault's committer.", "gauge", s["queues"].value("vault_commit", json()));
   }
+  // One series per offsite target (replication/shipper.h); the state as 1 on its own label.
+  if (s.contains("offsite") && s["offsite"].is_array() && !s["offsite"].empty()) {
+    auto family = [&](const char* name, const char* help, const char* field) {
+      r.body += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+      for (const json& t : s["offsite"]) {
+        if (t.contains(field) && t[field].is_number()) {
+          r.body += std::string(name) + "{target=\"" + t.value("name", "") + "\"} " + t[field].dump() + "\n";
+        }
+      }
+    };
+    family("mailvault_offsite_lag_bytes", "Durable bytes not yet offsite.", "lag_bytes");
+    family("mailvault_offsite_lag_objects", "Objects (packs, state) with bytes not yet offsite.", "lag_objects");
+    family("mailvault_offsite_shipped_bytes", "Bytes the target's newest manifest names.", "shipped_bytes");
+    r.body += "# HELP mailvault_offsite_state The target's state (ok, behind, down, paused).\n# TYPE mailvault_offsite_state gauge\n";
+    for (const json& t : s["offsite"]) {
+      for (const char* st : {"ok", "behind", "down", "paused"}) {
+        r.body += "mailvault_offsite_state{target=\"" + t.value("name", "") + "\",state=\"" + st + "\"} " +
+                  (t.value("state", "") == st ? "1" : "0") + "\n";
+      }
+    }
+  }
   return r;
 }
 
@@ -632,6 +654,12 @@ Response ApiService::RevokeToken(Context& c) {
   Must(Audit(c, "token.revoke", id, 204, json{{"user", t->user}}));
   Must(records_->DeleteToken(*t));
   return Response::Empty(204);
+}
+
+Response ApiService::GetOffsite(Context&) {
+  json s = status_ ? status_() : json::object();
+  json targets = s.contains("offsite") && s["offsite"].is_array() ? s["offsite"] : json::array();
+  return Response::Json(200, json{{"targets", targets}});
 }
 
 Response ApiService::GetStatus(Context&) {

@@ -90,6 +90,7 @@ class ApiService {
   Response CreateToken(Context& c);
   Response RevokeToken(Context& c);
   Response GetStatus(Context& c);
+  Response GetOffsite(Context& c);  // the offsite targets' status (the serve status's "offsite")
   Response ListJobs(Context& c);
   Response CreateJob(Context& c);
   Response GetJob(Context& c);

@@ -5,7 +5,8 @@
 
 Sends R messages a second in all, over C connections (each its own thread and pace), until
 SIGTERM. A message counts as acknowledged only after the server's 250 to the end of DATA: its
-Message-ID is then appended to --acked. For each, the seconds from the last byte of DATA (the
+Message-ID is then appended to --acked (and, with --ack-times, the wall-clock time and the
+Message-ID to that file: bench/offsite_bench.sh measures offsite lag from it). For each, the seconds from the last byte of DATA (the
 final ".") to that 250 go to --latency, one per line. On SIGTERM, prints a JSON summary:
 sent, acked, refused (5xx), temporary (4xx), errors, and the achieved rate.
 """
@@ -60,6 +61,8 @@ def worker(args, idx, stop, lock, out_acked, out_latency, stats):
                     stats["acked"] += 1
                     out_acked.write(mid + "\n")
                     out_latency.write("%.6f\n" % dt)
+                    if args.ack_times_file:
+                        args.ack_times_file.write("%.6f %s\n" % (time.time(), mid))
                 elif 400 <= code < 500:
                     stats["temporary"] += 1
                 else:
@@ -89,7 +92,9 @@ def main():
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--acked", required=True)
     ap.add_argument("--latency", required=True)
+    ap.add_argument("--ack-times", help="also write 'EPOCH_SECONDS MESSAGE-ID' per 250 (offsite lag)")
     args = ap.parse_args()
+    args.ack_times_file = open(args.ack_times, "w", buffering=1) if args.ack_times else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -35,6 +35,7 @@ int RunCommandLine(const std::vector<std::string>& args, const GlobalOptions* ba
   AddRestoreCommands(app, g, &exit_code);
   AddPolicyCommands(app, g, &exit_code);
   AddPurgeCommands(app, g, &exit_code);
+  AddOffsiteCommands(app, g, &exit_code);
   std::vector<const char*> argv;
   for (const std::string& a : args) argv.push_back(a.c_str());
   try {

@@ -98,10 +98,17 @@ void AddVerifyCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   json = false;
   cmd->add_option("--sample", sample, "check a random PERCENT of the messages")->check(CLI::Range(0.0, 100.0));
   cmd->add_flag("--json", json, "print the report as JSON");
+  thread_local bool repair = false;
+  repair = false;
+  cmd->add_flag("--repair", repair, "first fetch every missing or damaged pack back from the offsite copy ([offsite NAME])");
   cmd->callback([&g, exit_code] {
     if (Status s = ResolveGlobalOptions(&g); !s.ok()) {
       *exit_code = Fail(s.error());
       return;
+    }
+    if (repair) {
+      if (Service()) return void(*exit_code = Fail(FailedPrecondition("verify --repair replaces pack files: stop `mailvault serve` first")));
+      if (int rc = RepairFromOffsite(g); rc != 0) return void(*exit_code = rc);
     }
     if (const ServiceResources* svc = Service(); svc && svc->runner) {
       *exit_code = VerifyInService(*svc, sample, json);

@@ -25,6 +25,7 @@
 #include "jobs/indexer.h"
 #include "jobs/policy_tagger.h"
 #include "jobs/runner.h"
+#include "replication/shipper.h"
 #include "jobs/targets.h"
 #include "policy/store.h"
 #include "control/state.h"
@@ -154,6 +155,7 @@ struct ServiceParts {
   std::unique_ptr<jobs::JobRunner> runner;
   std::unique_ptr<policy::PolicyStore> policies;
   std::unique_ptr<jobs::PolicyTagger> tagger;  // tag policies, behind the indexer
+  std::vector<std::unique_ptr<replication::Shipper>> shippers;  // one per [offsite NAME]
   ServiceResources lent;                   // what the control socket's commands use
   std::unique_ptr<ControlServer> control;  // the command line's way in (control_socket.h)
   std::unique_ptr<api::Authenticator> auth;
@@ -177,6 +179,7 @@ struct ServiceParts {
     if (exports) exports->Stop();
     if (runner) runner->Stop();    // running jobs stop at their next batch and resume at the next start
     if (tagger) tagger->Stop();
+    for (auto& s : shippers) s->Stop();  // an upload in flight is abandoned; the next start resumes it
     if (audit) ServerEvent("server.stop");
     beast.reset();
     http.reset();
@@ -211,10 +214,20 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
     p->tagger = std::make_unique<jobs::PolicyTagger>(g.vault_dir, p->policies.get(), p->records.get(), indexed_change);
   }
   index->SetRecords(p->records.get());
+  MV_ASSIGN_OR_RETURN(auto offsite, replication::LoadOffsiteTargets(g.config_file));
+  for (auto& [name, t] : offsite) {
+    control::AuditLog* audit = p->audit.get();
+    p->shippers.push_back(std::make_unique<replication::Shipper>(vault, p->store.get(), [audit] { return audit->head(); }, t));
+    p->lent.shippers.push_back(p->shippers.back().get());
+  }
   if (start_index) start_index();
   p->ServerEvent("server.start");
   MV_RETURN_IF_ERROR(p->runner->Start());
   if (p->tagger) p->tagger->Start();
+  for (auto& s : p->shippers) {
+    s->Start();
+    Log("offsite " + s->config().name + ": replicating to " + s->config().url);
+  }
   p->lent.vault = vault;
   p->lent.store = p->store.get();
   p->lent.audit = p->audit.get();
@@ -362,6 +375,9 @@ void Serve(GlobalOptions& g, const std::vector<std::string>& smtp, const std::ve
     double rate = secs > 0 ? (samples.back().second - samples.front().second) / secs : 0;
     json j = StatusJson(**vault, server.get(), no_index ? nullptr : indexer.get(), bound, started, rate);
     if (api_config.enabled) j["api"] = api_config.http.uri;
+    json offsite = json::array();
+    for (const auto& s : (*parts)->shippers) offsite.push_back(s->status().ToJson());
+    j["offsite"] = offsite;
     {
       std::lock_guard<std::mutex> l(last_status->first);
       last_status->second = j;

@@ -28,5 +28,8 @@ void AddApiCommands(CLI::App& app, GlobalOptions& g, int* exit_code);     // use
 void AddRestoreCommands(CLI::App& app, GlobalOptions& g, int* exit_code); // restore, job
 void AddPolicyCommands(CLI::App& app, GlobalOptions& g, int* exit_code);  // policy, hold
 void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);   // purge
+void AddOffsiteCommands(CLI::App& app, GlobalOptions& g, int* exit_code); // offsite, dr
+// verify --repair: fetches missing or damaged packs back from the offsite copy (cmd_offsite.cc).
+int RepairFromOffsite(GlobalOptions& g);
 
 }  // namespace mailvault::cli

@@ -26,6 +26,9 @@ class JobRunner;
 namespace policy {
 class PolicyStore;
 }  // namespace policy
+namespace replication {
+class Shipper;
+}  // namespace replication
 }  // namespace mailvault
 
 namespace mailvault::cli {
@@ -71,6 +74,7 @@ struct ServiceResources {
   jobs::JobRunner* runner = nullptr;
   policy::PolicyStore* policies = nullptr;   // the one writer of the policy set
   std::function<uint64_t()> indexed_change;  // null when serve runs no indexer
+  std::vector<replication::Shipper*> shippers;  // one per [offsite NAME]
   GlobalOptions options;                     // serve's own: the vault, key and config
 };
 // The calling thread's service, or nullptr when the command runs in its own process.

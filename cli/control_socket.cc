@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 const std::set<std::string>& ServedCommands() {
   static const std::set<std::string> kCommands = {"import", "list",  "show",  "cat", "export",  "verify", "stats", "user",
                                                   "token",  "audit", "job",   "restore", "index", "check",  "reindex",
-                                                  "policy", "hold", "purge"};
+                                                  "policy", "hold", "purge", "offsite"};
   return kCommands;
 }
 

@@ -24,14 +24,14 @@ std::string Env(const char* name) {
 // The config file: "key = value" lines, '#' comments. Keys are documented in docs/config.md.
 Status ApplyConfigFile(const std::string& path, GlobalOptions* g) {
   MV_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 1 << 20));
-  bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h, api/config.h, jobs/targets.h)
+  bool in_section = false;  // the sections belong to `mailvault serve` (capture/config.h, api/config.h, jobs/targets.h, replication/config.h)
   return ForEachLine(text, [&](int lineno, std::string_view raw) -> Status {
     std::string line = Trim(std::string(raw.substr(0, raw.find('#'))));
     if (line.empty()) return Status::Ok();
     if (line.front() == '[') {
-      if (line != "[capture]" && line != "[api]" && line.rfind("[restore-target ", 0) != 0) {
+      if (line != "[capture]" && line != "[api]" && line.rfind("[restore-target ", 0) != 0 && line.rfind("[offsite ", 0) != 0) {
         return InvalidArgument(path + ":" + std::to_string(lineno) + ": unknown section " + line +
-                               " (sections: [capture], [api], [restore-target NAME])");
+                               " (sections: [capture], [api], [restore-target NAME], [offsite NAME])");
       }
       in_section = true;
       return Status::Ok();

@@ -112,6 +112,7 @@ Status StateStore::LoadOrStartDigest() {
     digest_.started_us = static_cast<int64_t>(DecodeU64(rec->data() + 9));
     digest_.adopted = DecodeU64(rec->data() + 17);
     digest_.xor_sum = rec->substr(25, 32);
+    generation_.store(digest_.generation);
     return Status::Ok();
   }
   // A new store, or one written before digests: start from what is there, and say so (the
@@ -239,8 +240,32 @@ Status StateStore::WriteRaw(const Batch& batch, bool durable) {
     return FromRocks(s, "state store write");
   }
   digest_.generation++;
+  generation_.store(digest_.generation);
   digest_.xor_sum = std::move(sum);
   return Status::Ok();
+}
+
+Result<uint64_t> StateStore::ScanAllRaw(const std::function<void(std::string_view, std::string_view)>& fn) const {
+  const rocksdb::Snapshot* snap = nullptr;
+  uint64_t generation = 0;
+  {
+    std::lock_guard<std::mutex> l(write_mu_);  // no write between the snapshot and its generation
+    snap = db_->GetSnapshot();
+    generation = digest_.generation;
+  }
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snap;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (k == kDigestKey) continue;
+    fn(k, std::string_view(it->value().data(), it->value().size()));
+  }
+  rocksdb::Status s = it->status();
+  it.reset();
+  db_->ReleaseSnapshot(snap);
+  if (!s.ok()) return FromRocks(s, "state store scan");
+  return generation;
 }
 
 Status StateStore::Scan(std::string_view prefix, const std::function<bool(std::string_view, std::string_view)>& fn) const {

@@ -17,6 +17,7 @@
 // the machine (the offsite manifest) can catch that.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -59,6 +60,13 @@ class StateStore {
   Status WriteRaw(const Batch& batch, bool durable = true);
   const SecretKey& key() const { return key_; }
 
+  // Writes since the store's digest was started: replication ships the store again when it moved.
+  uint64_t generation() const { return generation_.load(); }
+  // Every stored key and its sealed bytes (the store's own digest key left out), from one
+  // consistent snapshot, in key order; returns the generation that snapshot holds. Replication
+  // ships these bytes as they are: disaster recovery writes them back with WriteRaw.
+  Result<uint64_t> ScanAllRaw(const std::function<void(std::string_view, std::string_view)>& fn) const;
+
   struct DigestReport {
     uint64_t values = 0;
     uint64_t generation = 0;       // writes since the digest was started
@@ -96,6 +104,7 @@ class StateStore {
     uint64_t adopted = 0;
     std::string xor_sum = std::string(32, '\0');
   } digest_;  // REQUIRES: write_mu_
+  std::atomic<uint64_t> generation_{0};  // digest_.generation, readable without write_mu_
 };
 
 }  // namespace mailvault::control

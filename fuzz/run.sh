@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMAILVAULT_FUZZ=ON -DMAILVAULT_TESTS=OFF >/dev/null
-ninja -C build/fuzz fuzz_message fuzz_mbox fuzz_pack fuzz_extract fuzz_query fuzz_smtp fuzz_journal fuzz_api fuzz_imap fuzz_control fuzz_policy
+ninja -C build/fuzz fuzz_message fuzz_mbox fuzz_pack fuzz_extract fuzz_query fuzz_smtp fuzz_journal fuzz_api fuzz_imap fuzz_control fuzz_policy fuzz_offsite
 mkdir -p build/fuzz/findings
-for t in message mbox pack extract query smtp journal api imap control policy; do
+for t in message mbox pack extract query smtp journal api imap control policy offsite; do
   dict=fuzz/message.dict
   [[ -f fuzz/$t.dict ]] && dict=fuzz/$t.dict
   work=build/fuzz/corpus-$t

@@ -1,27 +1,12 @@
 // Restore: its inputs (the target's URL, the auth file's credentials, the options' checks).
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <cstdlib>
 
 #include "core/file_util.h"
+#include "core/host.h"
 #include "core/text.h"
 #include "recovery/restore.h"
 
 namespace mailvault::recovery {
-namespace {
-
-// A numeric loopback address (127.0.0.0/8, ::1) or "localhost": a name like 127.x.example
-// could resolve anywhere.
-bool IsLoopback(const std::string& host) {
-  if (host == "localhost") return true;
-  in_addr v4;
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  in6_addr v6;
-  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
-}
-
-}  // namespace
 
 Status ValidateRestoreOptions(const RestoreOptions& options) {
   for (const std::string& f : options.flags) {
@@ -65,7 +50,7 @@ Result<ImapEndpoint> ParseImapUrl(const std::string& url, bool allow_plain) {
     e.port = static_cast<uint16_t>(v);
   }
   if (e.host.empty()) return InvalidArgument("--to \"" + url + "\": no host");
-  if (allow_plain && !IsLoopback(e.host)) {
+  if (allow_plain && !IsLoopbackHost(e.host)) {
     return InvalidArgument("--no-tls is allowed only to a loopback address (passwords would cross the network in clear)");
   }
   return e;

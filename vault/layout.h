@@ -24,6 +24,7 @@ inline constexpr Entry kEntries[] = {
     {"state", true, Kind::kTruth, "the control plane's store: users, tokens, tags, jobs, restore journals, the audit chain (control/)"},
     {"catalog", true, Kind::kDerived, "the RocksDB catalog of messages and envelopes; `mailvault rebuild` recreates it from the packs"},
     {"index", true, Kind::kDerived, "the Xapian full-text index; `mailvault reindex` recreates it from the vault"},
+    {"offsite", true, Kind::kDerived, "per offsite target: the newest manifest shipped and unfinished uploads; fetched again from the target when lost"},
     {"exports", true, Kind::kTransient, "finished exports waiting to be downloaded; they expire"},
     {"run", true, Kind::kTransient, "a running serve's status file and control socket"},
     {"jobs", true, Kind::kTransient, "pid and cancel files of a restore the command line runs while no serve does"},

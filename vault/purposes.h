@@ -13,6 +13,9 @@ inline constexpr const char* kRecords = "mailvault/v2/records";        // pack f
 // control/
 inline constexpr const char* kState = "mailvault/v1/state";            // state store values
 inline constexpr const char* kAudit = "mailvault/v1/audit";            // the audit chain's MAC
+// replication/
+inline constexpr const char* kOffsite = "mailvault/v1/offsite";        // state snapshots shipped offsite (AES-256-GCM)
+inline constexpr const char* kManifest = "mailvault/v1/manifest";      // the offsite manifests' HMAC
 // The state store's digest key comes from the state key (salt "mailvault state"), not from
 // the master key directly: whoever holds the state key holds it anyway.
 inline constexpr const char* kStateDigest = "mailvault/v1/state-digest";

@@ -119,6 +119,14 @@ using vault_internal::PacksPath;
 
 SecretKey Vault::DeriveSubkey(std::string_view purpose) const { return DeriveKey(keys_.master, vault_id_, purpose); }
 
+Result<SecretKey> Vault::SubkeyFromFiles(const std::string& dir, const KeySource& keys, std::string_view purpose,
+                                         std::string* vault_id_hex) {
+  MV_ASSIGN_OR_RETURN(VaultFile vf, ReadVaultFile(dir));
+  MV_ASSIGN_OR_RETURN(SecretKey master, LoadMasterKey(dir, vf, keys));
+  if (vault_id_hex) *vault_id_hex = HexEncode(vf.id);
+  return DeriveKey(master, vf.id, purpose);
+}
+
 Vault::Vault(std::string dir, std::string vault_id, VaultKeys keys, VaultOptions options, FileLock lock)
     : dir_(std::move(dir)),
       vault_id_(std::move(vault_id)),

@@ -204,6 +204,21 @@ class Vault {
 
   VaultHealth health() const;
 
+  // Replication (replication/shipper.h) reads the packs as the catalog describes them: each
+  // pack's generation (a purge's rewrite makes a new one) and its durable bytes (all of a sealed
+  // pack; of the open pack, what the last commit group fsync'd).
+  struct PackExtent {
+    uint64_t number = 0;
+    uint32_t generation = 0;
+    uint64_t durable_bytes = 0;
+    bool sealed = false;  // no byte will be appended (sealed, or closed after damage)
+  };
+  Result<std::vector<PackExtent>> PackExtents() const;
+  // A read-only descriptor of the pack's file of that generation (the caller closes it); a
+  // rewrite swapping the file afterwards does not change what the descriptor reads. NotFound
+  // when the pack has moved on to another generation (or is gone).
+  Result<int> OpenPackGeneration(uint64_t number, uint32_t generation) const;
+
   const std::string& dir() const { return dir_; }
   // Commit groups (one append + fsync each) since open: group commit at work.
   uint64_t commit_groups() const { return commit_groups_.load(); }
@@ -211,6 +226,11 @@ class Vault {
   // A key for data kept beside the vault (the API's state store, the audit chain), derived
   // from the master key: HKDF(master, salt = vault id, info = purpose), e.g. "mailvault/v1/state".
   SecretKey DeriveSubkey(std::string_view purpose) const;
+  // The same, from a vault directory's VAULT (and keyslot) and the key, without opening the
+  // vault: disaster recovery checks the offsite manifests before it writes a pack. Fails with
+  // kBadKey when the key does not open that vault. *vault_id receives the id (hex) when asked.
+  static Result<SecretKey> SubkeyFromFiles(const std::string& dir, const KeySource& keys, std::string_view purpose,
+                                           std::string* vault_id_hex = nullptr);
 
  private:
   struct Pending;

@@ -1,4 +1,6 @@
 // Vault: reading messages, envelopes, ids, stats and the change log.
+#include <fcntl.h>
+
 #include <algorithm>
 
 #include "vault/vault_internal.h"
@@ -185,6 +187,39 @@ Status Vault::ReadMany(const std::vector<ObjectId>& ids,
 
 Status Vault::ForEachMessage(const std::function<bool(const ObjectId&, const MessageMeta&)>& fn) const {
   return catalog_->ForEachMessage(fn);
+}
+
+}  // namespace mailvault
+
+namespace mailvault {
+
+Result<std::vector<Vault::PackExtent>> Vault::PackExtents() const {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);
+  MV_ASSIGN_OR_RETURN(auto infos, catalog_->Packs());
+  std::vector<PackExtent> out;
+  out.reserve(infos.size());
+  for (const auto& [n, info] : infos) out.push_back({n, info.generation, info.applied_bytes, info.sealed || info.closed});
+  return out;
+}
+
+Result<int> Vault::OpenPackGeneration(uint64_t number, uint32_t generation) const {
+  std::shared_lock<std::shared_mutex> layout(layout_mu_);
+  const std::string path = PackPath(number);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return NotFound("pack " + std::to_string(number) + " is gone");
+    return ErrnoError("cannot open pack", path, errno);
+  }
+  std::string head;
+  Status st = PreadAll(fd, 0, kPackHeaderSize, &head, path);
+  uint32_t version = 0;
+  Result<PackHeader> h = st.ok() ? DecodePackHeader(head, &version) : Result<PackHeader>(st.error());
+  if (!h.ok() || h->generation != generation) {
+    ::close(fd);
+    if (!h.ok()) return h.error();
+    return NotFound("pack " + std::to_string(number) + " is now generation " + std::to_string(h->generation));
+  }
+  return fd;
 }
 
 }  // namespace mailvault

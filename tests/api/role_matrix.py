@@ -62,6 +62,7 @@ GET    /api/v1/tokens                            any
 POST   /api/v1/tokens                            any
 DELETE /api/v1/tokens/{id}                       any
 GET    /api/v1/status                            admin operator
+GET    /api/v1/offsite                           admin operator
 GET    /api/v1/jobs                              admin operator
 POST   /api/v1/jobs                              admin
 GET    /api/v1/jobs/{id}                         admin operator

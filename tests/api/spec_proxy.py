@@ -207,6 +207,7 @@ def operator_and_admin(s):
     s.x("", "admin", "GET", "/metrics", 200)
     s.x("", "reviewer", "GET", "/metrics", 403)
     s.x("", "operator", "GET", "/api/v1/status", 200)
+    s.x("", "operator", "GET", "/api/v1/offsite", 200)
     s.x("", "admin", "GET", "/api/v1/config", 200)
     s.x("", "operator", "GET", "/api/v1/config", 403)
     s.x("", "admin", "GET", "/api/v1/users", 200)

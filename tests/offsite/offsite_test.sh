@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# End-to-end test of issue 16's offsite replication against real servers on 127.0.0.1: a
+# one-node Ceph cluster's S3 gateway (behind a fault-injecting proxy) and a private OpenSSH sshd
+# (tests/offsite/servers.sh), with part of the corpus. docs/replication.md.
+#   setup  1,500 corpus files imported (custodian alice), two API users, the index built.
+#   (a)    `offsite sync` ships to both targets; the sizes of the packs offsite equal the local
+#          pack files (the oracle: stat and the S3 listing / find); `offsite verify --deep` is
+#          clean; `offsite status --json` says ok with no lag; no word of the mail is readable
+#          offsite (grep over the SFTP copy finds none of 5 words that grep finds in the corpus).
+#   (f)    faults, each followed by a clean sync and verify once it is gone:
+#          wrong credentials; a missing bucket without create-bucket; a clock 15 minutes off
+#          (faketime); the link dropped (proxy); the gateway killed mid-upload (kill -9) and
+#          started again; a pack deleted offsite and one damaged offsite (serve heals both by
+#          itself); the SFTP server's disk full; bwlimit honoured.
+#   (d)    the DR drill: serve stopped, the vault directory deleted, `dr restore` from S3: every
+#          message id equals the SHA-256 of a corpus file and reads back with that hash, the
+#          search counts, users and audit chain are as before. The same from SFTP.
+#
+# usage: tests/offsite/offsite_test.sh PATH_TO_mailvault. Needs root (the servers), the corpus.
+set -uo pipefail
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
+# shellcheck source=servers.sh
+source "$here/servers.sh"
+
+(($# == 1)) || { echo "usage: $0 PATH_TO_mailvault" >&2; exit 2; }
+MV=$(realpath "$1")
+corpus=$(test_corpus)
+[[ -d $corpus/cur ]] || { echo "FAIL no corpus at $corpus/cur" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/mv-offsite.XXXXXX)
+V=$work/vault K=$work/key CONF=$work/mailvault.conf
+serve_pid=""
+cleanup() {
+  [[ -n $serve_pid ]] && kill -9 "$serve_pid" 2>/dev/null
+  offsite_cleanup_all
+  keep_or_remove_work "kept $work" MV_KEEP
+}
+trap cleanup EXIT
+part_t=$SECONDS
+part_done() { echo "     ($1) took $((SECONDS - part_t)) s"; part_t=$SECONDS; }
+mvault() { timeout -s KILL 600 "$MV" --vault "$V" --key-file "$K" --config "$CONF" "$@"; }
+
+offsite_start_rgw "$work/s3" || { fail "starting the S3 gateway"; exit 1; }
+offsite_start_sshd "$work/sftp" || { fail "starting sshd"; exit 1; }
+offsite_start_proxy S3_PROXY "$MV_S3_PORT" || { fail "starting the proxy"; exit 1; }
+part_done servers
+
+write_conf() {  # write_conf [extra lines for the s3 section...]
+  {
+    echo "[offsite s3-dr]"
+    echo "url = s3://127.0.0.1:$S3_PROXY/mv-dr"
+    echo "no-tls = yes"
+    echo "credentials-file = $work/s3/s3.cred"
+    echo "stall-timeout = 10"
+    printf '%s\n' "$@"
+    echo "[offsite sftp-branch]"
+    echo "url = $MV_SFTP_URL"
+    echo "identity-file = $MV_SFTP_IDENTITY"
+    echo "known-hosts = $MV_SFTP_KNOWN_HOSTS"
+    echo "stall-timeout = 10"
+  } >"$CONF"
+}
+write_conf
+
+########################################################################################
+# setup
+########################################################################################
+mapfile -t files < <(find "$corpus/cur" -type f | sort | head -n 1500)
+mvault init >/dev/null 2>&1 || { fail "init"; exit 1; }
+mvault import -q --custodian alice@corp.example "${files[@]}" >"$work/import.out" 2>&1 || fail "import: $(tail -n 2 "$work/import.out")"
+for u in admin1:admin op1:operator; do
+  echo "${u%%:*}-secret-12345" | mvault user add "${u%%:*}" --role "${u##*:}" >/dev/null 2>&1 || fail "user add $u"
+done
+mvault index run -q >/dev/null 2>&1 || fail "index run"
+sha256sum "${files[@]}" | awk '{print $1}' | sort -u >"$work/oracle.ids"
+part_done setup
+
+# local_pack_bytes: the bytes of every local pack file.
+local_pack_bytes() { find "$V/packs" -name '*.pack' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+s3_pack_bytes() {
+  offsite_s3req raw GET /mv-dr "list-type=2&prefix=packs/" 2>/dev/null |
+    python3 -c 'import re,sys; print(sum(int(x) for x in re.findall(r"<Size>(\d+)</Size>", sys.stdin.read())))'
+}
+sftp_pack_bytes() { find "$MV_SFTP_DIR/packs" -type f -printf '%s\n' 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+verify_clean() {  # verify_clean LABEL [--deep]
+  local out
+  out=$(mvault offsite verify "${@:2}" --json 2>&1)
+  if [[ $(jpy "$out" "all(t['ok'] for t in d['targets']) and len(d['targets']) == 2" 2>/dev/null) == true ]]; then
+    pass "$1: offsite verify ${*:2} is clean on both targets"
+  else
+    fail "$1: offsite verify ${*:2}: $out"
+  fi
+}
+
+########################################################################################
+# (a) ship, compare, verify, status
+########################################################################################
+out=$(mvault offsite sync 2>&1) && pass "(a) offsite sync ships to both targets" || fail "(a) offsite sync: $out"
+expect_eq "(a) S3: the pack bytes offsite equal the local pack files" "$(s3_pack_bytes)" "$(local_pack_bytes)"
+expect_eq "(a) SFTP: the pack bytes offsite equal the local pack files" "$(sftp_pack_bytes)" "$(local_pack_bytes)"
+verify_clean "(a)" --deep
+st=$(mvault offsite status --json 2>&1)
+expect_eq "(a) status: both ok with no lag" "$(jpy "$st" "' '.join('%s/%d' % (t['state'], t['lag_bytes']) for t in d['targets'])")" "ok/0 ok/0"
+# Words of the mail: found in the corpus files (and in the local index), never offsite.
+words=$(cat "${files[@]:0:40}" | tr -cs 'A-Za-z' '\n' | awk 'length($0) >= 9' | sort | uniq -c | sort -rn | awk 'NR <= 5 {print $2}')
+leaks=0
+for w in $words; do grep -r -a -q -- "$w" "$MV_SFTP_DIR" && leaks=$((leaks + 1)); done
+expect_eq "(a) none of 5 frequent words ($(echo $words)) is readable in the SFTP copy" "$leaks" 0
+part_done a
+
+########################################################################################
+# (f) faults
+########################################################################################
+# Wrong credentials.
+echo "AKIAWRONG0000000000 wrongsecretwrongsecret" >"$work/bad.cred" && chmod 600 "$work/bad.cred"
+cp "$CONF" "$work/good.conf"
+sed -i "s#credentials-file = .*#credentials-file = $work/bad.cred#" "$CONF"
+out=$(mvault offsite sync --target s3-dr 2>&1)
+[[ $? -ne 0 && $out == *"credentials were refused"* ]] && pass "(f) wrong credentials: refused, and said so" || fail "(f) wrong credentials: $out"
+cp "$work/good.conf" "$CONF"
+# A missing bucket, creation not allowed.
+sed -i "s#/mv-dr\$#/mv-missing#" "$CONF" && sed -i "/^\[offsite s3-dr\]/a create-bucket = no" "$CONF"
+out=$(mvault offsite sync --target s3-dr 2>&1)
+[[ $? -ne 0 && $out == *"does not exist"* ]] && pass "(f) missing bucket without create-bucket: said so" || fail "(f) missing bucket: $out"
+cp "$work/good.conf" "$CONF"
+# A clock more than 15 minutes ahead (16: S3 and RGW accept up to 15 minutes either way).
+if command -v faketime >/dev/null; then
+  out=$(timeout 120 faketime -f '+16m' "$MV" --vault "$V" --key-file "$K" --config "$CONF" offsite status --json >/dev/null 2>&1
+        timeout 120 faketime -f '+16m' "$MV" --vault "$V" --key-file "$K" --config "$CONF" offsite verify --target s3-dr 2>&1)
+  [[ $out == *"clock"* ]] && pass "(f) a clock 16 minutes off: refused, and the message names the clock" || fail "(f) clock skew: $out"
+else
+  fail "(f) faketime is not installed"
+fi
+# The link dropped during a sync, then back.
+mvault import -q --custodian bob@corp.example $(find "$corpus/cur" -type f | sort | sed -n '1501,2500p') >/dev/null 2>&1
+offsite_proxy_drop reset
+out=$(mvault offsite sync --target s3-dr 2>&1)
+(($? != 0)) && pass "(f) link dropped: the sync fails ($(head -c 120 <<<"$out"))" || fail "(f) link dropped: the sync succeeded"
+offsite_proxy_restore
+out=$(mvault offsite sync 2>&1) && pass "(f) link back: the sync finishes" || fail "(f) link back: $out"
+verify_clean "(f) link"
+# The gateway killed in the middle of an upload (throttled so that it is mid-upload), restarted.
+mvault import -q --custodian carol@corp.example $(find "$corpus/cur" -type f | sort | sed -n '2501,3500p') >/dev/null 2>&1
+offsite_proxy_throttle 300000
+mvault offsite sync --target s3-dr >"$work/killed.out" 2>&1 &
+sync_pid=$!
+sleep 2
+offsite_kill_rgw
+wait "$sync_pid" && fail "(f) gateway killed: the sync did not fail" || pass "(f) gateway killed mid-upload: the sync fails ($(head -c 100 "$work/killed.out"))"
+offsite_proxy_restore
+offsite_restart_rgw || fail "(f) restarting the gateway"
+out=$(mvault offsite sync 2>&1) && pass "(f) gateway back: the sync finishes" || fail "(f) gateway back: $out"
+verify_clean "(f) gateway" --deep
+# SFTP: the server's disk full, then room again.
+offsite_sftp_small_disk 1m && {
+  mvault import -q --custodian dave@corp.example $(find "$corpus/cur" -type f | sort | sed -n '3501,4000p') >/dev/null 2>&1
+  out=$(mvault offsite sync --target sftp-branch 2>&1)
+  [[ $? -ne 0 && $out == *"full"* ]] && pass "(f) SFTP disk full: the sync fails and says the disk may be full" || fail "(f) SFTP disk full: $out"
+  offsite_sftp_unmount
+  out=$(mvault offsite sync 2>&1) && pass "(f) SFTP room again: the sync finishes" || fail "(f) SFTP room again: $out"
+  verify_clean "(f) disk"
+}
+part_done f1
+
+# serve heals what is lost or damaged offsite, by itself.
+write_conf "check-interval = 2" "deep-check-interval = 4"
+mvault serve --smtp 127.0.0.1:0 >"$work/serve.log" 2>&1 &
+serve_pid=$!
+# Wait for its control socket (a command run meanwhile would open the vault itself, and serve
+# would find it busy).
+for _ in $(seq 100); do [[ -S $V/run/control.sock ]] && break; sleep 0.1; done
+first=$(offsite_s3req raw GET /mv-dr "list-type=2&prefix=packs/" | grep -o '<Key>[^<]*</Key>' | head -n 1 | sed 's/<[^>]*>//g')
+second=$(offsite_s3req raw GET /mv-dr "list-type=2&prefix=packs/" | grep -o '<Key>[^<]*</Key>' | sed -n 2p | sed 's/<[^>]*>//g')
+offsite_s3req raw DELETE "/mv-dr/$first" >/dev/null
+size=$(offsite_s3req raw GET /mv-dr "list-type=2&prefix=$second" | grep -o '<Size>[0-9]*' | head -n 1 | tr -dc 0-9)
+head -c "$size" /dev/urandom >"$work/junk" && offsite_s3req raw PUT "/mv-dr/$second" "" "$work/junk" >/dev/null
+out=$(mvault offsite verify --deep --target s3-dr 2>&1)
+[[ $out == *"missing: $first"* && $out == *"content: $second"* ]] && pass "(f) verify --deep names the deleted and the damaged pack" || fail "(f) verify after damage: $out"
+healed=0
+for _ in $(seq 40); do
+  sleep 1
+  o=$(mvault offsite verify --deep --target s3-dr 2>&1) && { healed=1; break; }
+done
+((healed)) && pass "(f) serve shipped the lost and the damaged pack again by itself" || fail "(f) not healed: $o"
+st=$(mvault offsite status --json 2>&1)
+expect_eq "(f) status back to ok on both" "$(jpy "$st" "' '.join(t['state'] for t in d['targets'])")" "ok ok"
+kill "$serve_pid" && wait "$serve_pid"
+serve_pid=""
+part_done f2
+
+# bwlimit: a target limited to 256 KiB/s takes at least (bytes / 256 KiB) * 0.8 seconds.
+write_conf "bwlimit = 256K" "parallel = 1"
+offsite_s3req purge mv-dr >/dev/null 2>&1
+rm -rf "$V/offsite/s3-dr"
+bytes=$(local_pack_bytes)
+t0=$(date +%s.%N)
+mvault offsite sync --target s3-dr >/dev/null 2>&1 || fail "(f) bwlimit: the sync failed"
+secs=$(python3 -c "import time; print(round(time.time() - $t0, 1))")
+want=$(python3 -c "print(round($bytes / 262144 * 0.8, 1))")
+python3 -c "import sys; sys.exit(0 if $secs >= $want else 1)" && pass "(f) bwlimit 256K: $bytes bytes took $secs s (at least $want)" || fail "(f) bwlimit: $bytes bytes in $secs s, want at least $want"
+write_conf
+part_done bwlimit
+
+########################################################################################
+# (d) the DR drill
+########################################################################################
+mvault offsite sync >/dev/null 2>&1 || fail "(d) final sync"
+mvault list --json >"$work/before.list" 2>/dev/null
+n_before=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/before.list" 2>/dev/null || echo 0)
+((n_before >= 1500)) && pass "(d) before: the vault lists $n_before messages" || fail "(d) before: list --json gave $n_before messages"
+for w in $words; do echo "$w $("$MV" --vault "$V" --key-file "$K" count "$w" 2>/dev/null)"; done >"$work/before.counts"
+mvault user list >"$work/before.users" 2>&1
+mvault audit verify >"$work/before.audit" 2>&1 || fail "(d) audit verify before"
+rm -rf "$V"
+pass "(d) the vault directory is gone"
+dr() {  # dr DIR ARGS...
+  "$MV" dr restore --vault "$1" --key-file "$K" "${@:2}" >"$work/dr.out" 2>&1
+}
+t0=$SECONDS
+if dr "$V" --from "s3://127.0.0.1:$MV_S3_PORT/mv-dr" --credentials-file "$work/s3/s3.cred" --no-tls; then
+  pass "(d) dr restore from S3 ($((SECONDS - t0)) s): $(tail -n 1 "$work/dr.out")"
+else
+  fail "(d) dr restore from S3: $(tail -n 5 "$work/dr.out")"
+fi
+mvault list --json >"$work/after.list" 2>/dev/null
+ids() { python3 -c 'import json,sys; print("\n".join(sorted(m["id"] for m in json.load(open(sys.argv[1])))))' "$1"; }
+expect_eq "(d) the restored vault lists the same messages" "$(ids "$work/after.list" | md5sum)" "$(ids "$work/before.list" | md5sum)"
+# Every message's bytes, exported as a Maildir (one file per message, as stored): the SHA-256 of
+# each file must be an id of the list (the ids are the SHA-256 of the raw files, the oracle).
+mvault export --to maildir "$work/exported" >/dev/null 2>&1 || fail "(d) export of the restored vault"
+find "$work/exported" -type f -exec sha256sum {} + | awk '{print $1}' | sort >"$work/exported.sha"
+bad=$(comm -3 "$work/exported.sha" <(ids "$work/after.list") | wc -l)
+n_after=$(ids "$work/after.list" | wc -l)
+((n_after == n_before)) && ((bad == 0)) && pass "(d) each of the $n_after restored messages reads back with its SHA-256 (its id)" ||
+  fail "(d) $bad of $n_after restored messages do not read back with their SHA-256 (before: $n_before)"
+expect_eq "(d) every corpus file of the first 1,500 is in the restored vault" \
+  "$(comm -23 "$work/oracle.ids" <(ids "$work/after.list") | wc -l)" 0
+for w in $words; do echo "$w $("$MV" --vault "$V" --key-file "$K" count "$w" 2>/dev/null)"; done >"$work/after.counts"
+expect_eq "(d) the same search counts" "$(cat "$work/after.counts")" "$(cat "$work/before.counts")"
+expect_eq "(d) the same users" "$(mvault user list 2>&1)" "$(cat "$work/before.users")"
+mvault audit verify >"$work/after.audit" 2>&1 && pass "(d) audit verify is clean after the restore" || fail "(d) audit verify: $(tail -n 3 "$work/after.audit")"
+echo "op1-secret-12345" >/dev/null
+mvault verify >/dev/null 2>&1 && pass "(d) verify is clean" || fail "(d) verify"
+# From SFTP, into another directory.
+if dr "$work/v2" --from "$MV_SFTP_URL" --identity-file "$MV_SFTP_IDENTITY" --known-hosts "$MV_SFTP_KNOWN_HOSTS"; then
+  "$MV" --vault "$work/v2" --key-file "$K" list --json >"$work/v2.list" 2>/dev/null
+  expect_eq "(d) dr restore from SFTP: the same messages" "$(ids "$work/v2.list" | md5sum)" "$(ids "$work/before.list" | md5sum)"
+else
+  fail "(d) dr restore from SFTP: $(tail -n 5 "$work/dr.out")"
+fi
+# verify --repair: a pack deleted here comes back from offsite.
+victim=$(find "$V/packs" -name '*.pack' | sort | head -n 1)
+want=$(sha256sum <"$victim")
+rm -f "$victim"
+out=$(mvault verify --repair 2>&1) && pass "(d) verify --repair: $(head -n 1 <<<"$out")" || fail "(d) verify --repair: $out"
+expect_eq "(d) the repaired pack is byte for byte the one deleted" "$(sha256sum <"$victim" 2>/dev/null)" "$want"
+part_done d
+
+((failures == 0)) && echo "offsite_test: all passed" || echo "offsite_test: $failures failed"
+((failures == 0))
