@@ -1039,6 +1039,21 @@ json PurgeJson(const policy::PurgeRecord& r, const std::optional<control::JobRec
   return j;
 }
 
+// What an offsite object lock means for a purge (docs/replication.md "Purges"): the copies of
+// the purged mail in the old packs stay offsite until the lock lets them go.
+json OffsiteImpact(const json& status) {
+  json out = json::array();
+  if (!status.contains("offsite") || !status["offsite"].is_array()) return out;
+  for (const json& t : status["offsite"]) {
+    int64_t lock = t.value("object_lock_seconds", int64_t{0});
+    if (lock <= 0) continue;
+    out.push_back(t.value("name", "") + ": the bucket's object lock keeps every object " + std::to_string(lock / 86400) +
+                  " days after it is written: offsite packs written less than that ago that hold purged messages stay "
+                  "there (encrypted; their keys are shredded here) until the lock lets replication delete them");
+  }
+  return out;
+}
+
 }  // namespace
 
 Response ApiService::ListPurges(Context&) {
@@ -1055,7 +1070,9 @@ Response ApiService::CreatePurge(Context& c) {
   Result<policy::PurgeRecord> r = purges.Propose(searcher, *vault_, Policies(), ActorOf(c), NowSeconds());
   if (!r.ok() && r.error().code() == ErrorCode::kConflict) Fail(409, "index-behind", r.error().message());
   policy::PurgeRecord p = Must(std::move(r));
-  Response out = Response::Json(201, p.PublicJson());
+  json body = p.PublicJson();
+  body["offsite_impact"] = OffsiteImpact(status_ ? status_() : json::object());
+  Response out = Response::Json(201, body);
   out.headers.emplace_back("Location", "/api/v1/purges/" + p.id);
   return out;
 }
@@ -1066,7 +1083,9 @@ Response ApiService::GetPurge(Context& c) {
   if (!r) NotFound();
   std::optional<control::JobRecord> job;
   if (jobs_) job = Must(jobs_->store().Get(r->id));
-  return Response::Json(200, PurgeJson(*r, job));
+  json body = PurgeJson(*r, job);
+  if (r->state == policy::kPurgePending) body["offsite_impact"] = OffsiteImpact(status_ ? status_() : json::object());
+  return Response::Json(200, body);
 }
 
 Response ApiService::ApprovePurge(Context& c) {

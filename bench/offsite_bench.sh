@@ -121,7 +121,7 @@ grep -E 'downloaded|catalog|index rebuilt|verified|audit' "$work/dr.log" | sed '
 
 # ---- 2. offsite lag under capture at 150 msg/s ----
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mv serve --smtp "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+"$mv_bin" --vault "$V" --key-file "$K" --config "$CONF" serve --smtp "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do [[ -S $V/run/control.sock ]] && break; sleep 0.1; done  # (a command meanwhile would take the vault)
 mv offsite sync >/dev/null 2>&1 || true

@@ -1,13 +1,15 @@
 // The offsite copy in a directory on an SSH server, reached over SFTP (libssh 0.10).
 //
-// Objects are files under SftpConfig::path: "packs/00000001-0.pack" is PATH/packs/00000001-0.pack,
-// its directories created as needed (mode 0700; PATH itself only by Prepare(true), since a
-// missing PATH is more often an unmounted disk or a wrong URL than a new target). A put writes NAME.part-<16 hex
-// digits> in the same directory, fsyncs it (fsync@openssh.com, where the server offers it), and renames it over NAME
-// (posix-rename@openssh.com, so an existing object is replaced atomically); List never shows those temporaries, and
-// object names of that shape are refused, as are segments longer than 233 bytes (255, a file name's limit, less the
-// temporary's suffix). A put that fails removes its temporary when the link still allows it; one cut off by a dropped
-// link leaves it behind (List ignores it; it is harmless but takes space).
+// Objects are files under SftpConfig::path: "packs/00000001-0.pack" is
+// PATH/packs/00000001-0.pack, its directories created as needed (mode 0700; PATH itself only by
+// Prepare(true), since a missing PATH is more often an unmounted disk or a wrong URL than a new
+// target). A put writes NAME.part-<16 hex digits> in the same directory, fsyncs it
+// (fsync@openssh.com, where the server offers it), and renames it over NAME
+// (posix-rename@openssh.com, so an existing object is replaced atomically). List never shows those
+// temporaries, and object names of that shape are refused, as are segments longer than 233 bytes
+// (255, a file name's limit, less the temporary's suffix). A put that fails removes its temporary
+// when the link still allows it; one cut off by a dropped link leaves it behind (List ignores it;
+// it is harmless but takes space).
 //
 // Trust: key authentication only, and the server's host key must already be in
 // SftpConfig::known_hosts: no trust on first use. ~/.ssh/config, ~/.ssh/known_hosts and

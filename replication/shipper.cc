@@ -95,7 +95,8 @@ nlohmann::json TargetStatus::ToJson() const {
           {"last_error_at", IsoOrNull(last_error_us)},
           {"last_success", IsoOrNull(last_success_us)},
           {"manifest_seq", manifest_seq},
-          {"shipped_change", shipped_change}};
+          {"shipped_change", shipped_change},
+          {"object_lock_seconds", object_lock_seconds}};
 }
 
 Shipper::Shipper(Vault* vault, control::StateStore* state, std::function<control::AuditHead()> audit_head,
@@ -154,6 +155,10 @@ Status Shipper::Load() {
   if (!prepared_) {
     MV_RETURN_IF_ERROR(store.Prepare(true));
     prepared_ = true;
+    // A bucket without object lock answers an error here on some servers: that is "none".
+    Result<int64_t> lock = store.LockSeconds();
+    std::lock_guard l(mu_);
+    status_.object_lock_seconds = lock.ok() ? *lock : 0;
   }
   // The local record of the newest manifest, then the target's own newest: a lost or older
   // local record is replaced by the target's (when it authenticates and is this vault's).
@@ -330,7 +335,13 @@ Status Shipper::CollectGarbage(std::vector<std::string> names) {
 Status Shipper::SyncOnce() {
   std::lock_guard pass(pass_mu_);
   Status st = PassLocked();
-  if (!st.ok()) SetFailure(st.error());
+  if (!st.ok()) {
+    SetFailure(st.error());
+    // The next pass starts over: it reads the record and lists the target again (what a fault
+    // took away offsite is shipped again), and after a missing bucket it prepares it again.
+    loaded_ = false;
+    if (st.error().code() == ErrorCode::kNotFound) prepared_ = false;
+  }
   return st;
 }
 

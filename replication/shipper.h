@@ -54,6 +54,7 @@ struct TargetStatus {
   int64_t last_success_us = 0;     // the last pass that left the target level
   uint64_t manifest_seq = 0;
   uint64_t shipped_change = 0;     // every vault change up to this is offsite
+  int64_t object_lock_seconds = 0; // the bucket's default object-lock retention (0: none)
   nlohmann::json ToJson() const;   // the field names, times as ISO 8601 (null when none)
 };
 

@@ -166,7 +166,8 @@ part_done f1
 
 # serve heals what is lost or damaged offsite, by itself.
 write_conf "check-interval = 2" "deep-check-interval = 4"
-mvault serve --smtp 127.0.0.1:0 >"$work/serve.log" 2>&1 &
+# Not through mvault (a function): $! must be serve itself, for the kill below.
+"$MV" --vault "$V" --key-file "$K" --config "$CONF" serve --smtp 127.0.0.1:0 >"$work/serve.log" 2>&1 &
 serve_pid=$!
 # Wait for its control socket (a command run meanwhile would open the vault itself, and serve
 # would find it busy).
@@ -202,6 +203,37 @@ want=$(python3 -c "print(round($bytes / 262144 * 0.8, 1))")
 python3 -c "import sys; sys.exit(0 if $secs >= $want else 1)" && pass "(f) bwlimit 256K: $bytes bytes took $secs s (at least $want)" || fail "(f) bwlimit: $bytes bytes in $secs s, want at least $want"
 write_conf
 part_done bwlimit
+
+########################################################################################
+# (p) a purge reaches offsite: with versioning on the bucket, the purge rewrites packs, the
+#     next sync ships the new generations and deletes every version of the old ones
+########################################################################################
+offsite_rgw_versioning mv-dr Enabled >/dev/null || fail "(p) versioning on"
+mvault offsite sync >/dev/null 2>&1 || fail "(p) sync before the purge"
+mvault index run -q >/dev/null 2>&1
+cat >"$work/policies.json" <<'JSON'
+[
+  {"name": "everything-365d", "kind": "retention", "keep": "365d", "from": "date"},
+  {"name": "alice-case", "kind": "hold", "case": "c-1", "custodians": ["alice@corp.example"]}
+]
+JSON
+mvault policy set "$work/policies.json" >/dev/null 2>&1 || fail "(p) policy set"
+out=$(mvault purge propose --json 2>&1)
+PURGE=$(jpy "$out" "d['id']")
+[[ -n $PURGE ]] && pass "(p) purge proposed: $(jpy "$out" "d['messages']") messages" || fail "(p) purge propose: $out"
+out=$(SUDO_USER=officer2 mvault purge approve "$PURGE" 2>&1) && pass "(p) approved by a second person and run" || fail "(p) purge approve: $out"
+mvault offsite sync >/dev/null 2>&1 || fail "(p) sync after the purge"
+verify_clean "(p)" --deep
+# Every key in the bucket has exactly one version (no delete marker, no older generation): the
+# old packs' bytes, purged messages and all, are gone from the bucket in every form.
+offsite_rgw_versions mv-dr packs/ >"$work/versions" 2>/dev/null
+left=$(awk '$1 == "deletemarker" {print}' "$work/versions" | wc -l)
+dups=$(awk '$1 == "version" {print $2}' "$work/versions" | sort | uniq -d | wc -l)
+current=$(offsite_s3req raw GET /mv-dr "list-type=2&prefix=packs/" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g' | sort)
+expect_eq "(p) the bucket's versions of packs/ are exactly the current objects, one each, no delete markers" \
+  "$(awk '$1 == "version" {print $2}' "$work/versions" | sort | md5sum) $left $dups" "$(md5sum <<<"$current") 0 0"
+grep -q '\.g1\.' <<<"$current" && pass "(p) the rewritten packs (generation 1) are offsite" || fail "(p) no generation 1 pack offsite: $current"
+part_done p
 
 ########################################################################################
 # (d) the DR drill
