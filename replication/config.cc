@@ -119,6 +119,10 @@ Result<std::map<std::string, OffsiteTargetConfig>> LoadOffsiteTargets(const std:
       return number(&current->max_unshipped_age_seconds, 1, 86400);
     } else if (key == "parallel") {
       return number(&current->parallel, 1, 16);
+    } else if (key == "multipart-threshold") {
+      Result<uint64_t> r = ParseByteRate(value);
+      if (!r.ok() || *r < (5u << 20)) return InvalidArgument(where + "multipart-threshold is at least 5M (S3 refuses smaller parts)");
+      current->multipart_threshold = *r;
     } else if (key == "check-interval") {
       return number(&current->check_interval_seconds, 1, 30 * 86400);
     } else if (key == "deep-check-interval") {
@@ -128,7 +132,7 @@ Result<std::map<std::string, OffsiteTargetConfig>> LoadOffsiteTargets(const std:
     } else {
       return InvalidArgument(where + "unknown key \"" + key + "\" in [offsite " + current->name +
                              "] (url, region, credentials-file, no-tls, ca-file, create-bucket, identity-file, known-hosts, "
-                             "bwlimit, active-hours, max-unshipped-age, parallel, check-interval, deep-check-interval, stall-timeout)");
+                             "bwlimit, active-hours, max-unshipped-age, parallel, multipart-threshold, check-interval, deep-check-interval, stall-timeout)");
     }
     return Status::Ok();
   }));
@@ -168,6 +172,8 @@ Result<std::unique_ptr<ObjectStore>> OpenObjectStore(const OffsiteTargetConfig& 
   c.create_bucket = t.create_bucket;
   c.transfer = transfer;
   c.upload_state_dir = upload_state_dir;
+  c.multipart_threshold = t.multipart_threshold;
+  c.part_size = std::min<uint64_t>(8u << 20, t.multipart_threshold);
   return MakeS3Store(std::move(c));
 }
 

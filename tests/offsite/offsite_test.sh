@@ -127,8 +127,8 @@ out=$(mvault offsite sync --target s3-dr 2>&1)
 cp "$work/good.conf" "$CONF"
 # A clock more than 15 minutes ahead (16: S3 and RGW accept up to 15 minutes either way).
 if command -v faketime >/dev/null; then
-  out=$(timeout 120 faketime -f '+16m' "$MV" --vault "$V" --key-file "$K" --config "$CONF" offsite status --json >/dev/null 2>&1
-        timeout 120 faketime -f '+16m' "$MV" --vault "$V" --key-file "$K" --config "$CONF" offsite verify --target s3-dr 2>&1)
+  # shellcheck disable=SC2046  # the prefix is words
+  out=$(timeout 120 $(offsite_skewed_prefix +16m) "$MV" --vault "$V" --key-file "$K" --config "$CONF" offsite verify --target s3-dr 2>&1)
   [[ $out == *"clock"* ]] && pass "(f) a clock 16 minutes off: refused, and the message names the clock" || fail "(f) clock skew: $out"
 else
   fail "(f) faketime is not installed"
@@ -234,6 +234,40 @@ expect_eq "(p) the bucket's versions of packs/ are exactly the current objects, 
   "$(awk '$1 == "version" {print $2}' "$work/versions" | sort | md5sum) $left $dups" "$(md5sum <<<"$current") 0 0"
 grep -q '\.g1\.' <<<"$current" && pass "(p) the rewritten packs (generation 1) are offsite" || fail "(p) no generation 1 pack offsite: $current"
 part_done p
+
+########################################################################################
+# (m) a multipart upload interrupted (the gateway killed after its first part) resumes: the
+#     parts the server holds are not sent again
+########################################################################################
+M=$work/mp MCONF=$work/mp.conf
+printf 'seal-bytes = 7340032\n[offsite mp]\nurl = s3://127.0.0.1:%s/mv-mp\nno-tls = yes\ncredentials-file = %s\nmultipart-threshold = 5M\nparallel = 1\nstall-timeout = 10\n' \
+  "$S3_PROXY" "$work/s3/s3.cred" >"$MCONF"
+mm() { timeout -s KILL 600 "$MV" --vault "$M" --key-file "$K" --config "$MCONF" "$@"; }
+mm init >/dev/null 2>&1
+mm import -q --custodian erin@corp.example $(find "$corpus/cur" -type f | sort) >/dev/null 2>&1
+sealed=$(stat -c %s "$M/packs/00000001.pack" 2>/dev/null || echo 0)
+((sealed >= 7340032)) && pass "(m) a sealed pack of $sealed bytes" || fail "(m) no sealed pack of 7 MiB ($sealed)"
+offsite_proxy_throttle 1048576
+mm offsite sync >"$work/mp.out" 2>&1 &
+mp_pid=$!
+# Part 1 (5 MiB) takes 5 s at 1 MiB/s; part 2 is on its way at 6.5 s.
+sleep 6.5
+offsite_kill_rgw
+wait "$mp_pid" && fail "(m) the sync did not fail" || pass "(m) gateway killed after the first part: the sync fails"
+ls "$M"/offsite/mp/uploads/*.upload >/dev/null 2>&1 && pass "(m) the unfinished upload is remembered" || fail "(m) no upload state in $M/offsite/mp/uploads"
+offsite_proxy_restore
+offsite_restart_rgw || fail "(m) restarting the gateway"
+up0=$(offsite_proxy_stats | grep -o 'up=[0-9]*' | tr -dc 0-9)
+out=$(mm offsite sync 2>&1) && pass "(m) the sync finishes" || fail "(m) resumed sync: $out"
+up1=$(offsite_proxy_stats | grep -o 'up=[0-9]*' | tr -dc 0-9)
+sent=$((up1 - up0))
+# Everything the sync sent (the pack's second part, the open pack, state, manifest) is less than
+# the sealed pack alone: its first part was not sent again.
+((sent < sealed)) && pass "(m) the resumed sync sent $sent bytes in all, less than the pack's $sealed: part 1 was not sent again" ||
+  fail "(m) the resumed upload sent $sent bytes for a pack of $sealed"
+out=$(mm offsite verify --deep 2>&1) && pass "(m) offsite verify --deep is clean" || fail "(m) verify: $out"
+ls "$M"/offsite/mp/uploads/*.upload >/dev/null 2>&1 && fail "(m) the finished upload's state was left behind" || pass "(m) no upload state left"
+part_done m
 
 ########################################################################################
 # (d) the DR drill
