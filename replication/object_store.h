@@ -46,9 +46,11 @@ class ObjectStore {
   // Makes sure the container (bucket, directory) exists; creates it when create is true.
   virtual Status Prepare(bool create) = 0;
 
-  // Uploads bytes [0, size) of the local file as the object `name`.
+  // Uploads bytes [0, size) of the local file as the object `name`. sha256_hex, when given,
+  // receives the SHA-256 (hex) of the bytes sent, hashed as they were read: the caller need not
+  // read a 32 MiB pack a second time for its manifest.
   virtual Status PutFile(const std::string& name, const std::string& path, uint64_t size,
-                         const Progress& progress = {}) = 0;
+                         const Progress& progress = {}, std::string* sha256_hex = nullptr) = 0;
   virtual Status PutBytes(const std::string& name, std::string_view bytes) = 0;
 
   // Downloads the object (kNotFound when there is none).

@@ -195,7 +195,8 @@ class S3Store final : public ObjectStore {
     return DetectVersioning();
   }
 
-  Status PutFile(const std::string& name, const std::string& path, uint64_t size, const Progress& progress) override {
+  Status PutFile(const std::string& name, const std::string& path, uint64_t size, const Progress& progress,
+                 std::string* sha256_hex) override {
     MV_RETURN_IF_ERROR(CheckName(name));
     std::lock_guard lock(mu_);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -207,11 +208,17 @@ class S3Store final : public ObjectStore {
     if (size < c_.multipart_threshold) {
       std::string bytes;
       MV_RETURN_IF_ERROR(PreadAll(fd, 0, size, &bytes, path));
-      return PutLocked(name, bytes, progress, 0, size);
+      // The payload's SHA-256 is signed anyway: it is the object's hash too.
+      const std::string sha = HexEncode(Sha256Of(bytes));
+      MV_ASSIGN_OR_RETURN(Response r, Send("PUT", name, {}, bytes, nullptr, progress, 0, size, &sha));
+      if (r.status != 200) return ErrorOf("uploading " + name, r);
+      if (sha256_hex) *sha256_hex = sha;
+      return Status::Ok();
     }
     struct stat st{};
     if (fstat(fd, &st) != 0) return ErrnoError("stat", path, errno);
-    return PutMultipart(name, fd, path, size, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, progress);
+    return PutMultipart(name, fd, path, size, int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, progress,
+                        sha256_hex);
   }
 
   Status PutBytes(const std::string& name, std::string_view bytes) override {
@@ -411,7 +418,8 @@ class S3Store final : public ObjectStore {
   }
 
   Status PutMultipart(const std::string& name, int fd, const std::string& path, uint64_t size, int64_t mtime_ns,
-                      const Progress& progress) {
+                      const Progress& progress, std::string* sha256_hex) {
+    Sha256 whole;  // of every part, in order (skipped ones too: they are read for their MD5)
     std::map<int, S3Part> have;
     UploadState state;
     std::optional<UploadState> old = LoadState(name);
@@ -442,6 +450,7 @@ class S3Store final : public ObjectStore {
       uint64_t len = std::min(part_size, size - off);
       chunk.clear();
       MV_RETURN_IF_ERROR(PreadAll(fd, off, len, &chunk, path));
+      whole.Update(chunk);
       std::string md5 = Md5Hex(chunk);
       auto it = have.find(n);
       if (it == have.end() || it->second.etag != md5 || it->second.size != len) {
@@ -466,6 +475,7 @@ class S3Store final : public ObjectStore {
       return ErrorOf("completing the upload of " + name, r);
     }
     DropState(name);
+    if (sha256_hex) *sha256_hex = HexEncode(whole.Final());
     return Status::Ok();
   }
 
@@ -495,7 +505,7 @@ class S3Store final : public ObjectStore {
   // when one is given, else into the response.
   Result<Response> Send(const std::string& method, const std::string& key, const Query& query, std::string_view body,
                         std::function<bool(std::string_view)> sink, const Progress& progress = {}, uint64_t base = 0,
-                        uint64_t total = 0) {
+                        uint64_t total = 0, const std::string* body_sha256 = nullptr) {
     if (!curl_) {
       curl_ = curl_easy_init();
       if (!curl_) return Internal("curl_easy_init failed");
@@ -511,7 +521,7 @@ class S3Store final : public ObjectStore {
     sig.canonical_uri = uri;
     sig.canonical_query = canonical_query;
     sig.host_header = host_header_;
-    sig.payload_sha256 = body.empty() ? kEmptySha256 : HexEncode(Sha256Of(body));
+    sig.payload_sha256 = body_sha256 ? *body_sha256 : body.empty() ? kEmptySha256 : HexEncode(Sha256Of(body));
     sig.amz_date = AmzDate(std::time(nullptr));
     sig.region = c_.region;
     std::string auth = SignV4(sig, c_.credentials);

@@ -32,7 +32,7 @@ struct S3Config {
   std::string ca_file;          // optional: the CA that signed the server's certificate
   bool create_bucket = true;    // Prepare(create) may create a missing bucket
   TransferOptions transfer;
-  uint64_t multipart_threshold = 16ull << 20;  // objects at least this large go up in parts
+  uint64_t multipart_threshold = 64ull << 20;  // objects at least this large go up in parts
   uint64_t part_size = 8ull << 20;             // S3 refuses parts under 5 MiB (but the last)
   std::string upload_state_dir;                // where unfinished uploads are remembered ("" = not)
 };

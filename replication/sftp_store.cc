@@ -20,7 +20,9 @@
 #include <thread>
 #include <utility>
 
+#include "core/bytes.h"
 #include "core/file_util.h"
+#include "core/fingerprint.h"
 
 namespace mailvault::replication {
 namespace {
@@ -366,7 +368,8 @@ class SftpStore final : public ObjectStore {
     return MakeDirs(config_.path, what, true);
   }
 
-  Status PutFile(const std::string& name, const std::string& path, uint64_t size, const Progress& progress) override {
+  Status PutFile(const std::string& name, const std::string& path, uint64_t size, const Progress& progress,
+                 std::string* sha256_hex) override {
     MV_RETURN_IF_ERROR(CheckName(name));
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoError("cannot open", path, errno);
@@ -374,9 +377,25 @@ class SftpStore final : public ObjectStore {
       int fd;
       ~Closer() { ::close(fd); }
     } closer{fd};
-    return Put(
-        name, size, [&](uint64_t offset, size_t n, std::string* out) { return PreadAll(fd, offset, n, out, path); },
+    // The chunks are read once each, in order: hashed as they go.
+    Sha256 hash;
+    uint64_t hashed = 0;
+    Status st = Put(
+        name, size,
+        [&](uint64_t offset, size_t n, std::string* out) -> Status {
+          MV_RETURN_IF_ERROR(PreadAll(fd, offset, n, out, path));
+          if (offset == hashed) {
+            hash.Update(*out);
+            hashed += out->size();
+          }
+          return Status::Ok();
+        },
         progress);
+    if (st.ok() && sha256_hex) {
+      if (hashed != size) return Internal("put " + name + ": the file was not read in order; no hash");
+      *sha256_hex = HexEncode(hash.Final());
+    }
+    return st;
   }
 
   Status PutBytes(const std::string& name, std::string_view bytes) override {

@@ -50,19 +50,6 @@ struct Fds {
 
 std::string ShaHex(std::string_view b) { return HexEncode(Sha256Of(b)); }
 
-Result<std::string> ShaOfFd(int fd, uint64_t size) {
-  Sha256 h;
-  std::string buf;
-  for (uint64_t off = 0; off < size;) {
-    size_t n = size_t(std::min<uint64_t>(4 << 20, size - off));
-    buf.clear();
-    MV_RETURN_IF_ERROR(PreadAll(fd, off, n, &buf, "pack"));
-    h.Update(buf);
-    off += n;
-  }
-  return HexEncode(h.Final());
-}
-
 std::set<std::string> NamesOf(const Manifest& m) {
   std::set<std::string> out;
   for (const auto& o : m.identity) out.insert(o.name);
@@ -276,7 +263,7 @@ Status Shipper::Reconcile(bool deep) {
   return Status::Ok();
 }
 
-Status Shipper::RunUploads(const std::vector<Upload>& uploads) {
+Status Shipper::RunUploads(std::vector<Upload>& uploads) {
   if (uploads.empty()) return Status::Ok();
   std::atomic<size_t> next{0};
   std::mutex err_mu;
@@ -290,12 +277,12 @@ Status Shipper::RunUploads(const std::vector<Upload>& uploads) {
         std::lock_guard l(err_mu);
         if (first_error) return;
       }
-      const Upload& u = uploads[i];
+      Upload& u = uploads[i];
       auto keep_going = [this](uint64_t, uint64_t) {
         std::lock_guard l(loop_mu_);
         return !stopping_;
       };
-      Status st = u.fd >= 0 ? store->PutFile(u.name, "/proc/self/fd/" + std::to_string(u.fd), u.size, keep_going)
+      Status st = u.fd >= 0 ? store->PutFile(u.name, "/proc/self/fd/" + std::to_string(u.fd), u.size, keep_going, &u.sha256)
                             : store->PutBytes(u.name, u.bytes);
       if (!st.ok()) {
         std::lock_guard l(err_mu);
@@ -425,9 +412,9 @@ Status Shipper::PassLocked() {
       lag_bytes += e.durable_bytes - sp.bytes;
       ++lag_objects;
       if (sp.bytes == 0 && e.sealed) {
-        MV_ASSIGN_OR_RETURN(std::string sha, ShaOfFd(*fd, e.durable_bytes));
-        ShippedObject o{SegmentName(e.number, e.generation, 0), e.durable_bytes, sha};
-        uploads.push_back({o.name, "", *fd, o.size});
+        // One object, hashed as it goes up (RunUploads fills the segment's sha256).
+        ShippedObject o{SegmentName(e.number, e.generation, 0), e.durable_bytes, ""};
+        uploads.push_back({o.name, "", *fd, o.size, next.packs.size(), ""});
         sp.segments.push_back(o);
         sp.bytes = e.durable_bytes;
       } else {
@@ -521,6 +508,11 @@ Status Shipper::PassLocked() {
 
   if (changed) {
     MV_RETURN_IF_ERROR(RunUploads(uploads));
+    for (const Upload& u : uploads) {
+      if (u.fd < 0) continue;
+      if (u.sha256.size() != 64) return Internal("offsite: the upload of " + u.name + " reported no SHA-256");
+      next.packs[u.pack_index].segments.at(0).sha256 = u.sha256;
+    }
     const std::string bytes = EncodeManifest(next, manifest_key_);
     MV_RETURN_IF_ERROR(stores_[0]->PutBytes(ManifestName(next.seq), bytes));
     // The target holds the manifest: remember it (a crash before this is a manifest found on

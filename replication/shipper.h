@@ -87,13 +87,17 @@ class Shipper {
     std::string bytes;  // small objects and open-pack segments
     int fd = -1;        // else a whole sealed pack, read from this descriptor
     uint64_t size = 0;
+    // A whole pack's segment in the manifest being built (packs[pack_index].segments[0]): its
+    // SHA-256 is the one the upload computed as it read the file.
+    size_t pack_index = 0;
+    std::string sha256;
   };
   Status Load();
   // Lists the target (and, deep, downloads every object) and forgets from the manifest what is
   // missing, of the wrong size or (deep) of the wrong bytes, so that the next pass ships it
   // again: a pack deleted or damaged offsite heals by itself.
   Status Reconcile(bool deep);
-  Status RunUploads(const std::vector<Upload>& uploads);
+  Status RunUploads(std::vector<Upload>& uploads);
   Status PassLocked();
   // Deletes what no manifest names (old pack generations, superseded state, old manifests).
   Status CollectGarbage(std::vector<std::string> names);
