@@ -128,6 +128,9 @@ int SyncCommand(GlobalOptions& g, const std::string& only) {
     control::AuditLog* audit = st->audit.get();
     for (const auto& [name, t] : *targets) {
       own.push_back(std::make_unique<replication::Shipper>(st->vault.get(), st->store.get(), [audit] { return audit->head(); }, t));
+      // This command holds the vault, so nobody writes the index while it is copied.
+      const std::string dir = g.vault_dir;
+      own.back()->SetIndexCopier([dir](const std::string& dest) { return jobs::CopyIndexFiles(dir, dest); });
       shippers.push_back(own.back().get());
     }
   }
@@ -222,10 +225,23 @@ int DrRestore(GlobalOptions& g, const DrArgs& a) {
   if (!st.ok()) return Fail(st.error().With("opening the rebuilt vault"));
   Result<VaultStats> stats = st->vault->Stats();
   Out() << "catalog rebuilt: " << (stats.ok() ? stats->messages : 0) << " messages (" << secs() << " s)\n" << std::flush;
-  Result<jobs::RebuildReport> idx = jobs::RebuildIndex(*st->vault, g.vault_dir, st->records.get(), index::IndexOptions{},
-                                                       /*from_scratch=*/true, {});
-  if (!idx.ok()) return Fail(idx.error().With("rebuilding the index"));
-  Out() << "index rebuilt: " << idx->documents << " documents in " << idx->seconds << " s\n" << std::flush;
+  // With the offsite index snapshot the index only catches up from the change it holds; without
+  // one (or when it cannot be opened) it is rebuilt from the vault.
+  Result<jobs::RebuildReport> idx = Error(ErrorCode::kNotFound, "no index snapshot");
+  if (fetched->index_change) {
+    idx = jobs::LevelIndex(*st->vault, g.vault_dir, st->records.get());
+    if (idx.ok()) {
+      Out() << "index from the offsite snapshot (change " << *fetched->index_change << "), caught up with "
+            << idx->catch_up.applied << " changes: " << idx->documents << " documents in " << idx->seconds << " s\n" << std::flush;
+    } else {
+      Out() << "the offsite index snapshot could not be used (" << idx.error().message() << "); rebuilding the index\n";
+    }
+  }
+  if (!idx.ok()) {
+    idx = jobs::RebuildIndex(*st->vault, g.vault_dir, st->records.get(), index::IndexOptions{}, /*from_scratch=*/true, {});
+    if (!idx.ok()) return Fail(idx.error().With("rebuilding the index"));
+    Out() << "index rebuilt: " << idx->documents << " documents in " << idx->seconds << " s\n" << std::flush;
+  }
   Result<VerifyReport> v = st->vault->Verify(100.0);
   if (!v.ok()) return Fail(v.error());
   Out() << "verified " << v->messages_checked << " fingerprints, " << v->envelopes_checked << " envelopes: "

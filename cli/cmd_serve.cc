@@ -218,6 +218,8 @@ Result<std::unique_ptr<ServiceParts>> StartControl(Vault* vault, const GlobalOpt
   for (auto& [name, t] : offsite) {
     control::AuditLog* audit = p->audit.get();
     p->shippers.push_back(std::make_unique<replication::Shipper>(vault, p->store.get(), [audit] { return audit->head(); }, t));
+    // The index's offsite snapshot: copied with serve's indexer parked (jobs/indexer.h).
+    p->shippers.back()->SetIndexCopier([index](const std::string& dest) { return index->CopyTo(dest); });
     p->lent.shippers.push_back(p->shippers.back().get());
   }
   if (start_index) start_index();

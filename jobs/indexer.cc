@@ -5,6 +5,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+
+#include "indexer/layout.h"
+#include "indexer/searcher.h"
 
 namespace mailvault::jobs {
 namespace {
@@ -71,6 +75,56 @@ Result<RebuildReport> RebuildIndex(const Vault& vault, const std::string& vault_
   report.documents = w->documents();
   report.seconds = Since(t0);
   return report;
+}
+
+Result<uint64_t> CopyIndexFiles(const std::string& vault_dir, const std::string& dest) {
+  const std::string dir = index::IndexDir(vault_dir);
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return NotFound("no index in " + vault_dir);
+  MV_ASSIGN_OR_RETURN(std::unique_ptr<index::Searcher> s, index::Searcher::Open(vault_dir));
+  const uint64_t applied = s->Info().applied_change;
+  s.reset();
+  std::filesystem::create_directories(dest, ec);
+  if (!ec) std::filesystem::copy(dir, dest, std::filesystem::copy_options::recursive | std::filesystem::copy_options::overwrite_existing, ec);
+  if (ec) return IoError("copying the index to " + dest + ": " + ec.message());
+  return applied;
+}
+
+Result<RebuildReport> LevelIndex(const Vault& vault, const std::string& vault_dir, const control::Records* records) {
+  const auto t0 = Clock::now();
+  index::IndexOptions options;
+  if (records) options = WithTags(std::move(options), records);
+  MV_ASSIGN_OR_RETURN(std::unique_ptr<index::IndexWriter> w, index::IndexWriter::Open(vault_dir, options));
+  RebuildReport report;
+  MV_ASSIGN_OR_RETURN(report.catch_up, w->CatchUp(vault, nullptr));
+  report.finished = true;
+  if (records) MV_RETURN_IF_ERROR(ApplyTagChanges(*w, *records));
+  MV_RETURN_IF_ERROR(w->Flush());
+  MV_RETURN_IF_ERROR(w->CompactIfWorthIt(report.catch_up));
+  report.documents = w->documents();
+  report.seconds = Since(t0);
+  return report;
+}
+
+Result<uint64_t> IndexFollower::CopyTo(const std::string& dest) {
+  std::lock_guard<std::mutex> one_task(task_mu_);
+  if (follow_) {
+    std::unique_lock<std::mutex> l(mu_);
+    yield_ = true;
+    cv_.notify_all();
+    cv_.wait(l, [&] { return parked_ || stop_; });
+    if (!parked_) {
+      yield_ = false;
+      return FailedPrecondition("the service is stopping");
+    }
+  }
+  Result<uint64_t> r = CopyIndexFiles(dir_, dest);
+  if (follow_) {
+    std::lock_guard<std::mutex> l(mu_);
+    yield_ = false;
+  }
+  cv_.notify_all();
+  return r;
 }
 
 void IndexFollower::Start() {

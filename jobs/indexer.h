@@ -48,6 +48,16 @@ struct RebuildReport {
 Result<RebuildReport> RebuildIndex(const Vault& vault, const std::string& vault_dir, const control::Records* records,
                                    index::IndexOptions options, bool from_scratch, const IndexProgress& progress = {});
 
+// Copies the index's files (<vault>/index) into dest, an empty directory, and returns the vault
+// change the index holds everything up to. The caller makes sure nobody writes the index
+// meanwhile (IndexFollower::CopyTo, or a command that holds the vault). kNotFound: no index.
+Result<uint64_t> CopyIndexFiles(const std::string& vault_dir, const std::string& dest);
+
+// Brings an existing index level with the vault (what `mailvault index run` does): catches up
+// from the index's own mark, applies the tag log, compacts when worth it. Disaster recovery
+// uses it on the offsite index snapshot.
+Result<RebuildReport> LevelIndex(const Vault& vault, const std::string& vault_dir, const control::Records* records);
+
 // What a job asks of the index.
 enum class IndexTask {
   kRebuild,        // from scratch
@@ -81,6 +91,9 @@ class IndexFollower {
   // One task at a time; a second waits. The report: {"documents", "changes", "unreadable",
   // "finished", "seconds"} for a rebuild; {"documents", "seconds"} for a compaction.
   Result<nlohmann::json> Maintain(IndexTask task, const std::atomic<bool>* abort, const IndexProgress& progress);
+  // CopyIndexFiles with the writer parked (replication's index snapshot): a consistent copy,
+  // of committed files only; the follower goes on afterwards.
+  Result<uint64_t> CopyTo(const std::string& dest);
 
  private:
   void Run();

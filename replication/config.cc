@@ -125,6 +125,8 @@ Result<std::map<std::string, OffsiteTargetConfig>> LoadOffsiteTargets(const std:
       current->multipart_threshold = *r;
     } else if (key == "check-interval") {
       return number(&current->check_interval_seconds, 1, 30 * 86400);
+    } else if (key == "index-snapshot-interval") {
+      return number(&current->index_snapshot_interval_seconds, 0, 365 * 86400);
     } else if (key == "deep-check-interval") {
       return number(&current->deep_check_interval_seconds, 1, 365 * 86400);
     } else if (key == "stall-timeout") {
@@ -132,7 +134,7 @@ Result<std::map<std::string, OffsiteTargetConfig>> LoadOffsiteTargets(const std:
     } else {
       return InvalidArgument(where + "unknown key \"" + key + "\" in [offsite " + current->name +
                              "] (url, region, credentials-file, no-tls, ca-file, create-bucket, identity-file, known-hosts, "
-                             "bwlimit, active-hours, max-unshipped-age, parallel, multipart-threshold, check-interval, deep-check-interval, stall-timeout)");
+                             "bwlimit, active-hours, max-unshipped-age, parallel, multipart-threshold, check-interval, deep-check-interval, index-snapshot-interval, stall-timeout)");
     }
     return Status::Ok();
   }));

@@ -14,6 +14,7 @@
 //   multipart-threshold = 64M            # S3: objects this large go up in parts (at least 5M)
 //   check-interval = 600                 # seconds between listings that find objects lost offsite
 //   deep-check-interval = 604800         # seconds between downloads that find damaged objects
+//   index-snapshot-interval = 86400      # seconds between encrypted copies of the index (0: never)
 //
 //   [offsite sftp-branch]
 //   url = sftp://USER@HOST:PORT/PATH
@@ -56,6 +57,9 @@ struct OffsiteTargetConfig {
   // checked byte for byte; what is missing or damaged is shipped again.
   int check_interval_seconds = 600;
   int deep_check_interval_seconds = 7 * 86400;
+  // How often an encrypted copy of the full-text index is shipped (0: never), so that disaster
+  // recovery catches the index up instead of rebuilding it. Also after a purge rewrote packs.
+  int index_snapshot_interval_seconds = 86400;
 
   // Whether the local time (minutes after midnight) is inside active-hours (a window may
   // cross midnight: 19:00-07:00).

@@ -6,9 +6,12 @@
 
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/bytes.h"
+#include "core/file_util.h"
 
 namespace mailvault::replication {
 namespace {
@@ -47,7 +50,7 @@ nlohmann::json ManifestJson(const Manifest& m) {
   for (const auto& o : m.identity) identity.push_back(ObjectJson(o));
   nlohmann::json state_objects = nlohmann::json::array();
   for (const auto& o : m.state.objects) state_objects.push_back(ObjectJson(o));
-  return {{"format", kManifestFormat},
+  nlohmann::json out = {{"format", kManifestFormat},
           {"vault", m.vault},
           {"target", m.target},
           {"seq", m.seq},
@@ -57,6 +60,12 @@ nlohmann::json ManifestJson(const Manifest& m) {
           {"packs", packs},
           {"state", {{"generation", m.state.generation}, {"objects", state_objects}}},
           {"audit", {{"seq", m.audit_seq}, {"head", m.audit_head}}}};
+  if (m.index) {
+    nlohmann::json objects = nlohmann::json::array();
+    for (const auto& o : m.index->objects) objects.push_back(ObjectJson(o));
+    out["index"] = {{"change", m.index->change}, {"time_us", m.index->time_us}, {"bytes", m.index->bytes}, {"objects", objects}};
+  }
+  return out;
 }
 
 Result<Manifest> ManifestOf(const nlohmann::json& j) {
@@ -93,6 +102,15 @@ Result<Manifest> ManifestOf(const nlohmann::json& j) {
     for (const auto& o : j.at("state").at("objects")) m.state.objects.push_back(ObjectOf(o));
     m.audit_seq = j.at("audit").at("seq").get<uint64_t>();
     m.audit_head = j.at("audit").at("head").get<std::string>();
+    if (j.contains("index")) {
+      const auto& ix = j.at("index");
+      ShippedIndex si;
+      si.change = ix.at("change").get<uint64_t>();
+      si.time_us = ix.at("time_us").get<int64_t>();
+      si.bytes = ix.at("bytes").get<uint64_t>();
+      for (const auto& o : ix.at("objects")) si.objects.push_back(ObjectOf(o));
+      m.index = std::move(si);
+    }
     return m;
   } catch (const nlohmann::json::exception& e) {
     return MalformedInput(std::string("offsite manifest: ") + e.what());
@@ -132,6 +150,13 @@ std::string SegmentName(uint64_t pack, uint32_t generation, uint64_t offset) {
 
 std::string StateObjectName(uint64_t generation, bool snapshot) {
   return "state/" + Hex16(generation) + (snapshot ? ".snap" : ".delta");
+}
+
+std::string IndexObjectName(uint64_t manifest_seq, uint64_t chunk) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "index/%016llx.%08llu", static_cast<unsigned long long>(manifest_seq),
+                static_cast<unsigned long long>(chunk));
+  return buf;
 }
 
 std::string EncodeManifest(const Manifest& m, const SecretKey& key) {
@@ -207,6 +232,75 @@ Result<StateObject> DecodeStateObject(std::string_view box, const SecretKey& key
   }
   if (r.remaining() != 0) return Corruption(std::string(name) + ": bytes after the last record");
   return o;
+}
+
+namespace {
+constexpr std::string_view kIndexMagic = "mailvault-offsite-index v1\n";
+}  // namespace
+
+Status WriteIndexArchive(const std::string& dir, const std::function<Status(std::string_view)>& sink) {
+  std::error_code ec;
+  std::vector<std::string> files;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->is_regular_file(ec)) files.push_back(std::filesystem::relative(it->path(), dir, ec).string());
+  }
+  if (ec) return IoError("reading the index copy " + dir + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  MV_RETURN_IF_ERROR(sink(kIndexMagic));
+  for (const std::string& rel : files) {
+    const std::string path = dir + "/" + rel;
+    MV_ASSIGN_OR_RETURN(std::string bytes, ReadSmallFile(path, kMaxIndexFileBytes));
+    ByteWriter w;
+    w.PutString(rel);
+    w.PutU64(bytes.size());
+    MV_RETURN_IF_ERROR(sink(w.buffer()));
+    MV_RETURN_IF_ERROR(sink(bytes));
+  }
+  return Status::Ok();
+}
+
+Status ReadIndexArchive(std::string_view archive, const std::string& dir) {
+  if (archive.substr(0, kIndexMagic.size()) != kIndexMagic) return Corruption("the offsite index archive has no header");
+  ByteReader r(archive.substr(kIndexMagic.size()));
+  std::set<std::string> seen;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return IoError("cannot create " + dir + ": " + ec.message());
+  while (r.remaining() > 0) {
+    std::string_view path, bytes;
+    uint64_t size = 0;
+    if (!r.GetString(&path, 4096) || !r.GetU64(&size) || size > r.remaining() || !r.GetBytes(size_t(size), &bytes)) {
+      return Corruption("the offsite index archive is cut short");
+    }
+    std::string p(path);
+    bool bad = p.empty() || p.front() == '/' || p.find('\0') != std::string::npos || !seen.insert(p).second;
+    for (size_t at = 0; !bad && at <= p.size();) {
+      size_t slash = p.find('/', at);
+      std::string_view seg = std::string_view(p).substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+      bad = seg.empty() || seg == "." || seg == "..";
+      if (slash == std::string::npos) break;
+      at = slash + 1;
+    }
+    if (bad) return Corruption("the offsite index archive names a file \"" + p + "\" that cannot be written under the index");
+    const std::string out = dir + "/" + p;
+    std::filesystem::create_directories(std::filesystem::path(out).parent_path(), ec);
+    if (ec) return IoError("cannot create the directory of " + out + ": " + ec.message());
+    MV_RETURN_IF_ERROR(ReplaceFileDurably(out, bytes, 0600));
+  }
+  return Status::Ok();
+}
+
+std::string SealIndexChunk(std::string_view chunk, const SecretKey& key, std::string_view name) {
+  std::string box;
+  Seal(key, name, chunk, &box);
+  return box;
+}
+
+Result<std::string> OpenIndexChunk(std::string_view box, const SecretKey& key, std::string_view name) {
+  Result<std::string> plain = Open(key, name, box);
+  if (!plain.ok()) return Corruption("offsite index chunk " + std::string(name) + " fails authentication (damaged, renamed, or another vault's key)");
+  return plain;
 }
 
 }  // namespace mailvault::replication

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,16 @@ struct ShippedState {
   std::vector<ShippedObject> objects;
 };
 
+// The full-text index, shipped now and then so that disaster recovery does not have to rebuild it
+// (docs/replication.md "Index snapshots"): an archive of the index directory's files, cut into
+// chunks, each sealed like a state object (AES-256-GCM, the object's name as associated data).
+struct ShippedIndex {
+  uint64_t change = 0;   // the vault change the index held everything up to
+  int64_t time_us = 0;   // when the copy was taken
+  uint64_t bytes = 0;    // of the archive (before sealing)
+  std::vector<ShippedObject> objects;  // the chunks, in order
+};
+
 struct Manifest {
   std::string vault;   // the vault's id, hex
   std::string target;  // the [offsite NAME]
@@ -61,12 +72,14 @@ struct Manifest {
   ShippedState state;
   uint64_t audit_seq = 0;               // the audit chain's head when the manifest was written
   std::string audit_head;
+  std::optional<ShippedIndex> index;    // absent until a snapshot was shipped
 };
 
 std::string ManifestName(uint64_t seq);               // "manifests/0000000000000007"
 std::optional<uint64_t> ManifestSeqOf(std::string_view object_name);
 std::string SegmentName(uint64_t pack, uint32_t generation, uint64_t offset);  // "packs/00000003.g1.0000000000001000"
 std::string StateObjectName(uint64_t generation, bool snapshot);              // "state/00000000000000a1.snap"
+std::string IndexObjectName(uint64_t manifest_seq, uint64_t chunk);           // "index/0000000000000007.00000000"
 
 // JSON with "mac": HMAC-SHA256 (hex) under key over the JSON without it.
 std::string EncodeManifest(const Manifest& m, const SecretKey& key);
@@ -90,5 +103,18 @@ struct StateObject {
 // renamed (an old delta put in a newer one's place) does not open.
 std::string EncodeStateObject(const StateObject& o, const SecretKey& key, std::string_view name);
 Result<StateObject> DecodeStateObject(std::string_view box, const SecretKey& key, std::string_view name);
+
+// The index archive: "mailvault-offsite-index v1\n", then per file (in name order) a string path
+// relative to the index directory, a u64 LE size and the bytes. Chunks of at most
+// kIndexChunkBytes of it are sealed into objects.
+inline constexpr size_t kIndexChunkBytes = 32u << 20;
+inline constexpr uint64_t kMaxIndexFileBytes = 64ull << 30;
+// Calls sink with the archive's bytes, in pieces, for every regular file under dir.
+Status WriteIndexArchive(const std::string& dir, const std::function<Status(std::string_view)>& sink);
+// Writes the files of an archive under dir (created); a path that is absolute, climbs ("..") or
+// repeats, or an archive cut short, is refused (kCorruption) and nothing more is written.
+Status ReadIndexArchive(std::string_view archive, const std::string& dir);
+std::string SealIndexChunk(std::string_view chunk, const SecretKey& key, std::string_view name);
+Result<std::string> OpenIndexChunk(std::string_view box, const SecretKey& key, std::string_view name);
 
 }  // namespace mailvault::replication

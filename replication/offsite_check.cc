@@ -174,6 +174,17 @@ Result<OffsiteVerifyReport> VerifyOffsite(ObjectStore& store, const VerifyInputs
       }
     }
   }
+  if (m.index) {
+    for (const auto& o : m.index->objects) {
+      MV_RETURN_IF_ERROR(check(o));
+      if (in.deep && present.count(o.name)) {
+        Result<std::string> box = store.GetBytes(o.name);
+        if (box.ok() && !OpenIndexChunk(*box, in.state_key, o.name).ok()) {
+          diff("content", o.name, "the index chunk does not open with this vault's key");
+        }
+      }
+    }
+  }
   for (const auto& [name, size] : present) {
     if (named.count(name) || ManifestSeqOf(name)) continue;
     diff("extra", name, "on the target but named by no manifest" +
@@ -366,6 +377,24 @@ Result<DrFetchReport> FetchVaultFromOffsite(const OffsiteTargetConfig& target, c
     report.state_keys = state.size();
   }
   report.seconds_state = Since(t1);
+  // The index, when a snapshot was shipped: the restore then only catches it up.
+  if (m.index) {
+    auto t2 = std::chrono::steady_clock::now();
+    std::string archive;
+    archive.reserve(size_t(m.index->bytes));
+    for (const ShippedObject& o : m.index->objects) {
+      MV_ASSIGN_OR_RETURN(std::string box, store.GetBytes(o.name));
+      if (ShaHex(box) != o.sha256) return Corruption(o.name + ": its bytes are not the manifest's (damaged offsite)");
+      MV_ASSIGN_OR_RETURN(std::string chunk, OpenIndexChunk(box, offsite_key, o.name));
+      archive += chunk;
+    }
+    if (archive.size() != m.index->bytes) return Corruption("the offsite index snapshot is " + std::to_string(archive.size()) + " bytes, not " + std::to_string(m.index->bytes));
+    MV_RETURN_IF_ERROR(ReadIndexArchive(archive, vault_dir + "/index"));
+    report.index_change = m.index->change;
+    report.index_bytes = archive.size();
+    report.seconds_index = Since(t2);
+    tell("index snapshot: " + std::to_string(archive.size()) + " bytes, level with change " + std::to_string(m.index->change));
+  }
   tell("control plane: " + std::to_string(report.state_keys) + " keys from " + std::to_string(report.state_objects) + " objects");
   MV_RETURN_IF_ERROR(WriteNewFileDurably(vault_dir + "/VAULT", vault_file, 0600));
   return report;

@@ -65,14 +65,19 @@ Result<Manifest> NewestManifest(ObjectStore& store, const SecretKey& key, int* s
 Result<uint64_t> FetchPack(ObjectStore& store, const ShippedPack& pack, const std::string& path);
 
 // Disaster recovery: fills an empty directory with the offsite copy: VAULT (and keyslot), every
-// pack, and the control plane's store (state/, rebuilt from the snapshot and its deltas). The
-// caller then opens the vault (its catalog is rebuilt from the packs), reindexes and verifies.
+// pack, the control plane's store (state/, rebuilt from the snapshot and its deltas) and, when
+// one was shipped, the index snapshot. The caller then opens the vault (its catalog is rebuilt
+// from the packs), brings the index level (or rebuilds it) and verifies.
 struct DrFetchReport {
   Manifest manifest;
   int manifests_skipped = 0;  // newer manifests that did not authenticate
   uint64_t packs = 0, pack_bytes = 0;
   uint64_t state_objects = 0, state_keys = 0;
-  double seconds_download = 0, seconds_state = 0;
+  double seconds_download = 0, seconds_state = 0, seconds_index = 0;
+  // When the copy has an index snapshot, it was unpacked into <vault>/index: it holds every
+  // change up to index_change, and the restore only catches it up from there.
+  std::optional<uint64_t> index_change;
+  uint64_t index_bytes = 0;
 };
 Result<DrFetchReport> FetchVaultFromOffsite(const OffsiteTargetConfig& target, const KeySource& keys,
                                             const std::string& vault_dir,

@@ -52,6 +52,9 @@ std::string ShaHex(std::string_view b) { return HexEncode(Sha256Of(b)); }
 
 std::set<std::string> NamesOf(const Manifest& m) {
   std::set<std::string> out;
+  if (m.index) {
+    for (const auto& o : m.index->objects) out.insert(o.name);
+  }
   for (const auto& o : m.identity) out.insert(o.name);
   for (const auto& p : m.packs) {
     for (const auto& s : p.segments) out.insert(s.name);
@@ -183,7 +186,7 @@ Status Shipper::Load() {
   if (manifest_) {
     std::set<std::string> named = NamesOf(*manifest_);
     std::vector<std::string> stray;
-    for (const char* prefix : {"packs/", "state/"}) {
+    for (const char* prefix : {"packs/", "state/", "index/"}) {
       MV_ASSIGN_OR_RETURN(std::vector<ObjectInfo> all, store.List(prefix));
       for (const ObjectInfo& o : all) {
         if (!named.count(o.name)) stray.push_back(o.name);
@@ -256,10 +259,98 @@ Status Shipper::Reconcile(bool deep) {
       changed = true;
     }
   }
+  if (m.index) {
+    bool damaged = false;
+    for (const auto& o : m.index->objects) {
+      MV_ASSIGN_OR_RETURN(bool b, bad(o));
+      damaged = damaged || b;
+    }
+    if (damaged) {
+      for (const auto& o : m.index->objects) pending_deletes_.push_back(o.name);
+      m.index.reset();  // the next pass ships a new snapshot
+      changed = true;
+    }
+  }
   if (changed) {
     std::lock_guard l(mu_);
     manifest_ = std::move(m);  // the next pass ships what was forgotten, and a manifest naming it
   }
+  return Status::Ok();
+}
+
+Result<bool> Shipper::CopyIndex() {
+  const std::string tmp = RecordDir() + "/index-copy";
+  std::error_code ec;
+  std::filesystem::remove_all(tmp, ec);
+  const int64_t t0 = NowUs();
+  Result<uint64_t> change = index_copier_(tmp);
+  if (!change.ok()) {
+    std::filesystem::remove_all(tmp, ec);
+    if (change.error().code() == ErrorCode::kNotFound) return false;  // no index yet
+    return change.error().With("copying the index for its offsite snapshot");
+  }
+  index_copy_ = ShippedIndex{*change, t0, 0, {}};
+  return true;
+}
+
+Status Shipper::ShipIndexCopy() {
+  const std::string tmp = RecordDir() + "/index-copy";
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code e;
+      std::filesystem::remove_all(dir, e);
+    }
+  } cleanup{tmp};
+  ShippedIndex si = *index_copy_;
+  index_copy_.reset();
+  Manifest next = *manifest_;
+  next.seq = manifest_->seq + 1;
+  next.prev = manifest_hash_;
+  next.time_us = NowUs();
+  std::string chunk;
+  auto flush = [&]() -> Status {
+    const std::string name = IndexObjectName(next.seq, si.objects.size());
+    std::string box = SealIndexChunk(chunk, state_key_, name);
+    MV_RETURN_IF_ERROR(stores_[0]->PutBytes(name, box));
+    si.objects.push_back({name, box.size(), ShaHex(box)});
+    chunk.clear();
+    return Status::Ok();
+  };
+  MV_RETURN_IF_ERROR(WriteIndexArchive(tmp, [&](std::string_view piece) -> Status {
+    si.bytes += piece.size();
+    while (!piece.empty()) {
+      size_t take = std::min(piece.size(), kIndexChunkBytes - chunk.size());
+      chunk.append(piece.substr(0, take));
+      piece.remove_prefix(take);
+      if (chunk.size() == kIndexChunkBytes) MV_RETURN_IF_ERROR(flush());
+    }
+    return Status::Ok();
+  }));
+  if (!chunk.empty()) MV_RETURN_IF_ERROR(flush());
+  next.index = std::move(si);
+  index_snapshot_due_ = false;
+  return WriteManifest(next);
+}
+
+Status Shipper::WriteManifest(const Manifest& next) {
+  const std::string bytes = EncodeManifest(next, manifest_key_);
+  MV_RETURN_IF_ERROR(stores_[0]->PutBytes(ManifestName(next.seq), bytes));
+  // The target holds the manifest: remember it (a crash before this is a manifest found on
+  // the target at the next start, and adopted).
+  MV_RETURN_IF_ERROR(ReplaceFileDurably(RecordDir() + "/manifest", bytes, 0600));
+  std::set<std::string> keep = NamesOf(next);
+  if (manifest_) {
+    for (const std::string& n : NamesOf(*manifest_)) {
+      if (!keep.count(n)) pending_deletes_.push_back(n);
+    }
+  }
+  if (next.seq > kManifestsKept) pending_deletes_.push_back(ManifestName(next.seq - kManifestsKept));
+  {
+    std::lock_guard l(mu_);
+    manifest_ = next;
+  }
+  manifest_hash_ = ShaHex(bytes);
   return Status::Ok();
 }
 
@@ -340,13 +431,35 @@ Status Shipper::PassLocked() {
   } else if (started - last_check_us_ > int64_t(config_.check_interval_seconds) * 1000000) {
     MV_RETURN_IF_ERROR(Reconcile(false));
   }
+  Manifest next = manifest_.value_or(Manifest{});
+  const uint64_t seq = (manifest_ ? manifest_->seq : 0) + 1;
+  // A pack at another generation than the manifest's: a purge rewrote it since, so the shipped
+  // index snapshot holds the purged mail's words (sealed). A new one replaces it in this pass
+  // (the purge levelled and compacted the index before it rewrote a pack).
+  if (index_copier_ && next.index) {
+    MV_ASSIGN_OR_RETURN(std::vector<Vault::PackExtent> now, vault_->PackExtents());
+    std::map<uint64_t, uint32_t> shipped;
+    for (const ShippedPack& p : next.packs) shipped[p.number] = p.generation;
+    for (const Vault::PackExtent& e : now) {
+      auto it = shipped.find(e.number);
+      if (it != shipped.end() && it->second != e.generation) index_snapshot_due_ = true;
+    }
+  }
+  // The index is copied first, before the packs are read: the copy then holds nothing the packs
+  // below lack. It goes up after them, with a manifest of its own (a day's index upload must not
+  // hold back the new mail's).
+  bool index_copied = false;
+  if (index_copier_ && config_.index_snapshot_interval_seconds > 0 &&
+      (index_snapshot_due_ || !next.index ||
+       started - next.index->time_us > int64_t(config_.index_snapshot_interval_seconds) * 1000000)) {
+    MV_ASSIGN_OR_RETURN(index_copied, CopyIndex());
+  }
   const uint64_t change = vault_->last_change();  // every change up to it is in the durable bytes below
   MV_ASSIGN_OR_RETURN(std::vector<Vault::PackExtent> extents, vault_->PackExtents());
 
-  Manifest next = manifest_.value_or(Manifest{});
   next.vault = vault_id_hex_;
   next.target = config_.name;
-  next.seq = (manifest_ ? manifest_->seq : 0) + 1;
+  next.seq = seq;
   next.prev = manifest_hash_;
   next.time_us = started;
   bool changed = !manifest_;
@@ -513,28 +626,13 @@ Status Shipper::PassLocked() {
       if (u.sha256.size() != 64) return Internal("offsite: the upload of " + u.name + " reported no SHA-256");
       next.packs[u.pack_index].segments.at(0).sha256 = u.sha256;
     }
-    const std::string bytes = EncodeManifest(next, manifest_key_);
-    MV_RETURN_IF_ERROR(stores_[0]->PutBytes(ManifestName(next.seq), bytes));
-    // The target holds the manifest: remember it (a crash before this is a manifest found on
-    // the target at the next start, and adopted).
-    MV_RETURN_IF_ERROR(ReplaceFileDurably(RecordDir() + "/manifest", bytes, 0600));
-    std::set<std::string> keep = NamesOf(next);
-    if (manifest_) {
-      for (const std::string& n : NamesOf(*manifest_)) {
-        if (!keep.count(n)) pending_deletes_.push_back(n);
-      }
-    }
-    if (next.seq > kManifestsKept) pending_deletes_.push_back(ManifestName(next.seq - kManifestsKept));
-    {
-      std::lock_guard l(mu_);
-      manifest_ = next;
-    }
-    manifest_hash_ = ShaHex(bytes);
+    MV_RETURN_IF_ERROR(WriteManifest(next));
     if (state_shipped) {
       shipped_state_ = std::move(state_now);
       have_shipped_state_ = true;
     }
   }
+  if (index_copied) MV_RETURN_IF_ERROR(ShipIndexCopy());
   Status garbage = Status::Ok();
   if (!pending_deletes_.empty()) {
     // Never what the newest manifest names (a pack shipped again may reuse an old name).

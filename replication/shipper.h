@@ -76,6 +76,12 @@ class Shipper {
   void Start(std::chrono::milliseconds interval = std::chrono::milliseconds(1000));
   void Stop();
 
+  // Makes a consistent copy of the full-text index in an empty directory and returns the vault
+  // change it holds everything up to (serve: its indexer parks while the files are copied).
+  // Without one, no index snapshot is shipped.
+  using IndexCopier = std::function<Result<uint64_t>(const std::string& dest)>;
+  void SetIndexCopier(IndexCopier copier) { index_copier_ = std::move(copier); }
+
   TargetStatus status() const;
   const OffsiteTargetConfig& config() const { return config_; }
   // The newest manifest this appliance wrote (or adopted), if any.
@@ -93,6 +99,12 @@ class Shipper {
     std::string sha256;
   };
   Status Load();
+  // The index snapshot, in two steps: a local copy at the start of a pass (false: no index
+  // yet), then, after the pass's manifest, its chunks and a manifest naming them.
+  Result<bool> CopyIndex();
+  Status ShipIndexCopy();
+  // Uploads the manifest, records it here, and queues what it no longer names for deletion.
+  Status WriteManifest(const Manifest& next);
   // Lists the target (and, deep, downloads every object) and forgets from the manifest what is
   // missing, of the wrong size or (deep) of the wrong bytes, so that the next pass ships it
   // again: a pack deleted or damaged offsite heals by itself.
@@ -125,6 +137,9 @@ class Shipper {
   int64_t unshipped_since_us_ = 0;
   int64_t last_check_us_ = 0, last_deep_check_us_ = 0;
   bool force_snapshot_ = false;
+  IndexCopier index_copier_;
+  bool index_snapshot_due_ = false;
+  std::optional<ShippedIndex> index_copy_;  // taken, not yet shipped  // a purge rewrote packs: the shipped index holds its words
 
   mutable std::mutex mu_;
   TargetStatus status_;  // REQUIRES: mu_

@@ -192,7 +192,7 @@ serve_pid=""
 part_done f2
 
 # bwlimit: a target limited to 256 KiB/s takes at least (bytes / 256 KiB) * 0.8 seconds.
-write_conf "bwlimit = 256K" "parallel = 1"
+write_conf "bwlimit = 256K" "parallel = 1" "index-snapshot-interval = 0"  # the packs only: the time is theirs
 offsite_s3req purge mv-dr >/dev/null 2>&1
 rm -rf "$V/offsite/s3-dr"
 bytes=$(local_pack_bytes)
@@ -218,6 +218,9 @@ cat >"$work/policies.json" <<'JSON'
 ]
 JSON
 mvault policy set "$work/policies.json" >/dev/null 2>&1 || fail "(p) policy set"
+index_keys() { offsite_s3req raw GET /mv-dr "list-type=2&prefix=index/" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g'; }
+index_before=$(index_keys)
+[[ -n $index_before ]] && pass "(p) an index snapshot is offsite ($(wc -l <<<"$index_before") chunks)" || fail "(p) no index snapshot offsite"
 out=$(mvault purge propose --json 2>&1)
 PURGE=$(jpy "$out" "d['id']")
 [[ -n $PURGE ]] && pass "(p) purge proposed: $(jpy "$out" "d['messages']") messages" || fail "(p) purge propose: $out"
@@ -233,6 +236,9 @@ current=$(offsite_s3req raw GET /mv-dr "list-type=2&prefix=packs/" | grep -o '<K
 expect_eq "(p) the bucket's versions of packs/ are exactly the current objects, one each, no delete markers" \
   "$(awk '$1 == "version" {print $2}' "$work/versions" | sort | md5sum) $left $dups" "$(md5sum <<<"$current") 0 0"
 grep -q '\.g1\.' <<<"$current" && pass "(p) the rewritten packs (generation 1) are offsite" || fail "(p) no generation 1 pack offsite: $current"
+index_after=$(index_keys)
+[[ -n $index_after && $index_after != "$index_before" ]] && pass "(p) the index snapshot taken before the purge was replaced by one taken after it" ||
+  fail "(p) index snapshot not replaced: before '$index_before', after '$index_after'"
 part_done p
 
 ########################################################################################
@@ -240,7 +246,7 @@ part_done p
 #     parts the server holds are not sent again
 ########################################################################################
 M=$work/mp MCONF=$work/mp.conf
-printf 'seal-bytes = 7340032\n[offsite mp]\nurl = s3://127.0.0.1:%s/mv-mp\nno-tls = yes\ncredentials-file = %s\nmultipart-threshold = 5M\nparallel = 1\nstall-timeout = 10\n' \
+printf 'seal-bytes = 7340032\n[offsite mp]\nurl = s3://127.0.0.1:%s/mv-mp\nno-tls = yes\ncredentials-file = %s\nmultipart-threshold = 5M\nparallel = 1\nstall-timeout = 10\nindex-snapshot-interval = 0\n' \
   "$S3_PROXY" "$work/s3/s3.cred" >"$MCONF"
 mm() { timeout -s KILL 600 "$MV" --vault "$M" --key-file "$K" --config "$MCONF" "$@"; }
 mm init >/dev/null 2>&1
@@ -287,6 +293,8 @@ dr() {  # dr DIR ARGS...
 t0=$SECONDS
 if dr "$V" --from "s3://127.0.0.1:$MV_S3_PORT/mv-dr" --credentials-file "$work/s3/s3.cred" --no-tls; then
   pass "(d) dr restore from S3 ($((SECONDS - t0)) s): $(tail -n 1 "$work/dr.out")"
+  grep -q 'index from the offsite snapshot' "$work/dr.out" && pass "(d) the index came from the offsite snapshot and was caught up" ||
+    fail "(d) the index was not taken from the snapshot: $(grep -i index "$work/dr.out")"
 else
   fail "(d) dr restore from S3: $(tail -n 5 "$work/dr.out")"
 fi

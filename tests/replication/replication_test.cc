@@ -246,6 +246,50 @@ TEST(OffsiteFormatsTest, StateObjectRoundTripsAndIsBoundToItsName) {
   EXPECT_FALSE(DecodeStateObject(box, key, name).ok());
 }
 
+TEST(OffsiteFormatsTest, IndexSnapshotArchiveRoundTripsAndRefusesEscapingPaths) {
+  TempDir d;
+  std::filesystem::create_directories(d.path() + "/idx/shard0");
+  WriteFile(d.path() + "/idx/shard0/postlist.glass", std::string(100000, 'p'));
+  WriteFile(d.path() + "/idx/shard0/iamglass", "glass");
+  WriteFile(d.path() + "/idx/meta", "m");
+  std::string archive;
+  ASSERT_TRUE(WriteIndexArchive(d.path() + "/idx", [&](std::string_view b) {
+                archive.append(b);
+                return Status::Ok();
+              }).ok());
+  ASSERT_TRUE(ReadIndexArchive(archive, d.path() + "/out").ok());
+  EXPECT_EQ(ReadFile(d.path() + "/out/shard0/postlist.glass"), std::string(100000, 'p'));
+  EXPECT_EQ(ReadFile(d.path() + "/out/shard0/iamglass"), "glass");
+  EXPECT_EQ(ReadFile(d.path() + "/out/meta"), "m");
+  // Cut short anywhere: refused.
+  EXPECT_FALSE(ReadIndexArchive(archive.substr(0, archive.size() - 1), d.path() + "/cut").ok());
+  // A path that climbs out of the index directory: refused, nothing written outside.
+  for (const char* evil : {"../escaped", "/etc/escaped", "a/../../escaped", "a//b", "."}) {
+    ByteWriter w;
+    w.PutString(evil);
+    w.PutU64(1);
+    const std::string bad = "mailvault-offsite-index v1\n" + w.Take() + "x";
+    Status st = ReadIndexArchive(bad, d.path() + "/evil/index");
+    EXPECT_FALSE(st.ok()) << evil;
+  }
+  EXPECT_FALSE(std::filesystem::exists(d.path() + "/evil/escaped"));
+  // A chunk opens only under its own name.
+  const SecretKey key(std::string(32, 'i'));
+  std::string box = SealIndexChunk("chunk bytes", key, IndexObjectName(7, 0));
+  EXPECT_EQ(*OpenIndexChunk(box, key, IndexObjectName(7, 0)), "chunk bytes");
+  EXPECT_FALSE(OpenIndexChunk(box, key, IndexObjectName(7, 1)).ok());
+  EXPECT_EQ(IndexObjectName(7, 3), "index/0000000000000007.00000003");
+  // The manifest carries it (and one without it, the fixture's, still reads).
+  Manifest m = SampleManifest();
+  m.index = ShippedIndex{41, 1765000000000001, 11, {{IndexObjectName(7, 0), 39, std::string(64, '6')}}};
+  const SecretKey mk(std::string(32, 'k'));
+  Result<Manifest> back = DecodeManifest(EncodeManifest(m, mk), mk);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  ASSERT_TRUE(back->index.has_value());
+  EXPECT_EQ(back->index->change, 41u);
+  EXPECT_EQ(back->index->objects.at(0).name, "index/0000000000000007.00000000");
+}
+
 std::string HmacHex(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
