@@ -17,6 +17,7 @@
 #include "policy/evaluate.h"
 #include "policy/purge.h"
 #include "policy/store.h"
+#include "replication/shipper.h"
 #include "vault/crypto.h"
 
 namespace mailvault::api {
@@ -1047,9 +1048,7 @@ json OffsiteImpact(const json& status) {
   for (const json& t : status["offsite"]) {
     int64_t lock = t.value("object_lock_seconds", int64_t{0});
     if (lock <= 0) continue;
-    out.push_back(t.value("name", "") + ": the bucket's object lock keeps every object " + std::to_string(lock / 86400) +
-                  " days after it is written: offsite packs written less than that ago that hold purged messages stay "
-                  "there (encrypted; their keys are shredded here) until the lock lets replication delete them");
+    out.push_back(replication::ObjectLockImpact(t.value("name", ""), lock));
   }
   return out;
 }

@@ -14,6 +14,7 @@
 #include "jobs/runner.h"
 #include "policy/purge.h"
 #include "policy/store.h"
+#include "replication/shipper.h"
 
 namespace mailvault::cli {
 namespace {
@@ -60,6 +61,26 @@ void Print(const PurgeRecord& r) {
     for (const json& d : r.report["dictionaries"]) Out() << "  " << d.get<std::string>() << "\n";
   }
   if (!r.error.empty()) Out() << "  error: " << r.error << "\n";
+}
+
+// What an offsite object lock means for a pending purge (as the API's "offsite_impact"): only
+// serve's shippers know the buckets' locks.
+std::vector<std::string> OffsiteImpact(const PurgeRecord& r) {
+  std::vector<std::string> out;
+  const ServiceResources* svc = Service();
+  if (r.state != policy::kPurgePending || !svc) return out;
+  for (replication::Shipper* s : svc->shippers) {
+    int64_t lock = s->status().object_lock_seconds;
+    if (lock <= 0) continue;
+    out.push_back(replication::ObjectLockImpact(s->config().name, lock));
+  }
+  return out;
+}
+
+json WithImpact(const PurgeRecord& r) {
+  json j = r.PublicJson();
+  if (r.state == policy::kPurgePending) j["offsite_impact"] = OffsiteImpact(r);
+  return j;
 }
 
 Result<PurgeRecord> MustGet(PurgeStore& s, const std::string& id) {
@@ -134,10 +155,11 @@ void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     Result<PurgeRecord> r = p->purges->Propose(**searcher, *p->state.vault, *p->policies, ShellActor(), Now());
     if (!r.ok()) return fail(r.error());
     if (as_json) {
-      Out() << r->PublicJson().dump(2) << "\n";
+      Out() << WithImpact(*r).dump(2) << "\n";
       return;
     }
     Print(*r);
+    for (const std::string& line : OffsiteImpact(*r)) Out() << "  " << line << "\n";
     Out() << "another compliance officer approves it: mailvault purge approve " << r->id << "\n";
   });
 
@@ -169,8 +191,12 @@ void AddPurgeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (!p.ok()) return fail(p.error());
     Result<PurgeRecord> r = MustGet(*p->purges, id);
     if (!r.ok()) return fail(r.error());
-    if (as_json) Out() << r->PublicJson().dump(2) << "\n";
-    else Print(*r);
+    if (as_json) {
+      Out() << WithImpact(*r).dump(2) << "\n";
+    } else {
+      Print(*r);
+      for (const std::string& line : OffsiteImpact(*r)) Out() << "  " << line << "\n";
+    }
   });
 
   auto* approve = pur->add_subcommand("approve", "approve another officer's purge; it runs as a job of the service (or here, without one)");

@@ -72,6 +72,12 @@ int LocalMinuteOfDay() {
 
 }  // namespace
 
+std::string ObjectLockImpact(const std::string& target, int64_t lock_seconds) {
+  return "offsite " + target + ": the bucket's object lock keeps every object " + std::to_string(lock_seconds / 86400) +
+         " days after it is written: offsite packs written less than that ago that hold purged messages stay there "
+         "(encrypted; their keys are shredded here) until the lock lets replication delete them";
+}
+
 nlohmann::json TargetStatus::ToJson() const {
   return {{"name", name},
           {"url", url},

@@ -58,6 +58,10 @@ struct TargetStatus {
   nlohmann::json ToJson() const;   // the field names, times as ISO 8601 (null when none)
 };
 
+// What a target's object lock means for a pending purge (docs/replication.md "Purges"): the one
+// line the API's "offsite_impact" and `purge propose|show` print.
+std::string ObjectLockImpact(const std::string& target, int64_t lock_seconds);
+
 class Shipper {
  public:
   // vault_dir holds VAULT, keyslot and the offsite/ record. audit_head: the audit chain's head
