@@ -14,6 +14,7 @@
 #include "core/bytes.h"
 #include "core/file_util.h"
 #include "core/fingerprint.h"
+#include "vault/layout.h"
 #include "vault/purposes.h"
 #include "vault/vault.h"
 
@@ -71,6 +72,11 @@ int LocalMinuteOfDay() {
 }
 
 }  // namespace
+
+const std::vector<std::string>& ShippedEntries() {
+  static const std::vector<std::string> kEntries = {"VAULT", "keyslot", "packs", "state"};
+  return kEntries;
+}
 
 std::string ObjectLockImpact(const std::string& target, int64_t lock_seconds) {
   return "offsite " + target + ": the bucket's object lock keeps every object " + std::to_string(lock_seconds / 86400) +
@@ -136,6 +142,14 @@ void Shipper::SetFailure(const Error& e) {
 }
 
 Status Shipper::Load() {
+  // Replication ships the vault's truth, by its layout table: a truth entry it does not know
+  // would be lost with the machine.
+  for (const layout::Entry& e : layout::kEntries) {
+    if (e.kind != layout::Kind::kTruth) continue;
+    if (std::find(ShippedEntries().begin(), ShippedEntries().end(), e.name) == ShippedEntries().end()) {
+      return Internal(std::string("vault/layout.h names \"") + e.name + "\" as truth, but replication does not ship it");
+    }
+  }
   if (stores_.empty()) {
     const std::string uploads = RecordDir() + "/uploads";
     std::filesystem::create_directories(uploads);

@@ -58,6 +58,11 @@ struct TargetStatus {
   nlohmann::json ToJson() const;   // the field names, times as ISO 8601 (null when none)
 };
 
+// The vault-layout entries (vault/layout.h) the shipper copies: VAULT and keyslot (identity),
+// packs/ (segments), state/ (snapshots and deltas). Every entry of kind truth must be one of
+// them: a shipper refuses to start otherwise, and a test checks the two lists.
+const std::vector<std::string>& ShippedEntries();
+
 // What a target's object lock means for a pending purge (docs/replication.md "Purges"): the one
 // line the API's "offsite_impact" and `purge propose|show` print.
 std::string ObjectLockImpact(const std::string& target, int64_t lock_seconds);

@@ -167,7 +167,8 @@ part_done f1
 # serve heals what is lost or damaged offsite, by itself.
 write_conf "check-interval = 2" "deep-check-interval = 4"
 # Not through mvault (a function): $! must be serve itself, for the kill below.
-"$MV" --vault "$V" --key-file "$K" --config "$CONF" serve --smtp 127.0.0.1:0 >"$work/serve.log" 2>&1 &
+api_port=$(offsite_free_port)
+"$MV" --vault "$V" --key-file "$K" --config "$CONF" serve --smtp 127.0.0.1:0 --http "127.0.0.1:$api_port" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 # Wait for its control socket (a command run meanwhile would open the vault itself, and serve
 # would find it busy).
@@ -187,6 +188,35 @@ done
 ((healed)) && pass "(f) serve shipped the lost and the damaged pack again by itself" || fail "(f) not healed: $o"
 st=$(mvault offsite status --json 2>&1)
 expect_eq "(f) status back to ok on both" "$(jpy "$st" "' '.join(t['state'] for t in d['targets'])")" "ok ok"
+# The link drops while serve ships new mail: the state goes down, and comes back to ok by itself
+# once the link is back (no command in between).
+offsite_proxy_drop reset
+mvault import -q --custodian frank@corp.example $(find "$corpus/cur" -type f | sort | sed -n '4001,4200p') >/dev/null 2>&1
+down=""
+for _ in $(seq 50); do
+  down=$(jpy "$(mvault offsite status --json 2>&1)" "[t['state'] for t in d['targets'] if t['name'] == 's3-dr'][0]")
+  [[ $down == down ]] && break
+  sleep 0.2
+done
+expect_eq "(f) link dropped under serve: s3-dr is down" "$down" down
+offsite_proxy_restore
+back=""
+for _ in $(seq 90); do
+  back=$(jpy "$(mvault offsite status --json 2>&1)" "' '.join('%s/%d' % (t['state'], t['lag_bytes']) for t in d['targets'])")
+  [[ $back == "ok/0 ok/0" ]] && break
+  sleep 1
+done
+expect_eq "(f) link back: serve's retries bring both targets to ok with no lag, by themselves" "$back" "ok/0 ok/0"
+verify_clean "(f) after the link came back"
+# The same figures through the REST API (an operator) and /metrics.
+tok=$(jpy "$(curl -s --max-time 10 -H 'Content-Type: application/json' -d '{"username":"op1","password":"op1-secret-12345"}' \
+  "http://127.0.0.1:$api_port/api/v1/auth/login")" "d['token']")
+sleep 1.5  # the status the API serves is refreshed every second
+api_out=$(curl -s --max-time 10 -H "Authorization: Bearer $tok" "http://127.0.0.1:$api_port/api/v1/offsite")
+expect_eq "(f) GET /api/v1/offsite: both targets, ok" "$(jpy "$api_out" "' '.join('%s:%s' % (t['name'], t['state']) for t in d['targets'])")" "s3-dr:ok sftp-branch:ok"
+metrics=$(curl -s --max-time 10 -H "Authorization: Bearer $tok" "http://127.0.0.1:$api_port/metrics")
+grep -q 'mailvault_offsite_state{target="s3-dr",state="ok"} 1' <<<"$metrics" && grep -q '^mailvault_offsite_lag_bytes{target="sftp-branch"} 0' <<<"$metrics" &&
+  pass "(f) /metrics: mailvault_offsite_state and _lag_bytes per target" || fail "(f) /metrics: $(grep offsite <<<"$metrics" | head -n 5)"
 kill "$serve_pid" && wait "$serve_pid"
 serve_pid=""
 part_done f2

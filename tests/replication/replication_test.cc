@@ -16,6 +16,8 @@
 #include "replication/formats.h"
 #include "replication/s3_store.h"
 #include "replication/s3_xml.h"
+#include "replication/shipper.h"
+#include "vault/layout.h"
 #include "tests/test_util.h"
 
 namespace mailvault::replication {
@@ -50,6 +52,19 @@ TEST(SigV4Test, UriEncodingIsRfc3986) {
   EXPECT_EQ(UriEncode("a b/c~d_e.f-g+h", true), "a%20b/c~d_e.f-g%2Bh");
   EXPECT_EQ(UriEncode("a/b", false), "a%2Fb");
   EXPECT_EQ(UriEncode("\xc3\xa9", false), "%C3%A9");
+}
+
+// Offsite replication ships exactly the vault's truth (vault/layout.h): a new truth entry fails
+// here until the shipper copies it.
+TEST(OffsiteLayoutTest, ShipsExactlyTheTruthEntriesOfTheVaultLayout) {
+  std::vector<std::string> truth;
+  for (const layout::Entry& e : layout::kEntries) {
+    if (e.kind == layout::Kind::kTruth) truth.push_back(e.name);
+  }
+  std::vector<std::string> shipped = ShippedEntries();
+  std::sort(truth.begin(), truth.end());
+  std::sort(shipped.begin(), shipped.end());
+  EXPECT_EQ(shipped, truth);
 }
 
 TEST(S3UrlTest, ParsesAndRefusesPlainHttpOffLoopback) {
