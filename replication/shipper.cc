@@ -15,6 +15,7 @@
 #include "core/file_util.h"
 #include "core/fingerprint.h"
 #include "vault/layout.h"
+#include "vault/pack.h"
 #include "vault/purposes.h"
 #include "vault/vault.h"
 
@@ -533,6 +534,13 @@ Status Shipper::PassLocked() {
     if (e.durable_bytes > sp.bytes) {
       Result<int> fd = vault_->OpenPackGeneration(e.number, e.generation);
       if (!fd.ok()) {
+        const std::string path = vault_->dir() + "/packs/" + PackFileName(e.number);
+        if (fd.error().code() == ErrorCode::kNotFound && ::access(path.c_str(), F_OK) != 0) {
+          // Gone here (deleted, a disk fault): the offsite copy is kept as it is, and said so.
+          problems.push_back("pack " + std::to_string(e.number) + " is missing here (" + path + ")");
+          if (it != old.end()) next.packs.push_back(it->second);
+          continue;
+        }
         // A purge swapped the file since PackExtents: the next pass ships the new generation.
         if (fd.error().code() == ErrorCode::kNotFound && it != old.end()) {
           next.packs.push_back(it->second.generation == e.generation ? std::move(sp) : it->second);
