@@ -284,10 +284,16 @@ mm import -q --custodian erin@corp.example $(find "$corpus/cur" -type f | sort) 
 sealed=$(stat -c %s "$M/packs/00000001.pack" 2>/dev/null || echo 0)
 ((sealed >= 7340032)) && pass "(m) a sealed pack of $sealed bytes" || fail "(m) no sealed pack of 7 MiB ($sealed)"
 offsite_proxy_throttle 1048576
+up_start=$(offsite_proxy_stats | grep -o 'up=[0-9]*' | tr -dc 0-9)
 mm offsite sync >"$work/mp.out" 2>&1 &
 mp_pid=$!
-# Part 1 (5 MiB) takes 5 s at 1 MiB/s; part 2 is on its way at 6.5 s.
-sleep 6.5
+# Part 1 (5 MiB) takes 5 s at 1 MiB/s: kill the gateway once 6 MiB went through the proxy (part 2
+# on its way), however long the command took to start.
+for _ in $(seq 300); do
+  up=$(offsite_proxy_stats | grep -o 'up=[0-9]*' | tr -dc 0-9)
+  ((up - up_start > 6 * 1048576)) && break
+  sleep 0.1
+done
 offsite_kill_rgw
 wait "$mp_pid" && fail "(m) the sync did not fail" || pass "(m) gateway killed after the first part: the sync fails"
 ls "$M"/offsite/mp/uploads/*.upload >/dev/null 2>&1 && pass "(m) the unfinished upload is remembered" || fail "(m) no upload state in $M/offsite/mp/uploads"
