@@ -32,10 +32,30 @@ std::string Hex16(uint64_t v) {
   return buf;
 }
 
+// Numbers as the manifest writes them: integers. nlohmann's get<> turns a JSON float such as
+// 1e24 into an integer by a cast that is undefined behaviour when it does not fit (fuzz_offsite
+// found it), so the type is checked first.
+struct BadNumber {
+  std::string what;
+};
+uint64_t U64(const nlohmann::json& v, const char* what) {
+  if (!v.is_number_unsigned()) throw BadNumber{what};
+  return v.get<uint64_t>();
+}
+int64_t I64(const nlohmann::json& v, const char* what) {
+  if (!v.is_number_integer()) throw BadNumber{what};
+  return v.get<int64_t>();
+}
+uint32_t U32(const nlohmann::json& v, const char* what) {
+  uint64_t n = U64(v, what);
+  if (n > UINT32_MAX) throw BadNumber{what};
+  return uint32_t(n);
+}
+
 nlohmann::json ObjectJson(const ShippedObject& o) { return {{"name", o.name}, {"size", o.size}, {"sha256", o.sha256}}; }
 
 ShippedObject ObjectOf(const nlohmann::json& j) {
-  return {j.at("name").get<std::string>(), j.at("size").get<uint64_t>(), j.at("sha256").get<std::string>()};
+  return {j.at("name").get<std::string>(), U64(j.at("size"), "size"), j.at("sha256").get<std::string>()};
 }
 
 nlohmann::json ManifestJson(const Manifest& m) {
@@ -77,19 +97,20 @@ Result<Manifest> ManifestOf(const nlohmann::json& j) {
     Manifest m;
     m.vault = j.at("vault").get<std::string>();
     m.target = j.at("target").get<std::string>();
-    m.seq = j.at("seq").get<uint64_t>();
+    m.seq = U64(j.at("seq"), "seq");
     m.prev = j.at("prev").get<std::string>();
-    m.time_us = j.at("time_us").get<int64_t>();
+    m.time_us = I64(j.at("time_us"), "time_us");
     for (const auto& o : j.at("identity")) m.identity.push_back(ObjectOf(o));
     for (const auto& p : j.at("packs")) {
       ShippedPack sp;
-      sp.number = p.at("number").get<uint64_t>();
-      sp.generation = p.at("generation").get<uint32_t>();
+      sp.number = U64(p.at("number"), "number");
+      sp.generation = U32(p.at("generation"), "generation");
       sp.sealed = p.at("sealed").get<bool>();
-      sp.bytes = p.at("bytes").get<uint64_t>();
+      sp.bytes = U64(p.at("bytes"), "bytes");
       uint64_t total = 0;
       for (const auto& s : p.at("segments")) {
         sp.segments.push_back(ObjectOf(s));
+        if (total + sp.segments.back().size < total) throw BadNumber{"segment size"};
         total += sp.segments.back().size;
       }
       if (total != sp.bytes) {
@@ -98,22 +119,24 @@ Result<Manifest> ManifestOf(const nlohmann::json& j) {
       }
       m.packs.push_back(std::move(sp));
     }
-    m.state.generation = j.at("state").at("generation").get<uint64_t>();
+    m.state.generation = U64(j.at("state").at("generation"), "state generation");
     for (const auto& o : j.at("state").at("objects")) m.state.objects.push_back(ObjectOf(o));
-    m.audit_seq = j.at("audit").at("seq").get<uint64_t>();
+    m.audit_seq = U64(j.at("audit").at("seq"), "audit seq");
     m.audit_head = j.at("audit").at("head").get<std::string>();
     if (j.contains("index")) {
       const auto& ix = j.at("index");
       ShippedIndex si;
-      si.change = ix.at("change").get<uint64_t>();
-      si.time_us = ix.at("time_us").get<int64_t>();
-      si.bytes = ix.at("bytes").get<uint64_t>();
+      si.change = U64(ix.at("change"), "index change");
+      si.time_us = I64(ix.at("time_us"), "index time_us");
+      si.bytes = U64(ix.at("bytes"), "index bytes");
       for (const auto& o : ix.at("objects")) si.objects.push_back(ObjectOf(o));
       m.index = std::move(si);
     }
     return m;
   } catch (const nlohmann::json::exception& e) {
     return MalformedInput(std::string("offsite manifest: ") + e.what());
+  } catch (const BadNumber& e) {
+    return MalformedInput("offsite manifest: \"" + e.what + "\" is not a whole number in range");
   }
 }
 

@@ -232,6 +232,20 @@ TEST(OffsiteFormatsTest, ManifestRoundTripsAndRefusesEditsAndOtherKeys) {
   // Readable without the key, for status and listings.
   EXPECT_TRUE(DecodeManifestUnauthenticated(bytes).ok());
   EXPECT_FALSE(DecodeManifestUnauthenticated(std::string(kMaxManifestBytes + 1, ' ')).ok());
+  // Numbers that are not whole or do not fit (fuzz_offsite: a float time_us was cast with
+  // undefined behaviour) are refused as malformed.
+  for (const char* bad : {"1.765e+24", "-1", "1.5", "18446744073709551616"}) {
+    nlohmann::json j = nlohmann::json::parse(bytes);
+    j.erase("mac");
+    j["seq"] = nlohmann::json::parse(bad);
+    Result<Manifest> r = DecodeManifestUnauthenticated(j.dump());
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code(), ErrorCode::kMalformedInput) << bad;
+    if (std::string(bad) == "-1") continue;  // a valid (signed) time
+    j = nlohmann::json::parse(bytes);
+    j["time_us"] = nlohmann::json::parse(bad);
+    EXPECT_FALSE(DecodeManifestUnauthenticated(j.dump()).ok()) << bad;
+  }
   EXPECT_EQ(ManifestName(7), "manifests/0000000000000007");
   EXPECT_EQ(ManifestSeqOf("manifests/000000000000000a"), 10u);
   EXPECT_FALSE(ManifestSeqOf("manifests/xyz").has_value());
