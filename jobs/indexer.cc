@@ -107,24 +107,7 @@ Result<RebuildReport> LevelIndex(const Vault& vault, const std::string& vault_di
 }
 
 Result<uint64_t> IndexFollower::CopyTo(const std::string& dest) {
-  std::lock_guard<std::mutex> one_task(task_mu_);
-  if (follow_) {
-    std::unique_lock<std::mutex> l(mu_);
-    yield_ = true;
-    cv_.notify_all();
-    cv_.wait(l, [&] { return parked_ || stop_; });
-    if (!parked_) {
-      yield_ = false;
-      return FailedPrecondition("the service is stopping");
-    }
-  }
-  Result<uint64_t> r = CopyIndexFiles(dir_, dest);
-  if (follow_) {
-    std::lock_guard<std::mutex> l(mu_);
-    yield_ = false;
-  }
-  cv_.notify_all();
-  return r;
+  return WithWriter<uint64_t>("the service is stopping", [&] { return CopyIndexFiles(dir_, dest); });
 }
 
 void IndexFollower::Start() {
@@ -210,24 +193,8 @@ void IndexFollower::Run() {
 }
 
 Result<json> IndexFollower::Maintain(IndexTask task, const std::atomic<bool>* abort, const IndexProgress& progress) {
-  std::lock_guard<std::mutex> one_task(task_mu_);
-  if (follow_) {
-    std::unique_lock<std::mutex> l(mu_);
-    yield_ = true;
-    cv_.notify_all();
-    cv_.wait(l, [&] { return parked_ || stop_; });
-    if (!parked_) {
-      yield_ = false;
-      return FailedPrecondition("the service is stopping; the job runs again at its next start");
-    }
-  }
-  Result<json> r = RunTask(task, abort, progress);
-  if (follow_) {
-    std::lock_guard<std::mutex> l(mu_);
-    yield_ = false;
-  }
-  cv_.notify_all();
-  return r;
+  return WithWriter<json>("the service is stopping; the job runs again at its next start",
+                          [&] { return RunTask(task, abort, progress); });
 }
 
 Result<json> IndexFollower::RunTask(IndexTask task, const std::atomic<bool>* abort, const IndexProgress& progress) {

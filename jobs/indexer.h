@@ -98,6 +98,29 @@ class IndexFollower {
  private:
   void Run();
   void SetError(std::string e);
+  // Runs fn with the writer to itself: parks the follower (it stops after the chunk it is
+  // writing and lets the writer go), runs fn, and lets it follow again. One at a time.
+  template <typename T, typename Fn>
+  Result<T> WithWriter(const char* stopping, Fn&& fn) {
+    std::lock_guard<std::mutex> one_task(task_mu_);
+    if (follow_) {
+      std::unique_lock<std::mutex> l(mu_);
+      yield_ = true;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return parked_ || stop_; });
+      if (!parked_) {
+        yield_ = false;
+        return FailedPrecondition(stopping);
+      }
+    }
+    Result<T> r = fn();
+    if (follow_) {
+      std::lock_guard<std::mutex> l(mu_);
+      yield_ = false;
+    }
+    cv_.notify_all();
+    return r;
+  }
   Result<nlohmann::json> RunTask(IndexTask task, const std::atomic<bool>* abort, const IndexProgress& progress);
 
   const Vault* vault_;
